@@ -1,0 +1,458 @@
+//! Configuration: `relayguard.toml` parsed, validated and turned into a [`Policy`].
+//!
+//! Every error names the file, the line and the key.
+
+use crate::policy::Policy;
+use crate::policy::domains::{ProtectedDomains, normalise_domain};
+use crate::policy::senders::{LoginRules, Owners, SenderMap, SenderMapError};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A configuration error with its place.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a wrong type.
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{}:{line}: key `{key}`: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The sender-login map is broken.
+    #[error(transparent)]
+    SenderMap(#[from] SenderMapError),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    milter: RawMilter,
+    #[serde(default)]
+    domains: RawDomains,
+    #[serde(default)]
+    senders: RawSenders,
+    #[serde(default)]
+    clients: RawClients,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMilter {
+    socket: Option<Spanned<String>>,
+    socket_mode: Option<Spanned<String>>,
+    socket_owner: Option<String>,
+    socket_group: Option<String>,
+    max_connections: Option<Spanned<usize>>,
+    shutdown_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomains {
+    protected: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSenders {
+    login_map: Option<Spanned<String>>,
+    own_local_part: Option<bool>,
+    robots: Option<Vec<String>>,
+    realms: Option<Vec<Spanned<String>>>,
+    allow_foreign: Option<bool>,
+    recipient_delimiter: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClients {
+    internal_networks: Option<Vec<Spanned<String>>>,
+}
+
+/// Where the milter listens, in OpenDKIM's spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// `unix:/path` (or `local:/path`).
+    Unix(PathBuf),
+    /// `inet:PORT@HOST` or `inet6:PORT@HOST`.
+    Inet(SocketAddr),
+}
+
+impl SocketSpec {
+    /// Parses `unix:/path`, `local:/path`, `inet:PORT@HOST`, `inet:PORT` (all interfaces), `inet6:PORT@HOST`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        if let Some(path) = spec
+            .strip_prefix("unix:")
+            .or_else(|| spec.strip_prefix("local:"))
+        {
+            if !path.starts_with('/') {
+                return Err(format!("unix socket path `{path}` must be absolute"));
+            }
+            return Ok(SocketSpec::Unix(PathBuf::from(path)));
+        }
+        let (v6, rest) = if let Some(rest) = spec.strip_prefix("inet6:") {
+            (true, rest)
+        } else if let Some(rest) = spec.strip_prefix("inet:") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "`{spec}` is not unix:/path, inet:PORT@HOST or inet6:PORT@HOST"
+            ));
+        };
+        let (port, host) = rest
+            .split_once('@')
+            .unwrap_or((rest, if v6 { "::" } else { "0.0.0.0" }));
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{port}` is not a port number"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip: IpAddr = match host {
+            "localhost" if v6 => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            "localhost" => IpAddr::from([127, 0, 0, 1]),
+            _ => host
+                .parse()
+                .map_err(|_| format!("`{host}` is not an IP address"))?,
+        };
+        if v6 != ip.is_ipv6() {
+            return Err(format!(
+                "`{host}` does not match the {} family",
+                if v6 { "inet6" } else { "inet" }
+            ));
+        }
+        Ok(SocketSpec::Inet(SocketAddr::new(ip, port)))
+    }
+}
+
+/// Settings of the listening socket; they apply at start only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MilterConfig {
+    /// Where to listen.
+    pub socket: SocketSpec,
+    /// Permission bits of a unix socket.
+    pub socket_mode: u32,
+    /// Owner (user name) of a unix socket.
+    pub socket_owner: Option<String>,
+    /// Group (name) of a unix socket.
+    pub socket_group: Option<String>,
+    /// Maximum concurrent MTA connections.
+    pub max_connections: usize,
+    /// How long a shutdown waits for messages in flight.
+    pub shutdown_timeout: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Listening socket settings.
+    pub milter: MilterConfig,
+    /// The sender-login map file, if any.
+    pub login_map: Option<PathBuf>,
+    /// The sender policy.
+    pub policy: Policy,
+}
+
+/// Turns a byte offset into a 1-based line number.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl Config {
+    /// Reads and validates the configuration file and the files it names.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates configuration text; `path` locates errors and relative file names.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+            message: e.message().trim().to_string(),
+        })?;
+        let invalid =
+            |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: line_of(text, span.start),
+                key: key.to_string(),
+                reason,
+            };
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let socket = match &raw.milter.socket {
+            Some(s) => {
+                SocketSpec::parse(s.get_ref()).map_err(|r| invalid(s.span(), "milter.socket", r))?
+            }
+            None => SocketSpec::Inet(SocketAddr::from(([127, 0, 0, 1], 8891))),
+        };
+        let socket_mode = match &raw.milter.socket_mode {
+            Some(m) => u32::from_str_radix(m.get_ref(), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    invalid(
+                        m.span(),
+                        "milter.socket_mode",
+                        format!("`{}` is not an octal mode such as \"0660\"", m.get_ref()),
+                    )
+                })?,
+            None => 0o660,
+        };
+        let max_connections = match &raw.milter.max_connections {
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(invalid(
+                    n.span(),
+                    "milter.max_connections",
+                    "must be at least 1".into(),
+                ));
+            }
+            Some(n) => *n.get_ref(),
+            None => 256,
+        };
+        let milter = MilterConfig {
+            socket,
+            socket_mode,
+            socket_owner: raw.milter.socket_owner,
+            socket_group: raw.milter.socket_group,
+            max_connections,
+            shutdown_timeout: Duration::from_secs(raw.milter.shutdown_timeout_secs.unwrap_or(30)),
+        };
+
+        let domains = |list: &[Spanned<String>], key: &str| -> Result<Vec<String>, ConfigError> {
+            list.iter()
+                .map(|d| {
+                    normalise_domain(d.get_ref()).map_err(|e| invalid(d.span(), key, e.to_string()))
+                })
+                .collect()
+        };
+        let protected = match &raw.domains.protected {
+            Some(list) if list.get_ref().is_empty() => {
+                return Err(invalid(
+                    list.span(),
+                    "domains.protected",
+                    "at least one protected domain is needed".into(),
+                ));
+            }
+            Some(list) => domains(list.get_ref(), "domains.protected")?,
+            None => vec!["tugraz.at".into(), "tu-graz.ac.at".into()],
+        };
+        let realms = match &raw.senders.realms {
+            Some(list) => domains(list, "senders.realms")?,
+            None => protected.clone(),
+        };
+        let logins = LoginRules::new(realms);
+        let delimiter = match &raw.senders.recipient_delimiter {
+            Some(d) => {
+                let mut chars = d.get_ref().chars();
+                match (chars.next(), chars.next()) {
+                    (None, _) => None,
+                    (Some(c), None) if !c.is_alphanumeric() && c != '@' && !c.is_whitespace() => {
+                        Some(c)
+                    }
+                    _ => {
+                        return Err(invalid(
+                            d.span(),
+                            "senders.recipient_delimiter",
+                            "must be one punctuation character or empty".into(),
+                        ));
+                    }
+                }
+            }
+            None => Some('+'),
+        };
+        let internal_networks = raw
+            .clients
+            .internal_networks
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|n| {
+                let s = n.get_ref();
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| {
+                        invalid(
+                            n.span(),
+                            "clients.internal_networks",
+                            format!("`{s}` is not a CIDR network"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let login_map = raw
+            .senders
+            .login_map
+            .as_ref()
+            .map(|p| base.join(p.get_ref()));
+        let map = match (&login_map, &raw.senders.login_map) {
+            (Some(file), Some(key)) => {
+                let map_text = std::fs::read_to_string(file).map_err(|e| {
+                    invalid(
+                        key.span(),
+                        "senders.login_map",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                SenderMap::parse(file, &map_text, &logins)?
+            }
+            _ => SenderMap::default(),
+        };
+        let owners = Owners {
+            map,
+            own_local_part: raw.senders.own_local_part.unwrap_or(true),
+            robots: raw
+                .senders
+                .robots
+                .unwrap_or_default()
+                .iter()
+                .map(|r| logins.normalise(r))
+                .collect(),
+            delimiter,
+        };
+        let policy = Policy {
+            protected: ProtectedDomains::new(protected),
+            internal_networks,
+            owners,
+            logins,
+            allow_foreign_senders: raw.senders.allow_foreign.unwrap_or(false),
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            milter,
+            login_map,
+            policy,
+        })
+    }
+
+    /// Files whose change triggers a reload.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.path.clone())
+            .chain(self.login_map.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/relayguard/relayguard.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.milter.socket,
+            SocketSpec::Inet("127.0.0.1:8891".parse().unwrap())
+        );
+        assert_eq!(c.policy.protected.apexes(), ["tugraz.at", "tu-graz.ac.at"]);
+        assert!(!c.policy.allow_foreign_senders);
+    }
+
+    #[test]
+    fn socket_spellings() {
+        assert_eq!(
+            SocketSpec::parse("unix:/run/rg.sock"),
+            Ok(SocketSpec::Unix("/run/rg.sock".into()))
+        );
+        assert_eq!(
+            SocketSpec::parse("local:/run/rg.sock"),
+            Ok(SocketSpec::Unix("/run/rg.sock".into()))
+        );
+        assert_eq!(
+            SocketSpec::parse("inet:8891@127.0.0.1"),
+            Ok(SocketSpec::Inet("127.0.0.1:8891".parse().unwrap()))
+        );
+        assert_eq!(
+            SocketSpec::parse("inet6:8891@[::1]"),
+            Ok(SocketSpec::Inet("[::1]:8891".parse().unwrap()))
+        );
+        assert_eq!(
+            SocketSpec::parse("inet:8891"),
+            Ok(SocketSpec::Inet("0.0.0.0:8891".parse().unwrap()))
+        );
+        assert!(SocketSpec::parse("inet:x@1.2.3.4").is_err());
+        assert!(SocketSpec::parse("inet6:1@127.0.0.1").is_err());
+        assert!(SocketSpec::parse("unix:rel.sock").is_err());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = parse("[clients]\n\ninternal_networks = [\"10.0.0.0/8\",\n  \"129.27.0.0/33\"]\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/relayguard/relayguard.toml:4: key `clients.internal_networks`: `129.27.0.0/33` is not a CIDR network"
+        );
+        let e = parse("[milter]\nsocket_mode = \"0999\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/etc/relayguard/relayguard.toml:2: key `milter.socket_mode`"),
+            "{e}"
+        );
+        let e = parse("[domains]\nprotected = [\"tugraz.at\", \"bad..at\"]\n").unwrap_err();
+        assert!(e.to_string().contains(":2: key `domains.protected`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line() {
+        let e = parse("[senders]\nown_local_part = true\nallow_forein = true\n").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("/etc/relayguard/relayguard.toml:3: unknown field `allow_forein`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn missing_login_map_names_the_key() {
+        let e = parse("[senders]\nlogin_map = \"does-not-exist\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains(
+                ":2: key `senders.login_map`: cannot read /etc/relayguard/does-not-exist"
+            ),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! Header mailboxes (From, Sender): strict parsing that refuses every ambiguous form.
+//!
+//! A header value is accepted only when a conservative RFC 5322 mailbox lexer and
+//! mail-parser agree on one address. The refusal classes follow "Composition Kills"
+//! (Chen et al., USENIX Security 2020): multiple or disguised From headers, groups,
+//! lists, source routes, encoded-words and quoted local parts, comments and display
+//! names that carry another address, and raw control characters.
+
+use super::address::{Address, AddressError};
+use mail_parser::MessageParser;
+use std::fmt;
+
+/// Why a header's sender could not be determined unambiguously.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// The header has no mailbox at all.
+    Empty,
+    /// More than one header of this kind, in any letter case.
+    Multiple,
+    /// A header name such as `From :` with white space before the colon.
+    NameWhitespace,
+    /// A `From:`/`Sender:` line hidden as a folded continuation of another header.
+    FoldedHeader,
+    /// More than one mailbox in the header.
+    MailboxList,
+    /// RFC 5322 group syntax (`name: a@b;`).
+    Group,
+    /// `<@relay:user@domain>`.
+    SourceRoute,
+    /// An encoded-word where the address should be.
+    EncodedWordAddress,
+    /// `"..."@domain`.
+    QuotedLocalPart,
+    /// The display name or a comment holds an address other than the real one.
+    DisplayNameAddress(String),
+    /// A NUL byte.
+    Nul,
+    /// A CR or LF that is not part of header folding.
+    BareLineBreak,
+    /// Another control character.
+    ControlCharacter,
+    /// 8-bit bytes that are not UTF-8.
+    InvalidUtf8,
+    /// Not a mailbox by the strict grammar.
+    Unparseable(&'static str),
+    /// The address itself is invalid.
+    InvalidAddress(AddressError),
+    /// The strict lexer and mail-parser read different addresses.
+    ParsersDisagree,
+}
+
+impl Ambiguity {
+    /// A stable, documented code for logs and audit records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Ambiguity::Empty => "empty",
+            Ambiguity::Multiple => "multiple_headers",
+            Ambiguity::NameWhitespace => "header_name_whitespace",
+            Ambiguity::FoldedHeader => "folded_header",
+            Ambiguity::MailboxList => "mailbox_list",
+            Ambiguity::Group => "group_syntax",
+            Ambiguity::SourceRoute => "source_route",
+            Ambiguity::EncodedWordAddress => "encoded_word_address",
+            Ambiguity::QuotedLocalPart => "quoted_local_part",
+            Ambiguity::DisplayNameAddress(_) => "display_name_address",
+            Ambiguity::Nul => "nul",
+            Ambiguity::BareLineBreak => "bare_line_break",
+            Ambiguity::ControlCharacter => "control_character",
+            Ambiguity::InvalidUtf8 => "invalid_utf8",
+            Ambiguity::Unparseable(_) => "unparseable",
+            Ambiguity::InvalidAddress(_) => "invalid_address",
+            Ambiguity::ParsersDisagree => "parsers_disagree",
+        }
+    }
+}
+
+impl fmt::Display for Ambiguity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ambiguity::Empty => f.write_str("holds no address"),
+            Ambiguity::Multiple => f.write_str("appears more than once"),
+            Ambiguity::NameWhitespace => f.write_str("has white space in its field name"),
+            Ambiguity::FoldedHeader => f.write_str("is hidden in a folded continuation line"),
+            Ambiguity::MailboxList => f.write_str("holds more than one mailbox"),
+            Ambiguity::Group => f.write_str("uses group syntax"),
+            Ambiguity::SourceRoute => f.write_str("uses a source route"),
+            Ambiguity::EncodedWordAddress => {
+                f.write_str("has an encoded-word where the address should be")
+            }
+            Ambiguity::QuotedLocalPart => f.write_str("has a quoted local part"),
+            Ambiguity::DisplayNameAddress(a) => {
+                write!(f, "shows the address {a} in its display name or a comment")
+            }
+            Ambiguity::Nul => f.write_str("contains a NUL byte"),
+            Ambiguity::BareLineBreak => f.write_str("contains a bare CR or LF"),
+            Ambiguity::ControlCharacter => f.write_str("contains a control character"),
+            Ambiguity::InvalidUtf8 => f.write_str("contains 8-bit bytes that are not UTF-8"),
+            Ambiguity::Unparseable(why) => write!(f, "cannot be parsed ({why})"),
+            Ambiguity::InvalidAddress(e) => write!(f, "holds an invalid address ({e})"),
+            Ambiguity::ParsersDisagree => f.write_str("is read differently by different parsers"),
+        }
+    }
+}
+
+/// Removes header folding; refuses NUL, bare CR/LF, other controls and invalid UTF-8.
+pub fn unfold(raw: &[u8]) -> Result<String, Ambiguity> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        match b {
+            0 => return Err(Ambiguity::Nul),
+            b'\r' | b'\n' => {
+                let next = if b == b'\r' && raw.get(i + 1) == Some(&b'\n') {
+                    i + 2
+                } else if b == b'\n' {
+                    i + 1
+                } else {
+                    return Err(Ambiguity::BareLineBreak);
+                };
+                if !matches!(raw.get(next), Some(b' ' | b'\t')) {
+                    return Err(Ambiguity::BareLineBreak);
+                }
+                i = next;
+                continue;
+            }
+            b'\t' => {}
+            0x01..=0x1f | 0x7f => return Err(Ambiguity::ControlCharacter),
+            _ => {}
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| Ambiguity::InvalidUtf8)
+}
+
+/// Parses one unfolded header value as exactly one mailbox.
+pub fn parse_mailbox(value: &str) -> Result<Address, Ambiguity> {
+    let lexed = Lexed::lex(value)?;
+    let (addr_text, display) = match &lexed.angle {
+        Some(inner) => {
+            let inner = inner.trim_matches([' ', '\t']);
+            if inner.contains([' ', '\t']) {
+                return Err(Ambiguity::Unparseable("white space inside the address"));
+            }
+            (inner.to_string(), lexed.words.join(" "))
+        }
+        None => {
+            if lexed.quoted {
+                return Err(Ambiguity::QuotedLocalPart);
+            }
+            match lexed.words.as_slice() {
+                [] => return Err(Ambiguity::Empty),
+                [one] => (one.clone(), String::new()),
+                _ => {
+                    return Err(Ambiguity::Unparseable(
+                        "several words without angle brackets",
+                    ));
+                }
+            }
+        }
+    };
+    let address = Address::parse_addr_spec(&addr_text).map_err(|e| match e {
+        AddressError::Empty => Ambiguity::Empty,
+        AddressError::SourceRoute => Ambiguity::SourceRoute,
+        AddressError::QuotedLocalPart => Ambiguity::QuotedLocalPart,
+        AddressError::EncodedWord => Ambiguity::EncodedWordAddress,
+        other => Ambiguity::InvalidAddress(other),
+    })?;
+    let real = address.canonical();
+    for text in std::iter::once(&display).chain(&lexed.comments) {
+        if let Some(other) = hidden_address(text, &real) {
+            return Err(Ambiguity::DisplayNameAddress(other));
+        }
+    }
+    cross_check(value, &addr_text, &real)?;
+    Ok(address)
+}
+
+/// The second opinion: mail-parser must read the same single address, and its decoded
+/// display name (encoded-words included) must not show another one.
+fn cross_check(value: &str, addr_text: &str, real: &str) -> Result<(), Ambiguity> {
+    let raw = format!("From: {value}\r\n\r\n");
+    let message = MessageParser::default().parse_headers(raw.as_bytes());
+    let Some(mail_parser::Address::List(list)) = message.as_ref().and_then(|m| m.from()) else {
+        return Err(Ambiguity::ParsersDisagree);
+    };
+    let [addr] = list.as_slice() else {
+        return Err(Ambiguity::ParsersDisagree);
+    };
+    if addr.address.as_deref().map(str::trim) != Some(addr_text) {
+        return Err(Ambiguity::ParsersDisagree);
+    }
+    if let Some(name) = addr.name.as_deref() {
+        if let Some(other) = hidden_address(name, real) {
+            return Err(Ambiguity::DisplayNameAddress(other));
+        }
+    }
+    Ok(())
+}
+
+/// Finds an address-looking token in display text that differs from `real` (canonical form).
+fn hidden_address(text: &str, real: &str) -> Option<String> {
+    let text = text.replace(['\u{FF20}', '\u{FE6B}'], "@");
+    text.split(|c: char| c.is_whitespace() || "<>()\",;:[]\\".contains(c))
+        .map(|t| t.trim_matches(['.', '\'']))
+        .filter(|t| matches!(t.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty()))
+        .find(|t| {
+            let canonical = Address::parse_addr_spec(t)
+                .map(|a| a.canonical())
+                .unwrap_or_else(|_| t.to_lowercase());
+            canonical != real
+        })
+        .map(str::to_string)
+}
+
+/// The top-level tokens of a mailbox header value.
+#[derive(Default)]
+struct Lexed {
+    words: Vec<String>,
+    comments: Vec<String>,
+    angle: Option<String>,
+    quoted: bool,
+}
+
+impl Lexed {
+    fn lex(value: &str) -> Result<Self, Ambiguity> {
+        let mut lexed = Lexed::default();
+        let mut chars = value.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                ' ' | '\t' => {}
+                '(' => {
+                    let mut depth = 1;
+                    let mut text = String::new();
+                    loop {
+                        match chars.next() {
+                            None => return Err(Ambiguity::Unparseable("unterminated comment")),
+                            Some('\\') => text.extend(chars.next()),
+                            Some('(') => {
+                                depth += 1;
+                                text.push(' ');
+                            }
+                            Some(')') => {
+                                depth -= 1;
+                                if depth == 0 {
+                                    break;
+                                }
+                                text.push(' ');
+                            }
+                            Some(c) => text.push(c),
+                        }
+                    }
+                    lexed.comments.push(text);
+                }
+                '"' => {
+                    if lexed.angle.is_some() {
+                        return Err(Ambiguity::Unparseable("text after the address"));
+                    }
+                    let mut text = String::new();
+                    loop {
+                        match chars.next() {
+                            None => {
+                                return Err(Ambiguity::Unparseable("unterminated quoted string"));
+                            }
+                            Some('\\') => text.extend(chars.next()),
+                            Some('"') => break,
+                            Some(c) => text.push(c),
+                        }
+                    }
+                    lexed.quoted = true;
+                    lexed.words.push(text);
+                }
+                '<' => {
+                    if lexed.angle.is_some() {
+                        return Err(Ambiguity::MailboxList);
+                    }
+                    let mut inner = String::new();
+                    loop {
+                        match chars.next() {
+                            None => {
+                                return Err(Ambiguity::Unparseable("unterminated angle bracket"));
+                            }
+                            Some('>') => break,
+                            Some('<') => {
+                                return Err(Ambiguity::Unparseable("nested angle bracket"));
+                            }
+                            Some('(') => {
+                                return Err(Ambiguity::Unparseable("comment inside the address"));
+                            }
+                            Some(':') if inner.starts_with('@') => {
+                                return Err(Ambiguity::SourceRoute);
+                            }
+                            Some(c) => inner.push(c),
+                        }
+                    }
+                    if inner.trim_start().starts_with('@') {
+                        return Err(Ambiguity::SourceRoute);
+                    }
+                    lexed.angle = Some(inner);
+                }
+                '>' => return Err(Ambiguity::Unparseable("stray angle bracket")),
+                ',' => return Err(Ambiguity::MailboxList),
+                ':' | ';' => return Err(Ambiguity::Group),
+                '\\' => return Err(Ambiguity::Unparseable("backslash outside a quoted string")),
+                '[' | ']' => return Err(Ambiguity::Unparseable("domain literal")),
+                c => {
+                    if lexed.angle.is_some() {
+                        return Err(Ambiguity::Unparseable("text after the address"));
+                    }
+                    let mut word = String::from(c);
+                    while let Some(&n) = chars.peek() {
+                        if n.is_whitespace() || "()\"<>,;:\\[]".contains(n) {
+                            break;
+                        }
+                        word.push(n);
+                        chars.next();
+                    }
+                    lexed.words.push(word);
+                }
+            }
+        }
+        Ok(lexed)
+    }
+}
+
+/// The From and Sender headers of one message, gathered as the MTA passes them.
+#[derive(Debug, Default, Clone)]
+pub struct HeaderSet {
+    from: Vec<Vec<u8>>,
+    sender: Vec<Vec<u8>>,
+    anomaly: Option<(&'static str, Ambiguity)>,
+}
+
+impl HeaderSet {
+    /// Records one header field (name without colon, value as received).
+    pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        let trimmed = name.trim_ascii();
+        for (field, list) in [("From", &mut self.from), ("Sender", &mut self.sender)] {
+            if trimmed.eq_ignore_ascii_case(field.as_bytes()) {
+                if trimmed.len() != name.len() {
+                    self.anomaly
+                        .get_or_insert((field, Ambiguity::NameWhitespace));
+                }
+                list.push(value.to_vec());
+            }
+        }
+        if let Some(field) = folded_sender_field(value) {
+            self.anomaly.get_or_insert((field, Ambiguity::FoldedHeader));
+        }
+    }
+
+    /// The single From mailbox; `Ok(None)` when there is no From header.
+    pub fn from(&self) -> Result<Option<Address>, Ambiguity> {
+        self.mailbox("From", &self.from)
+    }
+
+    /// The single Sender mailbox; `Ok(None)` when there is no Sender header.
+    pub fn sender(&self) -> Result<Option<Address>, Ambiguity> {
+        self.mailbox("Sender", &self.sender)
+    }
+
+    fn mailbox(&self, field: &str, values: &[Vec<u8>]) -> Result<Option<Address>, Ambiguity> {
+        if let Some((f, a)) = &self.anomaly {
+            if *f == field {
+                return Err(a.clone());
+            }
+        }
+        match values {
+            [] => Ok(None),
+            [one] => parse_mailbox(&unfold(one)?).map(Some),
+            _ => Err(Ambiguity::Multiple),
+        }
+    }
+
+    /// The From value as received (first one), for logs.
+    pub fn raw_from(&self) -> Option<String> {
+        self.from
+            .first()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Detects a continuation line that starts like a From or Sender header.
+fn folded_sender_field(value: &[u8]) -> Option<&'static str> {
+    value
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .map(|line| line.trim_ascii_start())
+        .find_map(|line| {
+            let lower = line.to_ascii_lowercase();
+            let name_end = lower.iter().position(|&b| b == b':')?;
+            match lower[..name_end].trim_ascii() {
+                b"from" => Some("From"),
+                b"sender" => Some("Sender"),
+                _ => None,
+            }
+        })
+}

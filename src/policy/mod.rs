@@ -1,0 +1,422 @@
+//! The sender policy: pure decisions on who may send what, from macros, envelope and headers.
+//!
+//! Nothing here touches sockets, files or clocks; the milter layer feeds it and maps its
+//! [`Refusal`]s to SMTP replies.
+
+pub mod address;
+pub mod domains;
+pub mod mailbox;
+pub mod senders;
+
+use address::{Address, AddressError};
+use domains::ProtectedDomains;
+use ipnet::IpNet;
+use mailbox::{Ambiguity, HeaderSet};
+use senders::{LoginRules, Owners, Ownership};
+use std::fmt;
+use std::net::IpAddr;
+
+/// The whole sender policy, built from configuration and the sender-login map.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Domains whose addresses need ownership (and get signed).
+    pub protected: ProtectedDomains,
+    /// Networks whose unauthenticated clients may send status mail to protected domains.
+    pub internal_networks: Vec<IpNet>,
+    /// Ownership rules.
+    pub owners: Owners,
+    /// Login normalisation.
+    pub logins: LoginRules,
+    /// Whether authenticated users may use addresses outside the protected domains (unsigned).
+    pub allow_foreign_senders: bool,
+}
+
+/// What the MTA told us about the client.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Client<'a> {
+    /// The client's IP address, when known.
+    pub addr: Option<IpAddr>,
+    /// `{auth_authen}`, when the session authenticated.
+    pub login: Option<&'a str>,
+}
+
+/// How the policy sees a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKind {
+    /// An authenticated session: the login as given and its normalised form.
+    Authenticated {
+        /// `{auth_authen}` as the MTA sent it.
+        given: String,
+        /// The normalised login used for ownership.
+        login: String,
+    },
+    /// Unauthenticated, from an internal network.
+    Internal,
+    /// Unauthenticated, from anywhere else (or an unknown address).
+    External,
+}
+
+impl ClientKind {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientKind::Authenticated { .. } => "authenticated",
+            ClientKind::Internal => "internal",
+            ClientKind::External => "external",
+        }
+    }
+}
+
+/// Which part of the transaction a decision is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The envelope sender (MAIL FROM).
+    MailFrom,
+    /// An envelope recipient (RCPT TO).
+    Rcpt,
+    /// The From header.
+    From,
+    /// The Sender header.
+    Sender,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::MailFrom => "MAIL FROM",
+            Field::Rcpt => "RCPT TO",
+            Field::From => "From",
+            Field::Sender => "Sender",
+        })
+    }
+}
+
+/// Why a message was refused; [`Reason::code`] is stable for logs and audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Unauthenticated client outside the internal networks.
+    AuthRequired,
+    /// Unauthenticated internal client writing to a recipient outside the protected domains.
+    RecipientNotProtected,
+    /// The login does not own a protected address it uses.
+    SenderNotOwned,
+    /// An authenticated login uses an address outside the protected domains.
+    ForeignSender,
+    /// No From header.
+    FromMissing,
+    /// A From or Sender header that cannot be read unambiguously.
+    AmbiguousHeader(Ambiguity),
+    /// An envelope address that is malformed or uses forbidden syntax.
+    MalformedAddress(AddressError),
+}
+
+impl Reason {
+    /// The stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::AuthRequired => "auth_required",
+            Reason::RecipientNotProtected => "recipient_not_protected",
+            Reason::SenderNotOwned => "sender_not_owned",
+            Reason::ForeignSender => "foreign_sender",
+            Reason::FromMissing => "from_missing",
+            Reason::AmbiguousHeader(_) => "ambiguous_header",
+            Reason::MalformedAddress(_) => "malformed_address",
+        }
+    }
+}
+
+/// A policy refusal: the reason, the field it concerns and the SMTP reply text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub reason: Reason,
+    /// Which field.
+    pub field: Field,
+    /// Human-readable text for the SMTP reply (without codes).
+    pub text: String,
+}
+
+impl Refusal {
+    /// The SMTP reply code and enhanced status code for this refusal.
+    pub fn smtp_codes(&self) -> (&'static str, &'static str) {
+        match self.reason {
+            Reason::MalformedAddress(_) if self.field == Field::MailFrom => ("553", "5.1.7"),
+            Reason::MalformedAddress(_) => ("553", "5.1.3"),
+            _ => ("550", "5.7.1"),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (code, status) = self.smtp_codes();
+        write!(f, "{code} {status} {}", self.text)
+    }
+}
+
+/// Why a sender address was allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permit {
+    /// The null sender `<>`.
+    NullSender,
+    /// Unauthenticated internal client: no ownership applies.
+    Unauthenticated,
+    /// The login owns the protected address.
+    Owned(Ownership),
+    /// Outside the protected domains, and the configuration allows that.
+    ForeignAllowed,
+    /// A recipient inside the protected domains, or any recipient of an authenticated login.
+    Recipient,
+    /// No header of this kind.
+    Absent,
+}
+
+impl fmt::Display for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Permit::NullSender => f.write_str("null sender"),
+            Permit::Unauthenticated => {
+                f.write_str("unauthenticated internal client: no ownership check")
+            }
+            Permit::Owned(Ownership::MapEntry(key)) => {
+                write!(f, "owned through sender map entry `{key}`")
+            }
+            Permit::Owned(Ownership::OwnLocalPart) => {
+                f.write_str("owned: login matches the local part")
+            }
+            Permit::Owned(Ownership::NotOwned(_)) => f.write_str("not owned"),
+            Permit::ForeignAllowed => {
+                f.write_str("outside the protected domains, allowed unsigned by configuration")
+            }
+            Permit::Recipient => f.write_str("recipient allowed"),
+            Permit::Absent => f.write_str("absent"),
+        }
+    }
+}
+
+/// The result of the header stage: the sender addresses and why each was allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderSenders {
+    /// The From mailbox, when present.
+    pub from: Option<Address>,
+    /// Why the From mailbox was allowed.
+    pub from_permit: Permit,
+    /// The Sender mailbox, when present.
+    pub sender: Option<Address>,
+    /// Why the Sender mailbox was allowed.
+    pub sender_permit: Permit,
+}
+
+impl Policy {
+    /// Classifies the client from its address and `{auth_authen}`.
+    pub fn classify(&self, client: Client<'_>) -> ClientKind {
+        match client.login.map(str::trim).filter(|l| !l.is_empty()) {
+            Some(given) => ClientKind::Authenticated {
+                given: given.to_string(),
+                login: self.logins.normalise(given),
+            },
+            None if client.addr.is_some_and(|a| self.is_internal(a)) => ClientKind::Internal,
+            None => ClientKind::External,
+        }
+    }
+
+    /// Whether an address lies in the internal networks (IPv4-mapped IPv6 counts as IPv4).
+    pub fn is_internal(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+            v4 => v4,
+        };
+        self.internal_networks.iter().any(|n| n.contains(&addr))
+    }
+
+    /// MAIL FROM: refuses unauthenticated external clients and envelope senders the login
+    /// does not own.
+    pub fn check_mail(&self, kind: &ClientKind, mail_from: &str) -> Result<Permit, Refusal> {
+        if *kind == ClientKind::External {
+            return Err(Refusal {
+                reason: Reason::AuthRequired,
+                field: Field::MailFrom,
+                text:
+                    "authentication required: this relay accepts mail only from authenticated users"
+                        .into(),
+            });
+        }
+        let address = Address::parse_envelope(mail_from).map_err(|e| Refusal {
+            text: format!(
+                "<{}>: malformed sender address: {e}",
+                mail_from.trim_matches(['<', '>'])
+            ),
+            reason: Reason::MalformedAddress(e),
+            field: Field::MailFrom,
+        })?;
+        match address {
+            None => Ok(Permit::NullSender),
+            Some(address) => self.check_sender(kind, Field::MailFrom, &address),
+        }
+    }
+
+    /// RCPT TO: unauthenticated internal clients may write only to protected domains.
+    pub fn check_rcpt(&self, kind: &ClientKind, rcpt: &str) -> Result<Permit, Refusal> {
+        let malformed = |e: AddressError| Refusal {
+            text: format!(
+                "<{}>: malformed recipient address: {e}",
+                rcpt.trim_matches(['<', '>'])
+            ),
+            reason: Reason::MalformedAddress(e),
+            field: Field::Rcpt,
+        };
+        let address = Address::parse_envelope(rcpt)
+            .map_err(malformed)?
+            .ok_or_else(|| malformed(AddressError::Empty))?;
+        match kind {
+            ClientKind::Authenticated { .. } => Ok(Permit::Recipient),
+            ClientKind::Internal if address.domain().is_some_and(|d| self.protected.covers(d)) => {
+                Ok(Permit::Recipient)
+            }
+            ClientKind::Internal => Err(Refusal {
+                reason: Reason::RecipientNotProtected,
+                field: Field::Rcpt,
+                text: format!(
+                    "<{address}>: unauthenticated clients may send only to recipients in the protected domains; authenticate to send elsewhere"
+                ),
+            }),
+            ClientKind::External => Err(Refusal {
+                reason: Reason::AuthRequired,
+                field: Field::Rcpt,
+                text:
+                    "authentication required: this relay accepts mail only from authenticated users"
+                        .into(),
+            }),
+        }
+    }
+
+    /// End of headers: exactly one unambiguous From (and at most one Sender); for
+    /// authenticated logins both must be owned when protected.
+    pub fn check_headers(
+        &self,
+        kind: &ClientKind,
+        headers: &HeaderSet,
+    ) -> Result<HeaderSenders, Refusal> {
+        let ambiguous = |field: Field, a: Ambiguity| Refusal {
+            text: format!("{field} header {a}; refusing an ambiguous sender"),
+            reason: Reason::AmbiguousHeader(a),
+            field,
+        };
+        let from = headers.from().map_err(|a| ambiguous(Field::From, a))?;
+        let sender = headers.sender().map_err(|a| ambiguous(Field::Sender, a))?;
+        let from_permit = match (&from, kind) {
+            (Some(address), _) => self.check_sender(kind, Field::From, address)?,
+            (None, ClientKind::Authenticated { .. }) => {
+                return Err(Refusal {
+                    reason: Reason::FromMissing,
+                    field: Field::From,
+                    text: "message has no From header".into(),
+                });
+            }
+            (None, _) => Permit::Absent,
+        };
+        let sender_permit = match &sender {
+            Some(address) => self.check_sender(kind, Field::Sender, address)?,
+            None => Permit::Absent,
+        };
+        Ok(HeaderSenders {
+            from,
+            from_permit,
+            sender,
+            sender_permit,
+        })
+    }
+
+    /// One sender address (envelope or header) against the client.
+    fn check_sender(
+        &self,
+        kind: &ClientKind,
+        field: Field,
+        address: &Address,
+    ) -> Result<Permit, Refusal> {
+        let (given, login) = match kind {
+            ClientKind::Authenticated { given, login } => (given, login),
+            ClientKind::Internal => return Ok(Permit::Unauthenticated),
+            ClientKind::External => {
+                return Err(Refusal {
+                    reason: Reason::AuthRequired,
+                    field,
+                    text: "authentication required: this relay accepts mail only from authenticated users".into(),
+                });
+            }
+        };
+        let protected = address.domain().is_some_and(|d| self.protected.covers(d));
+        if !protected {
+            return if self.allow_foreign_senders {
+                Ok(Permit::ForeignAllowed)
+            } else {
+                Err(Refusal {
+                    reason: Reason::ForeignSender,
+                    field,
+                    text: format!(
+                        "<{address}> is outside the protected domains and may not be used by authenticated user {given}"
+                    ),
+                })
+            };
+        }
+        match self.owners.ownership(login, address, &self.protected) {
+            Ownership::NotOwned(_) => Err(Refusal {
+                reason: Reason::SenderNotOwned,
+                field,
+                text: format!("<{address}> is not owned by authenticated user {given}"),
+            }),
+            owned => Ok(Permit::Owned(owned)),
+        }
+    }
+
+    /// Runs every stage over a whole transaction, stopping at the first refusal.
+    pub fn decide(&self, request: &Request<'_>) -> Decision {
+        let kind = self.classify(request.client);
+        let mut steps = Vec::new();
+        let outcome = (|| {
+            let permit = self.check_mail(&kind, request.mail_from)?;
+            steps.push((Field::MailFrom, request.mail_from.to_string(), permit));
+            for rcpt in &request.rcpts {
+                let permit = self.check_rcpt(&kind, rcpt)?;
+                steps.push((Field::Rcpt, rcpt.to_string(), permit));
+            }
+            if let Some(headers) = &request.headers {
+                let senders = self.check_headers(&kind, headers)?;
+                let show =
+                    |a: &Option<Address>| a.as_ref().map(|a| format!("<{a}>")).unwrap_or_default();
+                steps.push((Field::From, show(&senders.from), senders.from_permit));
+                steps.push((Field::Sender, show(&senders.sender), senders.sender_permit));
+            }
+            Ok(())
+        })();
+        Decision {
+            kind,
+            steps,
+            outcome,
+        }
+    }
+}
+
+/// A whole transaction for [`Policy::decide`].
+#[derive(Debug, Clone, Default)]
+pub struct Request<'a> {
+    /// The client.
+    pub client: Client<'a>,
+    /// The MAIL FROM argument (`<a@b>` or `<>`).
+    pub mail_from: &'a str,
+    /// RCPT TO arguments.
+    pub rcpts: Vec<&'a str>,
+    /// The message headers, when a message is given.
+    pub headers: Option<HeaderSet>,
+}
+
+/// The outcome of [`Policy::decide`], with the reasoning for each field that passed.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// How the client was classified.
+    pub kind: ClientKind,
+    /// Each checked field, its value and why it passed.
+    pub steps: Vec<(Field, String, Permit)>,
+    /// `Ok` when the message would be accepted.
+    pub outcome: Result<(), Refusal>,
+}
