@@ -1,0 +1,137 @@
+//! `relayguard explain`: a decision and its reasons for a hypothetical transaction, no socket.
+
+use crate::policy::mailbox::HeaderSet;
+use crate::policy::{Client, Policy, Request};
+use std::fmt::Write;
+use std::net::IpAddr;
+
+/// Splits a message's header block into fields as an MTA passes them to a milter: the name
+/// as written (without the colon) and the value without its first leading space,
+/// continuation lines kept with their line breaks.
+pub fn split_header_block(raw: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.is_empty() {
+            break;
+        }
+        if content[0] == b' ' || content[0] == b'\t' {
+            if let Some((_, value)) = fields.last_mut() {
+                value.extend_from_slice(b"\r\n");
+                value.extend_from_slice(content);
+                continue;
+            }
+        }
+        match content.iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let value = &content[colon + 1..];
+                let value = value.strip_prefix(b" ").unwrap_or(value);
+                fields.push((content[..colon].to_vec(), value.to_vec()));
+            }
+            // Not a header line: the MTA would end the header block here.
+            None => break,
+        }
+    }
+    fields
+}
+
+/// What `explain` was asked about.
+#[derive(Debug, Clone, Default)]
+pub struct Question {
+    /// SASL login, if the session authenticated.
+    pub login: Option<String>,
+    /// Client IP address.
+    pub client: Option<IpAddr>,
+    /// MAIL FROM address, with or without angle brackets; empty for `<>`.
+    pub mail_from: String,
+    /// RCPT TO addresses.
+    pub rcpts: Vec<String>,
+    /// The raw message, if given.
+    pub message: Option<Vec<u8>>,
+}
+
+fn bracket(address: &str) -> String {
+    if address.starts_with('<') {
+        address.to_string()
+    } else {
+        format!("<{address}>")
+    }
+}
+
+/// Decides and explains; returns the report and whether the message would be accepted.
+pub fn explain(policy: &Policy, question: &Question) -> (String, bool) {
+    let mail_from = bracket(&question.mail_from);
+    let rcpts: Vec<String> = question.rcpts.iter().map(|r| bracket(r)).collect();
+    let headers = question.message.as_ref().map(|raw| {
+        let mut set = HeaderSet::default();
+        for (name, value) in split_header_block(raw) {
+            set.add(&name, &value);
+        }
+        set
+    });
+    let request = Request {
+        client: Client {
+            addr: question.client,
+            login: question.login.as_deref(),
+        },
+        mail_from: &mail_from,
+        rcpts: rcpts.iter().map(String::as_str).collect(),
+        headers,
+    };
+    let decision = policy.decide(&request);
+    let mut out = String::new();
+    let client = question
+        .client
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let _ = writeln!(out, "client {client}: {}", decision.kind.name());
+    if let crate::policy::ClientKind::Authenticated { given, login } = &decision.kind {
+        let _ = writeln!(out, "login {given} (matched as `{login}`)");
+    }
+    for (field, value, permit) in &decision.steps {
+        match permit {
+            crate::policy::Permit::Absent => writeln!(out, "{field}: absent"),
+            _ => writeln!(out, "{field} {value}: ok, {permit}"),
+        }
+        .expect("writing to a String");
+    }
+    if question.message.is_none() {
+        let _ = writeln!(out, "headers: not checked (no message given)");
+    }
+    match &decision.outcome {
+        Ok(()) => {
+            let _ = writeln!(out, "verdict: accept");
+        }
+        Err(refusal) => {
+            let _ = writeln!(
+                out,
+                "{}: refused ({})",
+                refusal.field,
+                refusal.reason.code()
+            );
+            let _ = writeln!(out, "verdict: reject: {refusal}");
+        }
+    }
+    (out, decision.outcome.is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_block_is_split_like_an_mta_does() {
+        let raw =
+            b"From: Alice\r\n <alice@tugraz.at>\r\nSubject:hi\r\nFrom : x\r\n\r\nFrom: body@x\r\n";
+        let fields = split_header_block(raw);
+        assert_eq!(
+            fields,
+            vec![
+                (b"From".to_vec(), b"Alice\r\n <alice@tugraz.at>".to_vec()),
+                (b"Subject".to_vec(), b"hi".to_vec()),
+                (b"From ".to_vec(), b"x".to_vec()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! The listening socket: binding unix or TCP sockets, socket file hygiene, and a listener
+//! that stops accepting when shutdown begins.
+
+use crate::config::{MilterConfig, SocketSpec};
+use indymilter::{EitherListener, EitherStream, Listener};
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::task::{Context, Poll};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::watch;
+
+/// A unix socket file that relayguard created; removed on drop if it is still ours.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    inode: (u64, u64),
+}
+
+impl SocketFile {
+    /// Removes the socket file if it is still the one we bound.
+    pub fn remove(&self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.inode {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// The milter's listener: accepts until told to stop, then closes its socket.
+pub struct MilterListener {
+    inner: Option<EitherListener<TcpListener, UnixListener>>,
+    socket_file: Option<std::sync::Arc<SocketFile>>,
+    stop: Option<watch::Receiver<bool>>,
+}
+
+impl MilterListener {
+    /// Wraps a bound TCP listener (tests bind `127.0.0.1:0` themselves).
+    pub fn tcp(listener: TcpListener) -> Self {
+        Self {
+            inner: Some(EitherListener::Tcp(listener)),
+            socket_file: None,
+            stop: None,
+        }
+    }
+
+    /// The local address of a TCP listener.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.inner {
+            Some(EitherListener::Tcp(l)) => l.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// The unix socket file, shared so that shutdown can remove it early.
+    pub fn socket_file(&self) -> Option<std::sync::Arc<SocketFile>> {
+        self.socket_file.clone()
+    }
+
+    /// Stops accepting once the receiver reads `true`.
+    pub fn stop_on(&mut self, stop: watch::Receiver<bool>) {
+        self.stop = Some(stop);
+    }
+}
+
+impl Listener for MilterListener {
+    type Io = EitherStream<TcpStream, UnixStream>;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
+        if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
+            // Close the socket: new clients are refused (and the MTA applies its default action).
+            self.inner = None;
+            if let Some(file) = &self.socket_file {
+                file.remove();
+            }
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Pending;
+        };
+        match inner.poll_accept(cx) {
+            Poll::Ready(Ok(EitherStream::Tcp(stream))) => {
+                // The end-of-message reply must not wait for a delayed ACK.
+                let _ = stream.set_nodelay(true);
+                Poll::Ready(Ok(EitherStream::Tcp(stream)))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Binds the configured socket: removes a stale unix socket, refuses one that is in use,
+/// then applies mode, owner and group.
+pub async fn bind(config: &MilterConfig) -> io::Result<MilterListener> {
+    match &config.socket {
+        SocketSpec::Inet(addr) => Ok(MilterListener::tcp(TcpListener::bind(addr).await?)),
+        SocketSpec::Unix(path) => {
+            remove_stale(path).await?;
+            let listener = UnixListener::bind(path)?;
+            let meta = std::fs::metadata(path)?;
+            let file = SocketFile {
+                path: path.clone(),
+                inode: (meta.dev(), meta.ino()),
+            };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))?;
+            chown(
+                path,
+                config.socket_owner.as_deref(),
+                config.socket_group.as_deref(),
+            )?;
+            Ok(MilterListener {
+                inner: Some(EitherListener::Unix(listener)),
+                socket_file: Some(std::sync::Arc::new(file)),
+                stop: None,
+            })
+        }
+    }
+}
+
+async fn remove_stale(path: &Path) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to remove it",
+                path.display()
+            ),
+        ));
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by another running milter", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+/// Looks up a user's uid.
+pub fn user_id(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer to static storage or NULL; read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    (!pw.is_null()).then(|| unsafe { (*pw).pw_uid })
+}
+
+/// Looks up a group's gid.
+pub fn group_id(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: getgrnam returns a pointer to static storage or NULL; read at once.
+    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+    (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
+}
+
+fn chown(path: &Path, owner: Option<&str>, group: Option<&str>) -> io::Result<()> {
+    let not_found = |what: &str, name: &str| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{what} `{name}` does not exist"),
+        )
+    };
+    let uid = owner
+        .map(|o| user_id(o).ok_or_else(|| not_found("user", o)))
+        .transpose()?;
+    let gid = group
+        .map(|g| group_id(g).ok_or_else(|| not_found("group", g)))
+        .transpose()?;
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid)?;
+    }
+    Ok(())
+}

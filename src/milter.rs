@@ -1,0 +1,332 @@
+//! The milter protocol edge: indymilter callbacks that feed the policy and send its replies.
+//!
+//! This is the only module that knows indymilter. Each callback hands its work to a
+//! [`Session`]; refusals become `550 5.7.1`-style replies, internal faults `451 4.3.0`.
+
+use crate::policy::mailbox::HeaderSet;
+use crate::policy::{Client, ClientKind, Policy, Refusal};
+use crate::service::{InFlightGuard, Service};
+use indymilter::{
+    Callbacks, Context, EomContext, MacroStage, NegotiateContext, ProtoOpts, SetErrorReply,
+    SocketInfo, Status,
+};
+use std::ffi::{CStr, CString};
+use std::net::IpAddr;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+/// Per-connection state.
+#[derive(Default)]
+pub struct Session {
+    client_addr: Option<IpAddr>,
+    client_name: String,
+    message: Option<Message>,
+}
+
+/// Per-message state: the policy snapshot it started with and what the MTA sent so far.
+struct Message {
+    policy: Arc<Policy>,
+    kind: ClientKind,
+    mail_from: String,
+    rcpts: usize,
+    headers: HeaderSet,
+    queue_id: Option<String>,
+    _in_flight: InFlightGuard,
+}
+
+/// What a stage callback tells the MTA.
+enum Reply {
+    Continue,
+    Accept,
+    Refuse(Refusal),
+    Fault(&'static str),
+}
+
+fn macro_value(macros: &indymilter::Macros, name: &CStr) -> Option<String> {
+    macros
+        .get(name)
+        .map(|v| v.to_string_lossy().into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Makes reply text safe for SMTP: printable ASCII only, bounded length.
+fn reply_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if out.len() > 900 {
+        out.truncate(900);
+        out.push_str("...");
+    }
+    out
+}
+
+fn send(reply: &mut impl SetErrorReply, outcome: Reply) -> Status {
+    match outcome {
+        Reply::Continue => Status::Continue,
+        Reply::Accept => Status::Accept,
+        Reply::Refuse(refusal) => {
+            let (code, status) = refusal.smtp_codes();
+            match reply.set_error_reply(code, Some(status), [reply_text(&refusal.text)]) {
+                Ok(()) => Status::Reject,
+                Err(e) => {
+                    error!(error = %e, "cannot set reply text; tempfailing");
+                    fault_reply(reply, "internal error")
+                }
+            }
+        }
+        Reply::Fault(why) => fault_reply(reply, why),
+    }
+}
+
+fn fault_reply(reply: &mut impl SetErrorReply, why: &str) -> Status {
+    let text = format!("temporary local problem ({why}), try again later");
+    match reply.set_error_reply("451", Some("4.3.0"), [text]) {
+        Ok(()) => Status::Tempfail,
+        Err(_) => Status::Tempfail,
+    }
+}
+
+impl Session {
+    fn connect(&mut self, hostname: &CStr, socket: SocketInfo, macros: &indymilter::Macros) {
+        self.client_name = hostname.to_string_lossy().into_owned();
+        self.client_addr = match socket {
+            SocketInfo::Inet(addr) => Some(addr.ip()),
+            _ => macro_value(macros, c"{client_addr}").and_then(|a| a.parse().ok()),
+        };
+    }
+
+    fn mail(&mut self, service: &Service, args: &[CString], macros: &indymilter::Macros) -> Reply {
+        let policy = service.policy();
+        let login = macro_value(macros, c"{auth_authen}");
+        let kind = policy.classify(Client {
+            addr: self.client_addr,
+            login: login.as_deref(),
+        });
+        let Some(mail_from) = args.first().map(|a| a.to_string_lossy().into_owned()) else {
+            return Reply::Fault("MAIL without an address");
+        };
+        let message = Message {
+            policy,
+            kind,
+            mail_from,
+            rcpts: 0,
+            headers: HeaderSet::default(),
+            queue_id: macro_value(macros, c"i"),
+            _in_flight: service.begin_message(),
+        };
+        match message.policy.check_mail(&message.kind, &message.mail_from) {
+            Ok(_) => {
+                self.message = Some(message);
+                Reply::Continue
+            }
+            Err(refusal) => {
+                self.log_refusal(&message, &refusal, None);
+                Reply::Refuse(refusal)
+            }
+        }
+    }
+
+    fn rcpt(&mut self, args: &[CString], macros: &indymilter::Macros) -> Reply {
+        let Some(message) = self.message.as_mut() else {
+            return Reply::Fault("RCPT without MAIL");
+        };
+        message.queue_id = message
+            .queue_id
+            .take()
+            .or_else(|| macro_value(macros, c"i"));
+        let Some(rcpt) = args.first().map(|a| a.to_string_lossy()) else {
+            return Reply::Fault("RCPT without an address");
+        };
+        match message.policy.check_rcpt(&message.kind, &rcpt) {
+            Ok(_) => {
+                message.rcpts += 1;
+                Reply::Continue
+            }
+            Err(refusal) => {
+                let message = self.message.as_ref().expect("message present");
+                self.log_refusal(message, &refusal, Some(&rcpt));
+                Reply::Refuse(refusal)
+            }
+        }
+    }
+
+    fn header(&mut self, name: &CStr, value: &CStr) {
+        if let Some(message) = self.message.as_mut() {
+            message.headers.add(name.to_bytes(), value.to_bytes());
+        }
+    }
+
+    fn eoh(&mut self, macros: &indymilter::Macros) -> Reply {
+        let Some(mut message) = self.message.take() else {
+            return Reply::Fault("end of headers without MAIL");
+        };
+        message.queue_id = message
+            .queue_id
+            .take()
+            .or_else(|| macro_value(macros, c"i"));
+        match message
+            .policy
+            .check_headers(&message.kind, &message.headers)
+        {
+            Ok(senders) => {
+                info!(
+                    queue_id = message.queue_id.as_deref().unwrap_or("-"),
+                    client = %self.client_display(),
+                    class = message.kind.name(),
+                    login = login_of(&message.kind),
+                    mail_from = %message.mail_from,
+                    from = %senders.from.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+                    rcpts = message.rcpts,
+                    verdict = "accept",
+                    reason = %senders.from_permit,
+                    "decision"
+                );
+                Reply::Accept
+            }
+            Err(refusal) => {
+                self.log_refusal(&message, &refusal, None);
+                Reply::Refuse(refusal)
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        self.message = None;
+    }
+
+    fn client_display(&self) -> String {
+        match self.client_addr {
+            Some(addr) => format!("{}[{addr}]", self.client_name),
+            None => self.client_name.clone(),
+        }
+    }
+
+    fn log_refusal(&self, message: &Message, refusal: &Refusal, rcpt: Option<&str>) {
+        let (code, status) = refusal.smtp_codes();
+        info!(
+            queue_id = message.queue_id.as_deref().unwrap_or("-"),
+            client = %self.client_display(),
+            class = message.kind.name(),
+            login = login_of(&message.kind),
+            mail_from = %message.mail_from,
+            from = %message.headers.raw_from().unwrap_or_default(),
+            rcpt = rcpt.unwrap_or(""),
+            verdict = "reject",
+            reason = refusal.reason.code(),
+            field = %refusal.field,
+            reply = %format_args!("{code} {status} {}", refusal.text),
+            "decision"
+        );
+    }
+}
+
+fn login_of(kind: &ClientKind) -> &str {
+    match kind {
+        ClientKind::Authenticated { given, .. } => given,
+        _ => "-",
+    }
+}
+
+/// The macros relayguard asks the MTA for, per stage.
+pub const REQUESTED_MACROS: &[(MacroStage, &CStr)] = &[
+    (MacroStage::Connect, c"{client_addr} {daemon_name}"),
+    (MacroStage::Mail, c"{auth_authen} {auth_type}"),
+    (MacroStage::Rcpt, c"i"),
+    (MacroStage::Eoh, c"i"),
+];
+
+fn negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts) -> Status {
+    for (stage, macros) in REQUESTED_MACROS {
+        cx.requested_macros.insert(*stage, (*macros).to_owned());
+    }
+    // We never reply at connect or per header: spare the MTA those round trips.
+    for noreply in [ProtoOpts::NOREPLY_CONNECT, ProtoOpts::NOREPLY_HEADER] {
+        if offered.contains(noreply) {
+            cx.requested_opts |= noreply;
+        }
+    }
+    Status::Continue
+}
+
+fn session<'a, T: Send>(data: &'a mut Option<T>) -> &'a mut T
+where
+    T: Default,
+{
+    data.get_or_insert_with(T::default)
+}
+
+/// The indymilter callbacks, each a thin shell around [`Session`].
+pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
+    let mail_service = service.clone();
+    Callbacks::new()
+        .on_negotiate(|cx: &mut NegotiateContext<Session>, _, opts| {
+            Box::pin(async move { negotiate(cx, opts) })
+        })
+        .on_connect(|cx: &mut Context<Session>, hostname, socket| {
+            Box::pin(async move {
+                let Context { data, macros, .. } = cx;
+                session(data).connect(&hostname, socket, macros);
+                Status::Continue
+            })
+        })
+        .on_mail(move |cx: &mut Context<Session>, args| {
+            let service = mail_service.clone();
+            Box::pin(async move {
+                let Context { data, macros, reply, .. } = cx;
+                let outcome = session(data).mail(&service, &args, macros);
+                send(reply, outcome)
+            })
+        })
+        .on_rcpt(|cx: &mut Context<Session>, args| {
+            Box::pin(async move {
+                let Context { data, macros, reply, .. } = cx;
+                let outcome = session(data).rcpt(&args, macros);
+                send(reply, outcome)
+            })
+        })
+        .on_header(|cx: &mut Context<Session>, name, value| {
+            Box::pin(async move {
+                session(&mut cx.data).header(&name, &value);
+                Status::Continue
+            })
+        })
+        .on_eoh(|cx: &mut Context<Session>| {
+            Box::pin(async move {
+                let Context { data, macros, reply, .. } = cx;
+                let outcome = session(data).eoh(macros);
+                send(reply, outcome)
+            })
+        })
+        .on_eom(|cx: &mut EomContext<Session>| {
+            Box::pin(async move {
+                // Decisions are final at end of headers; reaching here means accept.
+                session(&mut cx.data).abort();
+                Status::Accept
+            })
+        })
+        .on_abort(|cx: &mut Context<Session>| {
+            Box::pin(async move {
+                session(&mut cx.data).abort();
+                Status::Continue
+            })
+        })
+        .on_close(|cx: &mut Context<Session>| {
+            Box::pin(async move {
+                if let Some(session) = cx.data.as_mut() {
+                    if session.message.is_some() {
+                        warn!(client = %session.client_display(), "connection closed in the middle of a message");
+                    }
+                    session.abort();
+                }
+                Status::Continue
+            })
+        })
+}
