@@ -16,12 +16,12 @@ pub fn split_header_block(raw: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         if content.is_empty() {
             break;
         }
-        if content[0] == b' ' || content[0] == b'\t' {
-            if let Some((_, value)) = fields.last_mut() {
-                value.extend_from_slice(b"\r\n");
-                value.extend_from_slice(content);
-                continue;
-            }
+        if (content[0] == b' ' || content[0] == b'\t')
+            && let Some((_, value)) = fields.last_mut()
+        {
+            value.extend_from_slice(b"\r\n");
+            value.extend_from_slice(content);
+            continue;
         }
         match content.iter().position(|&b| b == b':') {
             Some(colon) => {

@@ -21,10 +21,10 @@ pub struct SocketFile {
 impl SocketFile {
     /// Removes the socket file if it is still the one we bound.
     pub fn remove(&self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.inode {
-                let _ = std::fs::remove_file(&self.path);
-            }
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && (meta.dev(), meta.ino()) == self.inode
+        {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }

@@ -118,21 +118,21 @@ fn check_config(path: PathBuf) -> ExitCode {
                     _ => {}
                 }
             }
-            if let Some(owner) = &m.socket_owner {
-                if listen::user_id(owner).is_none() {
-                    problems.push(format!(
-                        "{}: key `milter.socket_owner`: user `{owner}` does not exist",
-                        path.display()
-                    ));
-                }
+            if let Some(owner) = &m.socket_owner
+                && listen::user_id(owner).is_none()
+            {
+                problems.push(format!(
+                    "{}: key `milter.socket_owner`: user `{owner}` does not exist",
+                    path.display()
+                ));
             }
-            if let Some(group) = &m.socket_group {
-                if listen::group_id(group).is_none() {
-                    problems.push(format!(
-                        "{}: key `milter.socket_group`: group `{group}` does not exist",
-                        path.display()
-                    ));
-                }
+            if let Some(group) = &m.socket_group
+                && listen::group_id(group).is_none()
+            {
+                problems.push(format!(
+                    "{}: key `milter.socket_group`: group `{group}` does not exist",
+                    path.display()
+                ));
             }
             if problems.is_empty() {
                 let p = &config.policy;
@@ -207,12 +207,9 @@ fn run(path: PathBuf) -> ExitCode {
                 let _ = tokio::task::spawn_blocking(move || service.reload()).await;
             }
         });
-        let watch_service = service.clone();
-        tokio::spawn(async move {
-            if let Err(e) = reload::watch_files(watch_service).await {
-                error!("file watching failed, reload with SIGHUP: {e}");
-            }
-        });
+        if let Err(e) = reload::watch_files(service.clone()) {
+            error!("cannot watch configuration files, reload with SIGHUP: {e}");
+        }
         info!(socket = ?service.milter_config().socket, config = %path.display(), "relayguard listening");
         let shutdown = async move {
             tokio::select! {

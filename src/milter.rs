@@ -256,10 +256,7 @@ fn negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts) -> Status {
     Status::Continue
 }
 
-fn session<'a, T: Send>(data: &'a mut Option<T>) -> &'a mut T
-where
-    T: Default,
-{
+fn session<T: Send + Default>(data: &mut Option<T>) -> &mut T {
     data.get_or_insert_with(T::default)
 }
 

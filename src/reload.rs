@@ -5,21 +5,25 @@
 
 use crate::service::Service;
 use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 /// How long file events are gathered before one reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Watches the configuration's directories and reloads the service after changes, until
-/// the service is dropped. Runs on the tokio runtime.
-pub async fn watch_files(service: Arc<Service>) -> notify::Result<()> {
+type Watcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
+
+/// Starts watching the configuration's directories; changes reload the service.
+///
+/// The watches are in place when this returns; the returned task runs until aborted.
+pub fn watch_files(service: Arc<Service>) -> notify::Result<JoinHandle<()>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
     let mut debouncer =
         new_debouncer(
@@ -33,48 +37,49 @@ pub async fn watch_files(service: Arc<Service>) -> notify::Result<()> {
                 Err(errors) => warn!(?errors, "file watch error"),
             },
         )?;
-    let mut watched_dirs = BTreeSet::new();
-    loop {
-        let files = service.watched_files();
-        let dirs: BTreeSet<PathBuf> = files
-            .iter()
-            .map(|f| {
-                f.parent()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("."))
-            })
-            .map(|d| {
-                if d.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    d
-                }
-            })
-            .collect();
-        for dir in dirs.difference(&watched_dirs) {
-            if let Err(e) = debouncer.watch(dir, RecursiveMode::NonRecursive) {
-                warn!(dir = %dir.display(), error = %e, "cannot watch directory");
+    let mut watched = BTreeSet::new();
+    let mut names = update_watches(&mut debouncer, &service, &mut watched);
+    Ok(tokio::spawn(async move {
+        while let Some(paths) = rx.recv().await {
+            let relevant = paths.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|n| names.contains(n) || n.to_string_lossy().starts_with(".."))
+            });
+            if relevant {
+                debug!(?paths, "configuration files changed");
+                let reloading = service.clone();
+                let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+                names = update_watches(&mut debouncer, &service, &mut watched);
             }
         }
-        for dir in watched_dirs.difference(&dirs) {
-            let _ = debouncer.unwatch(dir);
-        }
-        watched_dirs = dirs;
-        let names: BTreeSet<OsString> = files
-            .iter()
-            .filter_map(|f| f.file_name().map(OsString::from))
-            .collect();
-        let Some(paths) = rx.recv().await else {
-            return Ok(());
-        };
-        let relevant = paths.iter().any(|p| {
-            p.file_name()
-                .is_some_and(|n| names.contains(n) || n.to_string_lossy().starts_with(".."))
-        });
-        if relevant {
-            debug!(?paths, "configuration files changed");
-            let service = service.clone();
-            let _ = tokio::task::spawn_blocking(move || service.reload()).await;
+    }))
+}
+
+/// Watches the directories of the service's current files; returns their file names.
+fn update_watches(
+    debouncer: &mut Watcher,
+    service: &Service,
+    watched: &mut BTreeSet<PathBuf>,
+) -> BTreeSet<OsString> {
+    let files = service.watched_files();
+    let dirs: BTreeSet<PathBuf> = files
+        .iter()
+        .map(|f| match f.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
+    for dir in dirs.difference(watched) {
+        if let Err(e) = debouncer.watch(dir, RecursiveMode::NonRecursive) {
+            warn!(dir = %dir.display(), error = %e, "cannot watch directory; reload with SIGHUP");
         }
     }
+    for dir in watched.difference(&dirs) {
+        let _ = debouncer.unwatch(dir);
+    }
+    *watched = dirs;
+    files
+        .iter()
+        .filter_map(|f| f.file_name().map(OsString::from))
+        .collect()
 }

@@ -191,10 +191,10 @@ fn cross_check(value: &str, addr_text: &str, real: &str) -> Result<(), Ambiguity
     if addr.address.as_deref().map(str::trim) != Some(addr_text) {
         return Err(Ambiguity::ParsersDisagree);
     }
-    if let Some(name) = addr.name.as_deref() {
-        if let Some(other) = hidden_address(name, real) {
-            return Err(Ambiguity::DisplayNameAddress(other));
-        }
+    if let Some(name) = addr.name.as_deref()
+        && let Some(other) = hidden_address(name, real)
+    {
+        return Err(Ambiguity::DisplayNameAddress(other));
     }
     Ok(())
 }
@@ -361,10 +361,10 @@ impl HeaderSet {
     }
 
     fn mailbox(&self, field: &str, values: &[Vec<u8>]) -> Result<Option<Address>, Ambiguity> {
-        if let Some((f, a)) = &self.anomaly {
-            if *f == field {
-                return Err(a.clone());
-            }
+        if let Some((f, a)) = &self.anomaly
+            && *f == field
+        {
+            return Err(a.clone());
         }
         match values {
             [] => Ok(None),

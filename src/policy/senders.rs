@@ -32,12 +32,11 @@ impl LoginRules {
     /// The canonical form of a login as the MTA reports it in `{auth_authen}`.
     pub fn normalise(&self, login: &str) -> String {
         let login = login.trim().to_lowercase();
-        if let Some((user, realm)) = login.rsplit_once('@') {
-            if let Ok(realm) = normalise_domain(realm) {
-                if self.realms.contains(&realm) {
-                    return user.to_string();
-                }
-            }
+        if let Some((user, realm)) = login.rsplit_once('@')
+            && let Ok(realm) = normalise_domain(realm)
+            && self.realms.contains(&realm)
+        {
+            return user.to_string();
         }
         login
     }
@@ -211,15 +210,15 @@ impl Owners {
                 return Ownership::OwnLocalPart;
             }
         }
-        if let Some(domain) = address.domain() {
-            if let Some(owners) = self.map.domains.get(domain) {
-                let key = format!("@{domain}");
-                return if owners.iter().any(|o| o == login) {
-                    Ownership::MapEntry(key)
-                } else {
-                    Ownership::NotOwned(Some(key))
-                };
-            }
+        if let Some(domain) = address.domain()
+            && let Some(owners) = self.map.domains.get(domain)
+        {
+            let key = format!("@{domain}");
+            return if owners.iter().any(|o| o == login) {
+                Ownership::MapEntry(key)
+            } else {
+                Ownership::NotOwned(Some(key))
+            };
         }
         Ownership::NotOwned(None)
     }

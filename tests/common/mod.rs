@@ -1,0 +1,304 @@
+//! Shared test harness: start relayguard on a real socket, drive it as an MTA would, stop it.
+#![allow(dead_code)]
+
+use indymilter_test::{MacroStage, SocketInfo, Status, TestConnection};
+use relayguard::config::Config;
+use relayguard::listen::{self, MilterListener};
+use relayguard::service::{ReloadStatus, Service};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The default test sender map.
+pub const MAP: &str = "alice@tugraz.at alice\nrector@tugraz.at rector\noffice@tugraz.at alice, bob\nwebform@tugraz.at robot-web\n";
+
+/// A relayguard instance running in this process.
+pub struct Milter {
+    pub dir: tempfile::TempDir,
+    pub service: Arc<Service>,
+    pub tcp: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+/// A configuration for tests: the given socket line plus the standard policy.
+pub fn config_text(socket: &str) -> String {
+    format!(
+        "[milter]\nsocket = \"{socket}\"\nshutdown_timeout_secs = 10\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"129.27.0.0/16\"]\n"
+    )
+}
+
+impl Milter {
+    /// Starts on `127.0.0.1:<free port>`.
+    pub async fn tcp() -> Self {
+        Self::start(|_| "inet:0@127.0.0.1".to_string()).await
+    }
+
+    /// Starts on a unix socket in a temporary directory.
+    pub async fn unix() -> Self {
+        Self::start(|dir| format!("unix:{}/relayguard.sock", dir.display())).await
+    }
+
+    async fn start(socket: impl Fn(&Path) -> String) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("sender_login_maps"), MAP).unwrap();
+        let path = dir.path().join("relayguard.toml");
+        std::fs::write(&path, config_text(&socket(dir.path()))).unwrap();
+        let config = Config::load(&path).expect("test config loads");
+        let service = Service::new(config);
+        let listener: MilterListener = listen::bind(service.milter_config()).await.expect("bind");
+        let tcp = listener.local_addr();
+        let unix = match &service.milter_config().socket {
+            relayguard::config::SocketSpec::Unix(p) => Some(p.clone()),
+            _ => None,
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(relayguard::serve(service.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        Milter {
+            dir,
+            service,
+            tcp,
+            unix,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            watcher: None,
+        }
+    }
+
+    /// Starts the directory watcher, as `relayguard run` does.
+    pub fn watch_files(&mut self) {
+        self.watcher =
+            Some(relayguard::reload::watch_files(self.service.clone()).expect("watcher starts"));
+    }
+
+    /// Opens a milter connection as an MTA would.
+    pub async fn connect(&self) -> TestConnection {
+        match (&self.tcp, &self.unix) {
+            (Some(addr), _) => TestConnection::open(addr).await.expect("connect tcp"),
+            (_, Some(path)) => TestConnection::configure()
+                .open_unix(path)
+                .await
+                .expect("connect unix"),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Path of a file in the instance's configuration directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Waits until the reload counter passes `attempts`, returning the new status.
+    pub async fn reload_after(&self, attempts: u64) -> ReloadStatus {
+        let mut rx = self.service.reload_status();
+
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|s| s.attempts > attempts),
+        )
+        .await
+        .expect("a reload happened within 10 s")
+        .expect("service alive")
+        .clone()
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.begin_stop();
+        self.join().await
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits for `serve` to return.
+    pub async fn join(&mut self) -> std::io::Result<()> {
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(20), handle)
+            .await
+            .expect("serve returned")
+            .expect("no panic")
+    }
+}
+
+/// One SMTP transaction as the MTA reports it to the milter.
+#[derive(Clone, Debug)]
+pub struct Txn {
+    pub client: IpAddr,
+    pub login: Option<&'static str>,
+    pub mail_from: &'static str,
+    pub rcpts: Vec<&'static str>,
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+impl Txn {
+    /// An authenticated session from outside the campus.
+    pub fn authenticated(login: &'static str, mail_from: &'static str, from: &'static str) -> Self {
+        Txn {
+            client: "203.0.113.7".parse().unwrap(),
+            login: Some(login),
+            mail_from,
+            rcpts: vec!["<friend@example.org>"],
+            headers: vec![
+                ("From", from),
+                ("To", "friend@example.org"),
+                ("Subject", "test"),
+            ],
+        }
+    }
+
+    /// An unauthenticated session from the given address.
+    pub fn unauthenticated(
+        client: &str,
+        mail_from: &'static str,
+        rcpts: Vec<&'static str>,
+    ) -> Self {
+        Txn {
+            client: client.parse().unwrap(),
+            login: None,
+            mail_from,
+            rcpts,
+            headers: vec![("From", "root@server.tugraz.at"), ("Subject", "cron")],
+        }
+    }
+}
+
+/// Where a transaction ended and with what status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub stage: &'static str,
+    pub status: Status,
+}
+
+impl Outcome {
+    /// The reply text of a refusal, if any.
+    pub fn reply(&self) -> Option<String> {
+        match &self.status {
+            Status::Reject { message: Some(m) } | Status::Tempfail { message: Some(m) } => {
+                Some(m.to_string_lossy().into_owned())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn refused(status: &Status) -> bool {
+    matches!(status, Status::Reject { .. } | Status::Tempfail { .. })
+}
+
+/// Sends a connection's worth of commands for one transaction, as Postfix does.
+pub async fn send(conn: &mut TestConnection, txn: &Txn) -> Outcome {
+    conn.macros(
+        MacroStage::Connect,
+        [("{client_addr}", txn.client.to_string())],
+    )
+    .await
+    .unwrap();
+    let status = conn
+        .connect(
+            "client.example",
+            SocketInfo::Inet(SocketAddr::new(txn.client, 40000)),
+        )
+        .await
+        .unwrap();
+    if refused(&status) {
+        return Outcome {
+            stage: "connect",
+            status,
+        };
+    }
+    send_message(conn, txn).await
+}
+
+/// Sends one message on an open connection (MAIL..EOM), then ABORT as Postfix does.
+pub async fn send_message(conn: &mut TestConnection, txn: &Txn) -> Outcome {
+    let mut mail_macros = vec![(
+        "{mail_addr}",
+        txn.mail_from.trim_matches(['<', '>']).to_string(),
+    )];
+    if let Some(login) = txn.login {
+        mail_macros.push(("{auth_authen}", login.to_string()));
+        mail_macros.push(("{auth_type}", "PLAIN".to_string()));
+    }
+    conn.macros(MacroStage::Mail, mail_macros).await.unwrap();
+    let status = conn.mail([txn.mail_from]).await.unwrap();
+    if refused(&status) {
+        conn.abort().await.unwrap();
+        return Outcome {
+            stage: "mail",
+            status,
+        };
+    }
+    let mut accepted = 0;
+    let mut last_refusal = None;
+    for rcpt in &txn.rcpts {
+        conn.macros(
+            MacroStage::Rcpt,
+            [
+                ("i", "4XyZ1"),
+                ("{rcpt_addr}", rcpt.trim_matches(['<', '>'])),
+            ],
+        )
+        .await
+        .unwrap();
+        let status = conn.rcpt([*rcpt]).await.unwrap();
+        if refused(&status) {
+            last_refusal = Some(status);
+        } else {
+            accepted += 1;
+        }
+    }
+    if accepted == 0 {
+        conn.abort().await.unwrap();
+        return Outcome {
+            stage: "rcpt",
+            status: last_refusal.unwrap_or(Status::Continue),
+        };
+    }
+    for (name, value) in &txn.headers {
+        let status = conn.header(*name, *value).await.unwrap();
+        if refused(&status) {
+            conn.abort().await.unwrap();
+            return Outcome {
+                stage: "header",
+                status,
+            };
+        }
+    }
+    conn.macros(MacroStage::Eoh, [("i", "4XyZ1")])
+        .await
+        .unwrap();
+    let status = conn.eoh().await.unwrap();
+    if status != Status::Continue {
+        conn.abort().await.unwrap();
+        let outcome = Outcome {
+            stage: "eoh",
+            status,
+        };
+        return match (&outcome.status, last_refusal) {
+            (Status::Accept, Some(r)) => Outcome {
+                stage: "rcpt-partial",
+                status: r,
+            },
+            _ => outcome,
+        };
+    }
+    conn.body("Hello.\r\n").await.unwrap();
+    let (_, status) = conn.eom().await.unwrap();
+    conn.abort().await.unwrap();
+    Outcome {
+        stage: "eom",
+        status,
+    }
+}
