@@ -18,6 +18,8 @@ use tracing::{error, info, warn};
 /// Per-connection state.
 #[derive(Default)]
 pub struct Session {
+    /// Stages where the MTA expects no reply (negotiated to save round trips).
+    noreply: ProtoOpts,
     client_addr: Option<IpAddr>,
     client_name: String,
     message: Option<Message>,
@@ -198,14 +200,25 @@ impl Session {
         }
     }
 
+    /// `Noreply` where negotiated, else `Continue`.
+    fn no_reply(&self, stage: ProtoOpts) -> Status {
+        if self.noreply.contains(stage) {
+            Status::Noreply
+        } else {
+            Status::Continue
+        }
+    }
+
     fn abort(&mut self) {
         self.message = None;
     }
 
     fn client_display(&self) -> String {
         match self.client_addr {
-            Some(addr) => format!("{}[{addr}]", self.client_name),
-            None => self.client_name.clone(),
+            Some(addr) if self.client_name != format!("[{addr}]") => {
+                format!("{}[{addr}]", self.client_name)
+            }
+            _ => self.client_name.clone(),
         }
     }
 
@@ -248,11 +261,9 @@ fn negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts) -> Status {
         cx.requested_macros.insert(*stage, (*macros).to_owned());
     }
     // We never reply at connect or per header: spare the MTA those round trips.
-    for noreply in [ProtoOpts::NOREPLY_CONNECT, ProtoOpts::NOREPLY_HEADER] {
-        if offered.contains(noreply) {
-            cx.requested_opts |= noreply;
-        }
-    }
+    let noreply = offered & (ProtoOpts::NOREPLY_CONNECT | ProtoOpts::NOREPLY_HEADER);
+    cx.requested_opts |= noreply;
+    session(&mut cx.data).noreply = noreply;
     Status::Continue
 }
 
@@ -270,8 +281,9 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
         .on_connect(|cx: &mut Context<Session>, hostname, socket| {
             Box::pin(async move {
                 let Context { data, macros, .. } = cx;
-                session(data).connect(&hostname, socket, macros);
-                Status::Continue
+                let session = session(data);
+                session.connect(&hostname, socket, macros);
+                session.no_reply(ProtoOpts::NOREPLY_CONNECT)
             })
         })
         .on_mail(move |cx: &mut Context<Session>, args| {
@@ -291,8 +303,9 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
         })
         .on_header(|cx: &mut Context<Session>, name, value| {
             Box::pin(async move {
-                session(&mut cx.data).header(&name, &value);
-                Status::Continue
+                let session = session(&mut cx.data);
+                session.header(&name, &value);
+                session.no_reply(ProtoOpts::NOREPLY_HEADER)
             })
         })
         .on_eoh(|cx: &mut Context<Session>| {
