@@ -1,6 +1,9 @@
 //! Shared test harness: start relayguard on a real socket, drive it as an MTA would, stop it.
 #![allow(dead_code)]
 
+pub mod postfix;
+pub mod smtp;
+
 use indymilter_test::{MacroStage, SocketInfo, Status, TestConnection};
 use relayguard::config::Config;
 use relayguard::listen::{self, MilterListener};
@@ -45,10 +48,16 @@ impl Milter {
     }
 
     async fn start(socket: impl Fn(&Path) -> String) -> Self {
+        Self::with_config(|dir| config_text(&socket(dir))).await
+    }
+
+    /// Starts with a configuration written by `config` (given the configuration directory,
+    /// which also holds the standard sender map).
+    pub async fn with_config(config: impl Fn(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("sender_login_maps"), MAP).unwrap();
         let path = dir.path().join("relayguard.toml");
-        std::fs::write(&path, config_text(&socket(dir.path()))).unwrap();
+        std::fs::write(&path, config(dir.path())).unwrap();
         let config = Config::load(&path).expect("test config loads");
         let service = Service::new(config);
         let listener: MilterListener = listen::bind(service.milter_config()).await.expect("bind");

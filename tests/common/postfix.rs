@@ -1,0 +1,224 @@
+//! A private Postfix instance on loopback for end-to-end tests: SASL users in a sasldb2,
+//! a submission listener, relayguard as milter, everything relayed to a local smtp-sink.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/postfix_e2e");
+
+/// Fails the test with instructions when Postfix or the SASL tools are missing.
+pub fn require_postfix() {
+    let missing: Vec<&str> = [
+        "/usr/sbin/postfix",
+        "/usr/sbin/smtp-sink",
+        "/usr/sbin/saslpasswd2",
+    ]
+    .into_iter()
+    .filter(|p| !Path::new(p).exists())
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?}: the end-to-end tests need postfix and sasl2-bin; run the README's test command (scripts/test), which installs them"
+    );
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the Postfix end-to-end test must run as root (postfix start needs it)"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn chown_postfix(path: &Path) {
+    let status = Command::new("chown")
+        .arg("postfix")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown postfix {}", path.display());
+}
+
+/// A running Postfix instance; stopped on drop.
+pub struct Postfix {
+    pub dir: tempfile::TempDir,
+    pub submit: SocketAddr,
+    conf: PathBuf,
+    sink: Child,
+}
+
+impl Postfix {
+    /// Starts Postfix with the given SASL users (login, password; realm tugraz.at) and
+    /// relayguard's unix socket as its milter.
+    pub fn start(users: &[(&str, &str)], milter_socket: &Path) -> Self {
+        require_postfix();
+        let dir = tempfile::Builder::new()
+            .prefix("relayguard-postfix")
+            .tempdir()
+            .unwrap();
+        let root = dir.path();
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = root.join("conf");
+        for sub in ["conf/sasl", "queue", "data", "sink"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        chown_postfix(&root.join("data"));
+        chown_postfix(&root.join("sink"));
+        let (submit_port, sink_port) = (free_port(), free_port());
+        let fill = |name: &str| {
+            std::fs::read_to_string(Path::new(TEMPLATES).join(name))
+                .unwrap()
+                .replace("@DIR@", &root.display().to_string())
+                .replace("@SUBMIT_PORT@", &submit_port.to_string())
+                .replace("@SINK_PORT@", &sink_port.to_string())
+                .replace("@MILTER@", &format!("unix:{}", milter_socket.display()))
+        };
+        std::fs::write(conf.join("main.cf"), fill("main.cf")).unwrap();
+        std::fs::write(conf.join("master.cf"), fill("master.cf")).unwrap();
+        std::fs::write(conf.join("sasl/smtpd.conf"), fill("smtpd.conf")).unwrap();
+        let sasldb = root.join("sasldb2");
+        for (user, password) in users {
+            let mut child = Command::new("saslpasswd2")
+                .args(["-p", "-c", "-u", "tugraz.at", "-f"])
+                .arg(&sasldb)
+                .arg(user)
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(password.as_bytes())
+                .unwrap();
+            assert!(child.wait().unwrap().success(), "saslpasswd2 {user}");
+        }
+        chown_postfix(&sasldb);
+        let sink = Command::new("smtp-sink")
+            .args(["-u", "postfix", "-d"])
+            .arg(format!("{}/sink/%H%M%S.", root.display()))
+            .arg(format!("127.0.0.1:{sink_port}"))
+            .arg("100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink starts");
+        let postfix = Postfix {
+            submit: SocketAddr::from(([127, 0, 0, 1], submit_port)),
+            conf,
+            sink,
+            dir,
+        };
+        let out = Command::new("postfix")
+            .arg("-c")
+            .arg(&postfix.conf)
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postfix start failed: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            postfix.log()
+        );
+        // Wait until the submission listener and the sink answer.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(postfix.submit).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", sink_port)).is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "postfix did not start listening:\n{}",
+                postfix.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        postfix
+    }
+
+    /// Postfix's own log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// Messages the sink received that contain `needle`.
+    pub fn delivered(&self, needle: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("sink")) {
+            for entry in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                    if text.contains(needle) {
+                        found.push(text);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Waits up to 30 s for a delivered message containing `needle`.
+    pub async fn wait_delivered(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(text) = self.delivered(needle).pop() {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {needle} not delivered within 30 s; postfix log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asks Postfix to deliver everything queued now and waits until the queue is empty.
+    pub async fn wait_queue_empty(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("postqueue")
+                .arg("-c")
+                .arg(&self.conf)
+                .arg("-j")
+                .output()
+                .unwrap();
+            if out.status.success() && out.stdout.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queue not empty after 30 s:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            let _ = Command::new("postqueue")
+                .arg("-c")
+                .arg(&self.conf)
+                .arg("-f")
+                .status();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.sink.kill();
+        let _ = self.sink.wait();
+    }
+}

@@ -1,0 +1,195 @@
+//! Runbook: a real Postfix with SASL submission, relayguard on a unix socket as its milter,
+//! relaying to a local sink. What owners, spoofers and unauthenticated clients see.
+
+mod common;
+
+use common::Milter;
+use common::postfix::Postfix;
+use common::smtp::{Smtp, submit};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+
+const INTERNAL: &str = "127.0.0.2";
+const EXTERNAL: &str = "127.0.0.3";
+
+fn message(from: &str, to: &str, id: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: relayguard e2e {id}\r\nMessage-ID: <{id}@e2e.tugraz.test>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0100\r\n\r\nHello from {id}.\r\n"
+    )
+}
+
+async fn session(postfix: &Postfix, local: &str, login: Option<&str>) -> Smtp {
+    let mut smtp = Smtp::connect(postfix.submit, local.parse::<IpAddr>().unwrap()).await;
+    if let Some(login) = login {
+        let reply = smtp.auth(login, "secret").await;
+        assert_eq!(reply.code, 235, "AUTH as {login}: {reply:?}");
+    }
+    smtp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_end_to_end() {
+    common::postfix::require_postfix();
+    // relayguard listens on a unix socket that Postfix (user postfix, group postfix) may use.
+    let milter = Milter::with_config(|dir| {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        format!(
+            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\nsocket_group = \"postfix\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"{INTERNAL}/32\"]\n",
+            dir.display()
+        )
+    })
+    .await;
+    let socket = milter.unix.clone().unwrap();
+    let postfix = Postfix::start(
+        &[
+            ("alice", "secret"),
+            ("mallory", "secret"),
+            ("robot-web", "secret"),
+        ],
+        &socket,
+    );
+
+    // 1. An owner sends as herself: accepted and delivered.
+    let mut smtp = session(&postfix, EXTERNAL, Some("alice")).await;
+    let sent = submit(
+        &mut smtp,
+        "alice@tugraz.at",
+        &["friend@example.org"],
+        &message("Alice <alice@tugraz.at>", "friend@example.org", "owner-1"),
+    )
+    .await;
+    assert_eq!(sent.last().code, 250, "{sent:?}\n{}", postfix.log());
+    let delivered = postfix.wait_delivered("owner-1@e2e.tugraz.test").await;
+    assert!(delivered.contains("From: Alice <alice@tugraz.at>"));
+
+    // 2. The same session uses a shared mailbox she is mapped to.
+    let sent = submit(
+        &mut smtp,
+        "alice@tugraz.at",
+        &["friend@example.org"],
+        &message("Office <office@tugraz.at>", "friend@example.org", "owner-2"),
+    )
+    .await;
+    assert_eq!(sent.last().code, 250, "{sent:?}");
+    smtp.quit().await;
+
+    // 3. A spoofer writes From: rector@: refused at end of data with the address and login.
+    let mut smtp = session(&postfix, EXTERNAL, Some("mallory")).await;
+    let sent = submit(
+        &mut smtp,
+        "mallory@tugraz.at",
+        &["victim@example.org"],
+        &message("Rector <rector@tugraz.at>", "victim@example.org", "spoof-1"),
+    )
+    .await;
+    let reply = sent.last();
+    assert_eq!(
+        reply.text,
+        "550 5.7.1 <rector@tugraz.at> is not owned by authenticated user mallory@tugraz.at",
+        "{sent:?}"
+    );
+
+    // 4. A spoofed envelope sender is refused at MAIL FROM already.
+    let sent = submit(
+        &mut smtp,
+        "rector@tugraz.at",
+        &["victim@example.org"],
+        &message("mallory@tugraz.at", "victim@example.org", "spoof-2"),
+    )
+    .await;
+    assert_eq!(sent.mail.code, 550, "{sent:?}");
+    assert!(
+        sent.mail.text.contains(
+            "5.7.1 <rector@tugraz.at> is not owned by authenticated user mallory@tugraz.at"
+        ),
+        "{sent:?}"
+    );
+
+    // 5. Two From headers: refused as ambiguous.
+    let sent = submit(
+        &mut smtp,
+        "mallory@tugraz.at",
+        &["victim@example.org"],
+        &format!(
+            "From: mallory@tugraz.at\r\n{}",
+            message("rector@tugraz.at", "victim@example.org", "spoof-3")
+        ),
+    )
+    .await;
+    assert_eq!(
+        sent.last().text,
+        "550 5.7.1 From header appears more than once; refusing an ambiguous sender",
+        "{sent:?}"
+    );
+    smtp.quit().await;
+
+    // 6. An unauthenticated internal server mails an admin (delivered) but not an outsider.
+    let mut smtp = session(&postfix, INTERNAL, None).await;
+    let sent = submit(
+        &mut smtp,
+        "root@server.tugraz.at",
+        &["admin@tugraz.at", "someone@gmail.com"],
+        &message("root@server.tugraz.at", "admin@tugraz.at", "internal-1"),
+    )
+    .await;
+    assert_eq!(sent.rcpts[0].code, 250, "{sent:?}");
+    assert_eq!(
+        sent.rcpts[1].text,
+        "550 5.7.1 <someone@gmail.com>: unauthenticated clients may send only to recipients in the protected domains; authenticate to send elsewhere"
+    );
+    assert_eq!(sent.data.as_ref().unwrap().code, 250, "{sent:?}");
+    let delivered = postfix.wait_delivered("internal-1@e2e.tugraz.test").await;
+    assert!(delivered.contains("admin@tugraz.at"));
+    smtp.quit().await;
+
+    // 7. An unauthenticated client from elsewhere must authenticate.
+    let mut smtp = session(&postfix, EXTERNAL, None).await;
+    let sent = submit(
+        &mut smtp,
+        "alice@tugraz.at",
+        &["admin@tugraz.at"],
+        &message("alice@tugraz.at", "admin@tugraz.at", "external-1"),
+    )
+    .await;
+    assert_eq!(sent.mail.code, 550, "{sent:?}");
+    assert!(
+        sent.mail.text.contains("5.7.1 authentication required"),
+        "{sent:?}"
+    );
+    smtp.quit().await;
+
+    // 8. Nothing refused was delivered.
+    postfix.wait_queue_empty().await;
+    for id in ["spoof-1", "spoof-2", "spoof-3", "external-1"] {
+        assert!(
+            postfix
+                .delivered(&format!("{id}@e2e.tugraz.test"))
+                .is_empty(),
+            "{id} was delivered"
+        );
+    }
+
+    // 9. With the milter gone, Postfix tempfails (milter_default_action = tempfail): nothing is
+    //    accepted unchecked.
+    milter.stop().await.unwrap();
+    let mut smtp = Smtp::connect(postfix.submit, EXTERNAL.parse().unwrap()).await;
+    let auth = smtp.auth("mallory", "secret").await;
+    let reply = if auth.code == 235 {
+        let sent = submit(
+            &mut smtp,
+            "mallory@tugraz.at",
+            &["victim@example.org"],
+            &message("rector@tugraz.at", "victim@example.org", "down-1"),
+        )
+        .await;
+        sent.last().clone()
+    } else {
+        auth
+    };
+    assert!(
+        (400..500).contains(&reply.code),
+        "milter down must tempfail: {reply:?}"
+    );
+    smtp.quit().await;
+    assert!(postfix.delivered("down-1@e2e.tugraz.test").is_empty());
+}
