@@ -78,9 +78,17 @@ impl Postfix {
                 .replace("@DIR@", &root.display().to_string())
                 .replace("@SUBMIT_PORT@", &submit_port.to_string())
                 .replace("@SINK_PORT@", &sink_port.to_string())
-                .replace("@MILTER@", &format!("unix:{}", milter_socket.display()))
         };
-        std::fs::write(conf.join("main.cf"), fill("main.cf")).unwrap();
+        let snippet = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/postfix/main.cf.snippet"
+        ))
+        .unwrap()
+        .replace(
+            "unix:/run/relayguard/relayguard.sock",
+            &format!("unix:{}", milter_socket.display()),
+        );
+        std::fs::write(conf.join("main.cf"), fill("main.cf") + &snippet).unwrap();
         std::fs::write(conf.join("master.cf"), fill("master.cf")).unwrap();
         std::fs::write(conf.join("sasl/smtpd.conf"), fill("smtpd.conf")).unwrap();
         let sasldb = root.join("sasldb2");
@@ -155,10 +163,10 @@ impl Postfix {
         let mut found = Vec::new();
         if let Ok(entries) = std::fs::read_dir(self.dir.path().join("sink")) {
             for entry in entries.flatten() {
-                if let Ok(text) = std::fs::read_to_string(entry.path()) {
-                    if text.contains(needle) {
-                        found.push(text);
-                    }
+                if let Ok(text) = std::fs::read_to_string(entry.path())
+                    && text.contains(needle)
+                {
+                    found.push(text);
                 }
             }
         }

@@ -32,7 +32,7 @@ impl Smtp {
     }
 
     async fn reply(&mut self) -> SmtpReply {
-        let mut text = String::new();
+        let text;
         loop {
             let mut line = String::new();
             tokio::time::timeout(
@@ -43,9 +43,8 @@ impl Smtp {
             .expect("SMTP reply within 30 s")
             .expect("read reply");
             assert!(line.len() >= 4, "short SMTP reply {line:?}");
-            let last = line.as_bytes()[3] == b' ';
-            text = line.trim_end().to_string();
-            if last {
+            if line.as_bytes()[3] == b' ' {
+                text = line.trim_end().to_string();
                 break;
             }
         }
