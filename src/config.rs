@@ -2,6 +2,9 @@
 //!
 //! Every error names the file, the line and the key.
 
+use crate::dkim::keys::KeyError;
+use crate::dkim::schedule::Schedule;
+use crate::dkim::signer::{DEFAULT_HEADERS, DEFAULT_OVERSIGNED, KeySet, SigningConfig, WithoutKey};
 use crate::policy::Policy;
 use crate::policy::domains::{ProtectedDomains, normalise_domain};
 use crate::policy::senders::{LoginRules, Owners, SenderMap, SenderMapError};
@@ -48,6 +51,9 @@ pub enum ConfigError {
     /// The sender-login map is broken.
     #[error(transparent)]
     SenderMap(#[from] SenderMapError),
+    /// One or more DKIM keys are unusable (each is listed).
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Keys(Vec<KeyError>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +67,21 @@ struct RawConfig {
     senders: RawSenders,
     #[serde(default)]
     clients: RawClients,
+    dkim: Option<RawDkim>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDkim {
+    selectors: Option<String>,
+    keys_dir: Option<String>,
+    headers: Option<Vec<String>>,
+    oversign: Option<Vec<String>>,
+    expiry_days: Option<u64>,
+    without_key: Option<Spanned<String>>,
+    allow_unsafe_key_permissions: Option<bool>,
+    min_publish_lead_hours: Option<u64>,
+    signing_domains: Option<std::collections::BTreeMap<String, Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,8 +189,19 @@ pub struct MilterConfig {
     pub shutdown_timeout: Duration,
 }
 
-/// The validated configuration.
+/// DKIM file locations and checks, besides the loaded [`KeySet`].
 #[derive(Debug, Clone)]
+pub struct DkimFiles {
+    /// selectors.toml.
+    pub selectors: PathBuf,
+    /// The keys directory.
+    pub keys_dir: PathBuf,
+    /// `check-config` warns when a selector activates sooner than this after publish.
+    pub min_publish_lead: i64,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
@@ -179,6 +211,18 @@ pub struct Config {
     pub login_map: Option<PathBuf>,
     /// The sender policy.
     pub policy: Policy,
+    /// DKIM files, when signing is configured.
+    pub dkim_files: Option<DkimFiles>,
+    /// The loaded DKIM keys, when signing is configured.
+    pub keys: Option<KeySet>,
+}
+
+/// The current time in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Turns a byte offset into a 1-based line number.
@@ -191,17 +235,27 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 impl Config {
-    /// Reads and validates the configuration file and the files it names.
+    /// Reads and validates the configuration file and the files it names (keys included).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_at(path, unix_now())
+    }
+
+    /// As [`Config::load`], with the time that decides which keys are retired.
+    pub fn load_at(path: &Path, now: i64) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(path, &text)
+        Self::parse_at(path, &text, now)
     }
 
     /// Validates configuration text; `path` locates errors and relative file names.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse_at(path, text, unix_now())
+    }
+
+    /// As [`Config::parse`], at a given time.
+    pub fn parse_at(path: &Path, text: &str, now: i64) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
             line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
@@ -355,19 +409,84 @@ impl Config {
             logins,
             allow_foreign_senders: raw.senders.allow_foreign.unwrap_or(false),
         };
+        let (dkim_files, keys) = match &raw.dkim {
+            None => (None, None),
+            Some(d) => {
+                let (files, signing) = Self::dkim_settings(d, base, text, path)?;
+                let schedule_text = std::fs::read_to_string(&files.selectors).map_err(|source| ConfigError::Read {
+                    path: files.selectors.clone(),
+                    source,
+                })?;
+                let schedule = Schedule::parse(&files.selectors, &schedule_text, &files.keys_dir)?;
+                let keys = KeySet::load(schedule, signing, now).map_err(ConfigError::Keys)?;
+                (Some(files), Some(keys))
+            }
+        };
         Ok(Config {
             path: path.to_path_buf(),
             milter,
             login_map,
             policy,
+            dkim_files,
+            keys,
         })
+    }
+
+    fn dkim_settings(d: &RawDkim, base: &Path, text: &str, path: &Path) -> Result<(DkimFiles, SigningConfig), ConfigError> {
+        let invalid = |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of(text, span.start),
+            key: key.to_string(),
+            reason,
+        };
+        let lower = |v: &Vec<String>| v.iter().map(|h| h.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+        let headers = d.headers.as_ref().map(lower).unwrap_or_else(|| DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect());
+        let oversign = d.oversign.as_ref().map(lower).unwrap_or_else(|| DEFAULT_OVERSIGNED.iter().map(|h| h.to_string()).collect());
+        let without_key = match &d.without_key {
+            None => WithoutKey::Tempfail,
+            Some(v) => match v.get_ref().as_str() {
+                "tempfail" => WithoutKey::Tempfail,
+                "accept" => WithoutKey::AcceptUnsigned,
+                other => return Err(invalid(v.span(), "dkim.without_key", format!("`{other}` is not \"tempfail\" or \"accept\""))),
+            },
+        };
+        let mut signing_domains = Vec::new();
+        for (from, d) in d.signing_domains.iter().flatten() {
+            let from = normalise_domain(from).map_err(|e| invalid(d.span(), "dkim.signing_domains", e.to_string()))?;
+            let dn = normalise_domain(d.get_ref()).map_err(|e| invalid(d.span(), "dkim.signing_domains", e.to_string()))?;
+            if !(from == dn || from.ends_with(&format!(".{dn}"))) {
+                return Err(invalid(d.span(), "dkim.signing_domains", format!("d={dn} does not align with {from}: it must be {from} or a parent of it")));
+            }
+            signing_domains.push((from, dn));
+        }
+        let files = DkimFiles {
+            selectors: base.join(d.selectors.as_deref().unwrap_or("selectors.toml")),
+            keys_dir: base.join(d.keys_dir.as_deref().unwrap_or("keys")),
+            min_publish_lead: d.min_publish_lead_hours.unwrap_or(48) as i64 * 3600,
+        };
+        let signing = SigningConfig {
+            headers,
+            oversign,
+            expiry: d.expiry_days.filter(|&x| x > 0).map(|x| x * 86_400),
+            signing_domains,
+            without_key,
+            require_safe_keys: !d.allow_unsafe_key_permissions.unwrap_or(false),
+        };
+        Ok((files, signing))
     }
 
     /// Files whose change triggers a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        std::iter::once(self.path.clone())
-            .chain(self.login_map.clone())
-            .collect()
+        let mut files: Vec<PathBuf> = std::iter::once(self.path.clone()).chain(self.login_map.clone()).collect();
+        if let Some(d) = &self.dkim_files {
+            files.push(d.selectors.clone());
+        }
+        files
+    }
+
+    /// Directories where any change triggers a reload (the keys directory).
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        self.dkim_files.iter().map(|d| d.keys_dir.clone()).collect()
     }
 }
 

@@ -5,6 +5,7 @@
 //! ([`milter`]) on a socket ([`listen`]) and reloads when its files change ([`reload`]).
 
 pub mod config;
+pub mod dkim;
 pub mod explain;
 pub mod listen;
 pub mod milter;

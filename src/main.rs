@@ -1,7 +1,10 @@
 //! The relayguard command line: run the milter, check the configuration, explain a decision.
 
 use clap::{Parser, Subcommand};
-use relayguard::config::{Config, SocketSpec};
+use relayguard::config::{Config, SocketSpec, unix_now};
+use relayguard::dkim::keys::{self, KeyKind};
+use relayguard::dkim::schedule::format_time;
+use relayguard::dkim::tooling;
 use relayguard::explain::{Question, explain};
 use relayguard::service::Service;
 use relayguard::{listen, reload};
@@ -55,6 +58,51 @@ enum Command {
         /// A message file whose headers are checked too.
         message: Option<PathBuf>,
     },
+    /// DKIM key tooling: generate keys, print DNS records, show rotation status.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a private key (mode 0600) and add its selector to selectors.toml.
+    Generate {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
+        config: PathBuf,
+        /// Signing domain (d=).
+        #[arg(long)]
+        domain: String,
+        /// Selector name (s=).
+        #[arg(long)]
+        selector: String,
+        /// rsa-2048, rsa-3072, rsa-4096 or ed25519.
+        #[arg(long, default_value = "rsa-2048")]
+        algorithm: String,
+        /// When the DNS record goes out (RFC 3339; default now).
+        #[arg(long)]
+        publish: Option<String>,
+        /// When it starts signing (RFC 3339; default publish + 48 h).
+        #[arg(long)]
+        active_from: Option<String>,
+        /// Print the stanza instead of appending it to selectors.toml.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Print the DNS TXT records that must be published now, later, and may be removed.
+    Dns {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
+        config: PathBuf,
+    },
+    /// Show per domain what signs now, what is next and when, and what is overdue.
+    Status {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,11 +144,80 @@ fn main() -> ExitCode {
             };
             let (report, accepted) = explain(&config.policy, &question);
             print!("{report}");
-            if accepted {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            if accepted { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Command::Keys { command } => match keys_command(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
             }
+        },
+    }
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))
+}
+
+fn keys_command(command: KeysCommand) -> Result<(), String> {
+    let now = unix_now();
+    let load = |path: &PathBuf| -> Result<Config, String> {
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        if config.keys.is_none() {
+            return Err(format!("{}: no [dkim] section: signing is not configured", path.display()));
+        }
+        Ok(config)
+    };
+    match command {
+        KeysCommand::Generate { config, domain, selector, algorithm, publish, active_from, print } => {
+            let loaded = load(&config)?;
+            let files = loaded.dkim_files.as_ref().expect("dkim configured");
+            let kind = match algorithm.as_str() {
+                "rsa-2048" => KeyKind::Rsa(2048),
+                "rsa-3072" => KeyKind::Rsa(3072),
+                "rsa-4096" => KeyKind::Rsa(4096),
+                "ed25519" => KeyKind::Ed25519,
+                other => return Err(format!("--algorithm `{other}`: use rsa-2048, rsa-3072, rsa-4096 or ed25519")),
+            };
+            let domain = relayguard::policy::domains::normalise_domain(&domain).map_err(|e| format!("--domain: {e}"))?;
+            let publish = publish.as_deref().map(parse_time).transpose()?.unwrap_or(now);
+            let active_from = active_from.as_deref().map(parse_time).transpose()?.unwrap_or(publish + files.min_publish_lead);
+            let file_name = format!("{domain}.{selector}.pem");
+            let key_path = files.keys_dir.join(&file_name);
+            let pem = keys::generate(kind)?;
+            keys::write_new(&key_path, &pem).map_err(|e| e.to_string())?;
+            let key = keys::parse(&key_path, pem.as_bytes(), kind.algorithm()).map_err(|e| e.to_string())?;
+            let stanza = tooling::stanza(&domain, &selector, kind.algorithm(), &file_name, publish, active_from);
+            eprintln!("wrote {} (mode 0600)", key_path.display());
+            if print {
+                print!("{stanza}");
+            } else {
+                use std::io::Write;
+                let mut file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&files.selectors)
+                    .map_err(|e| format!("{}: {e}", files.selectors.display()))?;
+                file.write_all(stanza.as_bytes()).map_err(|e| format!("{}: {e}", files.selectors.display()))?;
+                eprintln!("added selector {selector} to {}", files.selectors.display());
+            }
+            println!("{}", tooling::txt_record(&selector, &domain, &key.dns_record()));
+            eprintln!("publish the record by {}; it signs from {}", format_time(publish), format_time(active_from));
+            Ok(())
+        }
+        KeysCommand::Dns { config } => {
+            let loaded = load(&config)?;
+            print!("{}", tooling::dns_report(loaded.keys.as_ref().expect("dkim configured"), now));
+            Ok(())
+        }
+        KeysCommand::Status { config } => {
+            let loaded = load(&config)?;
+            let keys = loaded.keys.as_ref().expect("dkim configured");
+            let required = tooling::required_domains(keys, loaded.policy.protected.apexes());
+            print!("{}", tooling::status_report(keys, &required, now));
+            Ok(())
         }
     }
 }
@@ -134,14 +251,25 @@ fn check_config(path: PathBuf) -> ExitCode {
                     path.display()
                 ));
             }
+            let mut warnings = Vec::new();
+            if let (Some(keys), Some(files)) = (&config.keys, &config.dkim_files) {
+                let required = tooling::required_domains(keys, config.policy.protected.apexes());
+                let (errors, warns) = tooling::check_schedule(keys, &required, files.min_publish_lead, unix_now());
+                problems.extend(errors.into_iter().map(|e| format!("{}: {e}", files.selectors.display())));
+                warnings.extend(warns.into_iter().map(|w| format!("{}: {w}", files.selectors.display())));
+            }
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             if problems.is_empty() {
                 let p = &config.policy;
                 println!(
-                    "{}: ok ({} protected domains, {} sender map entries, {} internal networks)",
+                    "{}: ok ({} protected domains, {} sender map entries, {} internal networks, {} DKIM keys)",
                     path.display(),
                     p.protected.apexes().len(),
                     p.owners.map.len(),
-                    p.internal_networks.len()
+                    p.internal_networks.len(),
+                    config.keys.as_ref().map_or(0, |k| k.entries().len())
                 );
                 ExitCode::SUCCESS
             } else {

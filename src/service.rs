@@ -1,6 +1,7 @@
 //! The running service's shared state: the current policy snapshot, reloads, messages in flight.
 
-use crate::config::{Config, ConfigError, MilterConfig};
+use crate::config::{Config, ConfigError, MilterConfig, unix_now};
+use crate::dkim::signer::KeySet;
 use crate::policy::Policy;
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -20,28 +21,55 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
 }
 
+/// Everything a message is decided and signed with; one immutable snapshot per reload.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The sender policy.
+    pub policy: Policy,
+    /// The DKIM keys, when signing is configured.
+    pub keys: Option<KeySet>,
+}
+
+/// The clock: Unix seconds. Injected so that tests can pin key rotation.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// State shared by every milter session.
 pub struct Service {
     config_path: PathBuf,
     startup: MilterConfig,
-    policy: ArcSwap<Policy>,
-    watched: Mutex<Vec<PathBuf>>,
+    snapshot: ArcSwap<Snapshot>,
+    clock: Clock,
+    watched: Mutex<(Vec<PathBuf>, Vec<PathBuf>)>,
     reloads: watch::Sender<ReloadStatus>,
     in_flight: InFlight,
 }
 
 impl Service {
-    /// Builds the service from a loaded configuration.
+    /// Builds the service from a loaded configuration, on the system clock.
     pub fn new(config: Config) -> Arc<Self> {
+        Self::with_clock(config, Arc::new(unix_now))
+    }
+
+    /// Builds the service with an injected clock.
+    pub fn with_clock(config: Config, clock: Clock) -> Arc<Self> {
         let (reloads, _) = watch::channel(ReloadStatus::default());
         Arc::new(Self {
-            watched: Mutex::new(config.watched_files()),
+            watched: Mutex::new((config.watched_files(), config.watched_dirs())),
             config_path: config.path,
             startup: config.milter,
-            policy: ArcSwap::from_pointee(config.policy),
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                policy: config.policy,
+                keys: config.keys,
+            }),
+            clock,
             reloads,
             in_flight: InFlight::default(),
         })
+    }
+
+    /// The current time from the service's clock.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
     }
 
     /// The configuration file this service reloads from.
@@ -54,19 +82,19 @@ impl Service {
         &self.startup
     }
 
-    /// The current policy; a message keeps the snapshot it started with.
-    pub fn policy(&self) -> Arc<Policy> {
-        self.policy.load_full()
+    /// The current snapshot; a message keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
     }
 
-    /// The files whose change triggers a reload.
-    pub fn watched_files(&self) -> Vec<PathBuf> {
+    /// The files whose change triggers a reload, and the directories where any change does.
+    pub fn watched(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         self.watched.lock().expect("watched files lock").clone()
     }
 
     /// Re-reads the configuration and the files it names; swaps only if all of it is valid.
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let result = Config::load(&self.config_path);
+        let result = Config::load_at(&self.config_path, self.now());
         let mut status = self.reloads.borrow().clone();
         status.attempts += 1;
         let outcome = match result {
@@ -74,8 +102,11 @@ impl Service {
                 if config.milter != self.startup {
                     warn!(file = %self.config_path.display(), "[milter] settings changed; they apply at the next restart");
                 }
-                *self.watched.lock().expect("watched files lock") = config.watched_files();
-                self.policy.store(Arc::new(config.policy));
+                *self.watched.lock().expect("watched files lock") = (config.watched_files(), config.watched_dirs());
+                self.snapshot.store(Arc::new(Snapshot {
+                    policy: config.policy,
+                    keys: config.keys,
+                }));
                 status.applied += 1;
                 status.last_error = None;
                 info!(file = %self.config_path.display(), "configuration reloaded");

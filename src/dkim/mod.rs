@@ -1,0 +1,6 @@
+//! DKIM signing: the selector schedule, keys, the loaded key set and the streaming signer.
+
+pub mod keys;
+pub mod schedule;
+pub mod signer;
+pub mod tooling;

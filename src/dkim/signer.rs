@@ -1,0 +1,292 @@
+//! The loaded key set (one immutable snapshot per reload) and the per-message streaming signer.
+
+use super::keys::{self, KeyError, LoadedKey};
+use super::schedule::{Algorithm, Schedule, Selector};
+use crate::policy::domains::ProtectedDomains;
+use mail_auth::common::crypto::DkimKey;
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::{DkimSigner, DkimSigningStream, Done};
+use std::sync::Arc;
+
+/// The default signed header list; the oversigned ones are listed again by [`SigningConfig`].
+pub const DEFAULT_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "in-reply-to",
+    "references",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "list-id",
+    "list-help",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-subscribe",
+    "list-post",
+    "list-owner",
+    "list-archive",
+];
+
+/// Headers signed twice so that a copy cannot be added after signing.
+pub const DEFAULT_OVERSIGNED: &[&str] = &["from", "to", "cc", "subject", "date", "reply-to"];
+
+/// What to do with a message that should be signed but has no valid active key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithoutKey {
+    /// `451 4.3.0`: the MTA retries later (default).
+    Tempfail,
+    /// Accept it unsigned (logged).
+    AcceptUnsigned,
+}
+
+/// Signing settings from `[dkim]` in relayguard.toml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningConfig {
+    /// Headers to sign (lower case).
+    pub headers: Vec<String>,
+    /// Headers to oversign (a subset of `headers`).
+    pub oversign: Vec<String>,
+    /// `x=` as seconds after signing; `None` for no expiry.
+    pub expiry: Option<u64>,
+    /// From-domain subtrees that sign with their own `d=`, longest match first.
+    pub signing_domains: Vec<(String, String)>,
+    /// What happens without a key.
+    pub without_key: WithoutKey,
+    /// Whether key files must be private (mode 0600 or stricter).
+    pub require_safe_keys: bool,
+}
+
+/// One usable selector: its schedule entry, public key and ready signer.
+pub struct SignerEntry {
+    /// The schedule entry.
+    pub selector: Selector,
+    /// RSA bits, if RSA.
+    pub bits: Option<usize>,
+    /// The DNS TXT record value for this key.
+    pub dns_record: String,
+    signer: DkimSigner<DkimKey, Done>,
+}
+
+impl std::fmt::Debug for SignerEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignerEntry")
+            .field("domain", &self.selector.domain)
+            .field("selector", &self.selector.name)
+            .field("algorithm", &self.selector.algorithm)
+            .finish()
+    }
+}
+
+/// All keys of one schedule, validated together; swapped as a whole on reload.
+#[derive(Debug)]
+pub struct KeySet {
+    /// The schedule.
+    pub schedule: Schedule,
+    /// Settings.
+    pub config: SigningConfig,
+    entries: Vec<Arc<SignerEntry>>,
+}
+
+impl KeySet {
+    /// Loads every key the schedule still needs at `now` (retired selectors are skipped).
+    /// Any problem refuses the whole set, so a bad file never replaces a good set.
+    pub fn load(schedule: Schedule, config: SigningConfig, now: i64) -> Result<Self, Vec<KeyError>> {
+        let mut entries = Vec::new();
+        let mut errors = Vec::new();
+        for selector in schedule.selectors.iter().filter(|s| !s.is_retired(now)) {
+            match keys::load(&selector.key, selector.algorithm, config.require_safe_keys) {
+                Ok(key) => entries.push(Arc::new(Self::entry(selector.clone(), key, &config))),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() { Ok(KeySet { schedule, config, entries }) } else { Err(errors) }
+    }
+
+    fn entry(selector: Selector, key: LoadedKey, config: &SigningConfig) -> SignerEntry {
+        let headers = config.headers.iter().chain(config.oversign.iter()).cloned();
+        let mut signer = DkimSigner::from_key(key.key)
+            .domain(selector.domain.clone())
+            .selector(selector.name.clone())
+            .headers(headers);
+        if let Some(x) = config.expiry {
+            signer = signer.expiration(x);
+        }
+        SignerEntry {
+            dns_record: format!(
+                "v=DKIM1; k={}; p={}",
+                key.algorithm.key_type(),
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key.public_key)
+            ),
+            bits: key.bits,
+            selector,
+            signer,
+        }
+    }
+
+    /// The `d=` for a From domain (normalised): the longest configured subtree, else the
+    /// protected apex covering it (relaxed DMARC alignment); `None` when not protected.
+    pub fn signing_domain(&self, from_domain: &str, protected: &ProtectedDomains) -> Option<String> {
+        let under = |root: &str| from_domain == root || from_domain.ends_with(&format!(".{root}"));
+        self.config
+            .signing_domains
+            .iter()
+            .filter(|(root, _)| under(root))
+            .max_by_key(|(root, _)| root.len())
+            .map(|(_, d)| d.clone())
+            .or_else(|| protected.apex_of(from_domain).map(str::to_string))
+    }
+
+    /// The loaded selectors that sign for `domain` at `now`, one per algorithm.
+    pub fn active(&self, domain: &str, now: i64) -> Vec<Arc<SignerEntry>> {
+        self.schedule
+            .active_all(domain, now)
+            .into_iter()
+            .filter_map(|s| self.entries.iter().find(|e| e.selector == *s).cloned())
+            .collect()
+    }
+
+    /// Every loaded (not retired) selector.
+    pub fn entries(&self) -> &[Arc<SignerEntry>] {
+        &self.entries
+    }
+}
+
+/// Whether and how a message is signed.
+#[derive(Debug)]
+pub enum SigningPlan {
+    /// Sign with these selectors.
+    Sign(Vec<Arc<SignerEntry>>),
+    /// Should be signed for this `d=`, but no valid key is active.
+    NoKey(String),
+    /// Not signed, and why.
+    Unsigned(&'static str),
+}
+
+impl KeySet {
+    /// Decides the signatures for a message whose From domain (normalised) is given.
+    pub fn plan(&self, from_domain: Option<&str>, protected: &ProtectedDomains, now: i64) -> SigningPlan {
+        let Some(from_domain) = from_domain else {
+            return SigningPlan::Unsigned("no From domain");
+        };
+        let Some(d) = self.signing_domain(from_domain, protected) else {
+            return SigningPlan::Unsigned("From outside the protected domains");
+        };
+        let active = self.active(&d, now);
+        if active.is_empty() { SigningPlan::NoKey(d) } else { SigningPlan::Sign(active) }
+    }
+}
+
+type Streams<'a> = Vec<DkimSigningStream<'a, DkimKey>>;
+
+self_cell::self_cell!(
+    struct StreamCell {
+        owner: Vec<Arc<SignerEntry>>,
+        #[covariant]
+        dependent: Streams,
+    }
+);
+
+/// A signature made for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MadeSignature {
+    /// `d=`.
+    pub domain: String,
+    /// `s=`.
+    pub selector: String,
+    /// `a=`.
+    pub algorithm: Algorithm,
+    /// The DKIM-Signature header value, folded with `\r\n\t`.
+    pub value: String,
+}
+
+/// Signs one message as it streams past: headers are buffered, the body is hashed chunk by
+/// chunk, so memory does not grow with the body.
+pub struct MessageSigner {
+    cell: StreamCell,
+}
+
+impl MessageSigner {
+    /// Starts signing with the given selectors (one signature each).
+    pub fn new(entries: Vec<Arc<SignerEntry>>) -> Self {
+        MessageSigner {
+            cell: StreamCell::new(entries, |entries| entries.iter().map(|e| e.signer.sign_streaming()).collect()),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.cell.with_dependent_mut(|_, streams| streams.iter_mut().for_each(|s| s.write(bytes)));
+    }
+
+    /// One header field as the MTA passed it (value without the leading space); bare LF
+    /// line breaks in folded values are written as CRLF.
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        let mut line = Vec::with_capacity(name.len() + value.len() + 4);
+        line.extend_from_slice(name);
+        line.extend_from_slice(b": ");
+        let mut previous = 0u8;
+        for &b in value {
+            if b == b'\n' && previous != b'\r' {
+                line.push(b'\r');
+            }
+            line.push(b);
+            previous = b;
+        }
+        line.extend_from_slice(b"\r\n");
+        self.write(&line);
+    }
+
+    /// The blank line between header and body.
+    pub fn end_of_headers(&mut self) {
+        self.write(b"\r\n");
+    }
+
+    /// A body chunk (CRLF line ends, as the milter protocol carries it).
+    pub fn body(&mut self, chunk: &[u8]) {
+        self.write(chunk);
+    }
+
+    /// Finishes every signature.
+    pub fn finish(mut self) -> Result<Vec<MadeSignature>, mail_auth::Error> {
+        self.cell.with_dependent_mut(|owner, streams| {
+            std::mem::take(streams)
+                .into_iter()
+                .zip(owner.iter())
+                .map(|(stream, entry)| {
+                    let signature = stream.finish()?;
+                    Ok(MadeSignature {
+                        domain: entry.selector.domain.clone(),
+                        selector: entry.selector.name.clone(),
+                        algorithm: entry.selector.algorithm,
+                        value: header_value(&signature.to_header()),
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// Turns mail-auth's `DKIM-Signature: ...\r\n` into a header value, removing the folding
+/// mail-auth puts between the `b=` value and the final `;` when the base64 ends exactly at
+/// the wrap column (dkimpy rejects that form).
+fn header_value(header: &str) -> String {
+    let value = header.strip_prefix("DKIM-Signature: ").unwrap_or(header);
+    let value = value.strip_suffix("\r\n").unwrap_or(value);
+    let trimmed = value.strip_suffix(';').unwrap_or(value).trim_end_matches(['\r', '\n', '\t', ' ']);
+    format!("{trimmed};")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_value;
+
+    #[test]
+    fn folding_before_the_final_semicolon_is_removed() {
+        assert_eq!(header_value("DKIM-Signature: v=1; b=abc==\r\n\t;\r\n"), "v=1; b=abc==;");
+        assert_eq!(header_value("DKIM-Signature: v=1;\r\n\tb=abc;\r\n"), "v=1;\r\n\tb=abc;");
+    }
+}
