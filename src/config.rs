@@ -413,10 +413,13 @@ impl Config {
             None => (None, None),
             Some(d) => {
                 let (files, signing) = Self::dkim_settings(d, base, text, path)?;
-                let schedule_text = std::fs::read_to_string(&files.selectors).map_err(|source| ConfigError::Read {
-                    path: files.selectors.clone(),
-                    source,
-                })?;
+                let schedule_text =
+                    std::fs::read_to_string(&files.selectors).map_err(|source| {
+                        ConfigError::Read {
+                            path: files.selectors.clone(),
+                            source,
+                        }
+                    })?;
                 let schedule = Schedule::parse(&files.selectors, &schedule_text, &files.keys_dir)?;
                 let keys = KeySet::load(schedule, signing, now).map_err(ConfigError::Keys)?;
                 (Some(files), Some(keys))
@@ -432,30 +435,81 @@ impl Config {
         })
     }
 
-    fn dkim_settings(d: &RawDkim, base: &Path, text: &str, path: &Path) -> Result<(DkimFiles, SigningConfig), ConfigError> {
-        let invalid = |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            line: line_of(text, span.start),
-            key: key.to_string(),
-            reason,
+    fn dkim_settings(
+        d: &RawDkim,
+        base: &Path,
+        text: &str,
+        path: &Path,
+    ) -> Result<(DkimFiles, SigningConfig), ConfigError> {
+        let invalid =
+            |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: line_of(text, span.start),
+                key: key.to_string(),
+                reason,
+            };
+        let lower = |v: &Vec<String>| {
+            v.iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
         };
-        let lower = |v: &Vec<String>| v.iter().map(|h| h.trim().to_ascii_lowercase()).collect::<Vec<_>>();
-        let headers = d.headers.as_ref().map(lower).unwrap_or_else(|| DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect());
-        let oversign = d.oversign.as_ref().map(lower).unwrap_or_else(|| DEFAULT_OVERSIGNED.iter().map(|h| h.to_string()).collect());
+        let headers = d
+            .headers
+            .as_ref()
+            .map(lower)
+            .unwrap_or_else(|| DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect());
+        let oversign = d
+            .oversign
+            .as_ref()
+            .map(lower)
+            .unwrap_or_else(|| DEFAULT_OVERSIGNED.iter().map(|h| h.to_string()).collect());
+        for name in headers.iter().chain(&oversign) {
+            // mail-auth folds an h= entry of 74+ characters into a signature that fails to verify.
+            if name.is_empty()
+                || name.len() >= 70
+                || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: text
+                        .find(name.as_str())
+                        .map(|o| line_of(text, o))
+                        .unwrap_or(1),
+                    key: "dkim.headers".into(),
+                    reason: format!(
+                        "`{name}` is not a header field name of 1 to 69 printable characters"
+                    ),
+                });
+            }
+        }
         let without_key = match &d.without_key {
             None => WithoutKey::Tempfail,
             Some(v) => match v.get_ref().as_str() {
                 "tempfail" => WithoutKey::Tempfail,
                 "accept" => WithoutKey::AcceptUnsigned,
-                other => return Err(invalid(v.span(), "dkim.without_key", format!("`{other}` is not \"tempfail\" or \"accept\""))),
+                other => {
+                    return Err(invalid(
+                        v.span(),
+                        "dkim.without_key",
+                        format!("`{other}` is not \"tempfail\" or \"accept\""),
+                    ));
+                }
             },
         };
         let mut signing_domains = Vec::new();
         for (from, d) in d.signing_domains.iter().flatten() {
-            let from = normalise_domain(from).map_err(|e| invalid(d.span(), "dkim.signing_domains", e.to_string()))?;
-            let dn = normalise_domain(d.get_ref()).map_err(|e| invalid(d.span(), "dkim.signing_domains", e.to_string()))?;
+            let from = normalise_domain(from)
+                .map_err(|e| invalid(d.span(), "dkim.signing_domains", e.to_string()))?;
+            let dn = normalise_domain(d.get_ref())
+                .map_err(|e| invalid(d.span(), "dkim.signing_domains", e.to_string()))?;
             if !(from == dn || from.ends_with(&format!(".{dn}"))) {
-                return Err(invalid(d.span(), "dkim.signing_domains", format!("d={dn} does not align with {from}: it must be {from} or a parent of it")));
+                return Err(invalid(
+                    d.span(),
+                    "dkim.signing_domains",
+                    format!(
+                        "d={dn} does not align with {from}: it must be {from} or a parent of it"
+                    ),
+                ));
             }
             signing_domains.push((from, dn));
         }
@@ -477,7 +531,9 @@ impl Config {
 
     /// Files whose change triggers a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::iter::once(self.path.clone()).chain(self.login_map.clone()).collect();
+        let mut files: Vec<PathBuf> = std::iter::once(self.path.clone())
+            .chain(self.login_map.clone())
+            .collect();
         if let Some(d) = &self.dkim_files {
             files.push(d.selectors.clone());
         }

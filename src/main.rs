@@ -144,7 +144,11 @@ fn main() -> ExitCode {
             };
             let (report, accepted) = explain(&config.policy, &question);
             print!("{report}");
-            if accepted { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Command::Keys { command } => match keys_command(command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -167,12 +171,23 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
     let load = |path: &PathBuf| -> Result<Config, String> {
         let config = Config::load(path).map_err(|e| e.to_string())?;
         if config.keys.is_none() {
-            return Err(format!("{}: no [dkim] section: signing is not configured", path.display()));
+            return Err(format!(
+                "{}: no [dkim] section: signing is not configured",
+                path.display()
+            ));
         }
         Ok(config)
     };
     match command {
-        KeysCommand::Generate { config, domain, selector, algorithm, publish, active_from, print } => {
+        KeysCommand::Generate {
+            config,
+            domain,
+            selector,
+            algorithm,
+            publish,
+            active_from,
+            print,
+        } => {
             let loaded = load(&config)?;
             let files = loaded.dkim_files.as_ref().expect("dkim configured");
             let kind = match algorithm.as_str() {
@@ -180,17 +195,38 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
                 "rsa-3072" => KeyKind::Rsa(3072),
                 "rsa-4096" => KeyKind::Rsa(4096),
                 "ed25519" => KeyKind::Ed25519,
-                other => return Err(format!("--algorithm `{other}`: use rsa-2048, rsa-3072, rsa-4096 or ed25519")),
+                other => {
+                    return Err(format!(
+                        "--algorithm `{other}`: use rsa-2048, rsa-3072, rsa-4096 or ed25519"
+                    ));
+                }
             };
-            let domain = relayguard::policy::domains::normalise_domain(&domain).map_err(|e| format!("--domain: {e}"))?;
-            let publish = publish.as_deref().map(parse_time).transpose()?.unwrap_or(now);
-            let active_from = active_from.as_deref().map(parse_time).transpose()?.unwrap_or(publish + files.min_publish_lead);
+            let domain = relayguard::policy::domains::normalise_domain(&domain)
+                .map_err(|e| format!("--domain: {e}"))?;
+            let publish = publish
+                .as_deref()
+                .map(parse_time)
+                .transpose()?
+                .unwrap_or(now);
+            let active_from = active_from
+                .as_deref()
+                .map(parse_time)
+                .transpose()?
+                .unwrap_or(publish + files.min_publish_lead);
             let file_name = format!("{domain}.{selector}.pem");
             let key_path = files.keys_dir.join(&file_name);
             let pem = keys::generate(kind)?;
             keys::write_new(&key_path, &pem).map_err(|e| e.to_string())?;
-            let key = keys::parse(&key_path, pem.as_bytes(), kind.algorithm()).map_err(|e| e.to_string())?;
-            let stanza = tooling::stanza(&domain, &selector, kind.algorithm(), &file_name, publish, active_from);
+            let key = keys::parse(&key_path, pem.as_bytes(), kind.algorithm())
+                .map_err(|e| e.to_string())?;
+            let stanza = tooling::stanza(
+                &domain,
+                &selector,
+                kind.algorithm(),
+                &file_name,
+                publish,
+                active_from,
+            );
             eprintln!("wrote {} (mode 0600)", key_path.display());
             if print {
                 print!("{stanza}");
@@ -200,16 +236,27 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
                     .append(true)
                     .open(&files.selectors)
                     .map_err(|e| format!("{}: {e}", files.selectors.display()))?;
-                file.write_all(stanza.as_bytes()).map_err(|e| format!("{}: {e}", files.selectors.display()))?;
+                file.write_all(stanza.as_bytes())
+                    .map_err(|e| format!("{}: {e}", files.selectors.display()))?;
                 eprintln!("added selector {selector} to {}", files.selectors.display());
             }
-            println!("{}", tooling::txt_record(&selector, &domain, &key.dns_record()));
-            eprintln!("publish the record by {}; it signs from {}", format_time(publish), format_time(active_from));
+            println!(
+                "{}",
+                tooling::txt_record(&selector, &domain, &key.dns_record())
+            );
+            eprintln!(
+                "publish the record by {}; it signs from {}",
+                format_time(publish),
+                format_time(active_from)
+            );
             Ok(())
         }
         KeysCommand::Dns { config } => {
             let loaded = load(&config)?;
-            print!("{}", tooling::dns_report(loaded.keys.as_ref().expect("dkim configured"), now));
+            print!(
+                "{}",
+                tooling::dns_report(loaded.keys.as_ref().expect("dkim configured"), now)
+            );
             Ok(())
         }
         KeysCommand::Status { config } => {
@@ -254,9 +301,18 @@ fn check_config(path: PathBuf) -> ExitCode {
             let mut warnings = Vec::new();
             if let (Some(keys), Some(files)) = (&config.keys, &config.dkim_files) {
                 let required = tooling::required_domains(keys, config.policy.protected.apexes());
-                let (errors, warns) = tooling::check_schedule(keys, &required, files.min_publish_lead, unix_now());
-                problems.extend(errors.into_iter().map(|e| format!("{}: {e}", files.selectors.display())));
-                warnings.extend(warns.into_iter().map(|w| format!("{}: {w}", files.selectors.display())));
+                let (errors, warns) =
+                    tooling::check_schedule(keys, &required, files.min_publish_lead, unix_now());
+                problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| format!("{}: {e}", files.selectors.display())),
+                );
+                warnings.extend(
+                    warns
+                        .into_iter()
+                        .map(|w| format!("{}: {w}", files.selectors.display())),
+                );
             }
             for w in &warnings {
                 eprintln!("warning: {w}");

@@ -8,8 +8,8 @@ use crate::policy::mailbox::HeaderSet;
 use crate::policy::{Client, ClientKind, Refusal};
 use crate::service::{InFlightGuard, Service, Snapshot};
 use indymilter::{
-    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext, ProtoOpts, SetErrorReply,
-    SocketInfo, Status,
+    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext,
+    ProtoOpts, SetErrorReply, SocketInfo, Status,
 };
 use std::ffi::{CStr, CString};
 use std::net::IpAddr;
@@ -26,6 +26,9 @@ pub struct Session {
     message: Option<Message>,
 }
 
+/// A header field as the MTA passed it: name and value.
+type Field = (Box<[u8]>, Box<[u8]>);
+
 /// Per-message state: the snapshot it started with and what the MTA sent so far.
 struct Message {
     snapshot: Arc<Snapshot>,
@@ -34,7 +37,7 @@ struct Message {
     rcpts: usize,
     headers: HeaderSet,
     /// Every header field in order, kept until the signing decision at end of headers.
-    fields: Vec<(Box<[u8]>, Box<[u8]>)>,
+    fields: Vec<Field>,
     queue_id: Option<String>,
     from: Option<String>,
     signer: Option<MessageSigner>,
@@ -60,7 +63,13 @@ fn macro_value(macros: &indymilter::Macros, name: &CStr) -> Option<String> {
 fn reply_text(text: &str) -> String {
     let mut out: String = text
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     if out.len() > 900 {
         out.truncate(900);
@@ -125,7 +134,11 @@ impl Session {
             signer: None,
             _in_flight: service.begin_message(),
         };
-        match message.snapshot.policy.check_mail(&message.kind, &message.mail_from) {
+        match message
+            .snapshot
+            .policy
+            .check_mail(&message.kind, &message.mail_from)
+        {
             Ok(_) => {
                 self.message = Some(message);
                 Reply::Continue
@@ -141,7 +154,10 @@ impl Session {
         let Some(message) = self.message.as_mut() else {
             return Reply::Fault("RCPT without MAIL".into());
         };
-        message.queue_id = message.queue_id.take().or_else(|| macro_value(macros, c"i"));
+        message.queue_id = message
+            .queue_id
+            .take()
+            .or_else(|| macro_value(macros, c"i"));
         let Some(rcpt) = args.first().map(|a| a.to_string_lossy()) else {
             return Reply::Fault("RCPT without an address".into());
         };
@@ -161,7 +177,9 @@ impl Session {
     fn header(&mut self, name: &CStr, value: &CStr) {
         if let Some(message) = self.message.as_mut() {
             message.headers.add(name.to_bytes(), value.to_bytes());
-            message.fields.push((name.to_bytes().into(), value.to_bytes().into()));
+            message
+                .fields
+                .push((name.to_bytes().into(), value.to_bytes().into()));
         }
     }
 
@@ -169,9 +187,15 @@ impl Session {
         let Some(mut message) = self.message.take() else {
             return Reply::Fault("end of headers without MAIL".into());
         };
-        message.queue_id = message.queue_id.take().or_else(|| macro_value(macros, c"i"));
+        message.queue_id = message
+            .queue_id
+            .take()
+            .or_else(|| macro_value(macros, c"i"));
         let snapshot = message.snapshot.clone();
-        let senders = match snapshot.policy.check_headers(&message.kind, &message.headers) {
+        let senders = match snapshot
+            .policy
+            .check_headers(&message.kind, &message.headers)
+        {
             Ok(senders) => senders,
             Err(refusal) => {
                 self.log_refusal(&message, &refusal, None);
@@ -180,7 +204,11 @@ impl Session {
         };
         message.from = senders.from.as_ref().map(|a| a.to_string());
         let plan = match &snapshot.keys {
-            Some(keys) => keys.plan(senders.from.as_ref().and_then(|a| a.domain()), &snapshot.policy.protected, service.now()),
+            Some(keys) => keys.plan(
+                senders.from.as_ref().and_then(|a| a.domain()),
+                &snapshot.policy.protected,
+                service.now(),
+            ),
             None => SigningPlan::Unsigned("DKIM signing not configured"),
         };
         match plan {
@@ -201,11 +229,22 @@ impl Session {
             SigningPlan::NoKey(domain) => {
                 let without_key = snapshot.keys.as_ref().map(|k| k.config.without_key);
                 if without_key == Some(WithoutKey::AcceptUnsigned) {
-                    warn!(domain, "no valid active DKIM key: accepting unsigned as configured");
-                    self.log_accept(&message, &[], "no valid DKIM key; accepted unsigned by configuration");
+                    warn!(
+                        domain,
+                        "no valid active DKIM key: accepting unsigned as configured"
+                    );
+                    self.log_accept(
+                        &message,
+                        &[],
+                        "no valid DKIM key; accepted unsigned by configuration",
+                    );
                     Reply::Accept
                 } else {
-                    error!(domain, queue_id = message.queue_id.as_deref().unwrap_or("-"), "no valid active DKIM key: tempfailing");
+                    error!(
+                        domain,
+                        queue_id = message.queue_id.as_deref().unwrap_or("-"),
+                        "no valid active DKIM key: tempfailing"
+                    );
                     Reply::Fault(format!("no valid DKIM key for {domain}"))
                 }
             }
@@ -225,14 +264,23 @@ impl Session {
     /// Finishes the signatures; the caller inserts them.
     fn eom(&mut self) -> Result<(Message, Vec<MadeSignature>), String> {
         let mut message = self.message.take().ok_or("end of message without MAIL")?;
-        let signer = message.signer.take().ok_or("end of message without a signer")?;
-        let signatures = signer.finish().map_err(|e| format!("signing failed: {e}"))?;
+        let signer = message
+            .signer
+            .take()
+            .ok_or("end of message without a signer")?;
+        let signatures = signer
+            .finish()
+            .map_err(|e| format!("signing failed: {e}"))?;
         Ok((message, signatures))
     }
 
     /// `Noreply` where negotiated, else `Continue`.
     fn no_reply(&self, stage: ProtoOpts) -> Status {
-        if self.noreply.contains(stage) { Status::Noreply } else { Status::Continue }
+        if self.noreply.contains(stage) {
+            Status::Noreply
+        } else {
+            Status::Continue
+        }
     }
 
     fn abort(&mut self) {
@@ -241,7 +289,9 @@ impl Session {
 
     fn client_display(&self) -> String {
         match self.client_addr {
-            Some(addr) if self.client_name != format!("[{addr}]") => format!("{}[{addr}]", self.client_name),
+            Some(addr) if self.client_name != format!("[{addr}]") => {
+                format!("{}[{addr}]", self.client_name)
+            }
             _ => self.client_name.clone(),
         }
     }

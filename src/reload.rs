@@ -25,13 +25,18 @@ type Watcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
 /// The watches are in place when this returns; the returned task runs until aborted.
 pub fn watch_files(service: Arc<Service>) -> notify::Result<JoinHandle<()>> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            let paths = events.into_iter().flat_map(|e| e.event.paths).collect();
-            let _ = tx.send(paths);
-        }
-        Err(errors) => warn!(?errors, "file watch error"),
-    })?;
+    let mut debouncer =
+        new_debouncer(
+            DEBOUNCE,
+            None,
+            move |result: DebounceEventResult| match result {
+                Ok(events) => {
+                    let paths = events.into_iter().flat_map(|e| e.event.paths).collect();
+                    let _ = tx.send(paths);
+                }
+                Err(errors) => warn!(?errors, "file watch error"),
+            },
+        )?;
     let mut watched = BTreeSet::new();
     let mut relevant = update_watches(&mut debouncer, &service, &mut watched);
     Ok(tokio::spawn(async move {
@@ -54,7 +59,9 @@ struct Relevant {
 
 impl Relevant {
     fn matches(&self, path: &Path) -> bool {
-        let in_key_dir = path.parent().is_some_and(|p| self.dirs.iter().any(|d| d == p));
+        let in_key_dir = path
+            .parent()
+            .is_some_and(|p| self.dirs.iter().any(|d| d == p));
         let known = path
             .file_name()
             .is_some_and(|n| self.names.contains(n) || n.to_string_lossy().starts_with(".."));
@@ -63,7 +70,11 @@ impl Relevant {
 }
 
 /// Watches the directories of the service's current files and its key directories.
-fn update_watches(debouncer: &mut Watcher, service: &Service, watched: &mut BTreeSet<PathBuf>) -> Relevant {
+fn update_watches(
+    debouncer: &mut Watcher,
+    service: &Service,
+    watched: &mut BTreeSet<PathBuf>,
+) -> Relevant {
     let (files, any_change_dirs) = service.watched();
     let dirs: BTreeSet<PathBuf> = files
         .iter()
@@ -83,7 +94,10 @@ fn update_watches(debouncer: &mut Watcher, service: &Service, watched: &mut BTre
     }
     *watched = dirs;
     Relevant {
-        names: files.iter().filter_map(|f| f.file_name().map(OsString::from)).collect(),
+        names: files
+            .iter()
+            .filter_map(|f| f.file_name().map(OsString::from))
+            .collect(),
         dirs: any_change_dirs,
     }
 }

@@ -102,7 +102,8 @@ impl Service {
                 if config.milter != self.startup {
                     warn!(file = %self.config_path.display(), "[milter] settings changed; they apply at the next restart");
                 }
-                *self.watched.lock().expect("watched files lock") = (config.watched_files(), config.watched_dirs());
+                *self.watched.lock().expect("watched files lock") =
+                    (config.watched_files(), config.watched_dirs());
                 self.snapshot.store(Arc::new(Snapshot {
                     policy: config.policy,
                     keys: config.keys,

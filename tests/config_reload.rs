@@ -127,6 +127,6 @@ async fn config_change_is_picked_up_by_the_watcher() {
     .unwrap();
     let status = milter.reload_after(before).await;
     assert_eq!(status.last_error, None);
-    assert!(milter.service.policy().allow_foreign_senders);
+    assert!(milter.service.snapshot().policy.allow_foreign_senders);
     milter.stop().await.unwrap();
 }

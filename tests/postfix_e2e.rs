@@ -34,8 +34,9 @@ async fn postfix_end_to_end() {
     let milter = Milter::with_config(|dir| {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         format!(
-            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\nsocket_group = \"postfix\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"{INTERNAL}/32\"]\n",
-            dir.display()
+            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\nsocket_group = \"postfix\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"{INTERNAL}/32\"]\n\n{}",
+            dir.display(),
+            common::dkim::standard_setup(dir)
         )
     })
     .await;
@@ -61,6 +62,12 @@ async fn postfix_end_to_end() {
     assert_eq!(sent.last().code, 250, "{sent:?}\n{}", postfix.log());
     let delivered = postfix.wait_delivered("owner-1@e2e.tugraz.test").await;
     assert!(delivered.contains("From: Alice <alice@tugraz.at>"));
+    // It left signed with both tugraz.at keys, and dkimpy verifies what the sink received.
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("owner-1.eml");
+    std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
+    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
 
     // 2. The same session uses a shared mailbox she is mapped to.
     let sent = submit(

@@ -105,11 +105,17 @@ impl LoadedKey {
 /// Reads and validates a key file. The file is read once, so a swap while reading cannot mix
 /// two keys; a half-written file fails to parse.
 pub fn load(path: &Path, expected: Algorithm, require_safe: bool) -> Result<LoadedKey, KeyError> {
-    let read_err = |source| KeyError::Read { path: path.to_path_buf(), source };
+    let read_err = |source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o777;
     if require_safe && mode & 0o066 != 0 {
-        return Err(KeyError::Unsafe { path: path.to_path_buf(), mode });
+        return Err(KeyError::Unsafe {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     let pem = std::io::read_to_string(file).map_err(read_err)?;
     parse(path, pem.as_bytes(), expected)
@@ -117,11 +123,17 @@ pub fn load(path: &Path, expected: Algorithm, require_safe: bool) -> Result<Load
 
 /// Parses PEM key text (PKCS#1 or PKCS#8 RSA, PKCS#8 Ed25519) and checks it.
 pub fn parse(path: &Path, pem: &[u8], expected: Algorithm) -> Result<LoadedKey, KeyError> {
-    let parse_err = |reason: String| KeyError::Parse { path: path.to_path_buf(), reason };
+    let parse_err = |reason: String| KeyError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    };
     let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| parse_err(format!("{e:?}")))?;
     let loaded = match &der {
-        PrivateKeyDer::Pkcs8(pkcs8) if Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der()).is_ok() => {
-            let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der()).map_err(|e| parse_err(e.to_string()))?;
+        PrivateKeyDer::Pkcs8(pkcs8)
+            if Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der()).is_ok() =>
+        {
+            let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der())
+                .map_err(|e| parse_err(e.to_string()))?;
             LoadedKey {
                 algorithm: Algorithm::Ed25519Sha256,
                 bits: None,
@@ -131,20 +143,26 @@ pub fn parse(path: &Path, pem: &[u8], expected: Algorithm) -> Result<LoadedKey, 
         }
         PrivateKeyDer::Pkcs1(_) | PrivateKeyDer::Pkcs8(_) => {
             let rsa = match &der {
-                PrivateKeyDer::Pkcs1(k) => rsa::RsaPrivateKey::from_pkcs1_der(k.secret_pkcs1_der()).map_err(|e| parse_err(e.to_string()))?,
-                PrivateKeyDer::Pkcs8(k) => rsa::RsaPrivateKey::from_pkcs8_der(k.secret_pkcs8_der()).map_err(|e| parse_err(e.to_string()))?,
+                PrivateKeyDer::Pkcs1(k) => rsa::RsaPrivateKey::from_pkcs1_der(k.secret_pkcs1_der())
+                    .map_err(|e| parse_err(e.to_string()))?,
+                PrivateKeyDer::Pkcs8(k) => rsa::RsaPrivateKey::from_pkcs8_der(k.secret_pkcs8_der())
+                    .map_err(|e| parse_err(e.to_string()))?,
                 _ => unreachable!("matched above"),
             };
             let bits = rsa.size() * 8;
             if !(2048..=4096).contains(&bits) {
-                return Err(KeyError::Weak { path: path.to_path_buf(), bits });
+                return Err(KeyError::Weak {
+                    path: path.to_path_buf(),
+                    bits,
+                });
             }
             let public_key = rsa
                 .to_public_key()
                 .to_public_key_der()
                 .map_err(|e| parse_err(e.to_string()))?
                 .into_vec();
-            let key = RsaKey::<Sha256>::from_key_der(der.clone_key()).map_err(|e| parse_err(e.to_string()))?;
+            let key = RsaKey::<Sha256>::from_key_der(der.clone_key())
+                .map_err(|e| parse_err(e.to_string()))?;
             LoadedKey {
                 algorithm: Algorithm::RsaSha256,
                 bits: Some(bits),
@@ -152,7 +170,11 @@ pub fn parse(path: &Path, pem: &[u8], expected: Algorithm) -> Result<LoadedKey, 
                 key: DkimKey::Rsa(key),
             }
         }
-        _ => return Err(parse_err("only RSA and Ed25519 private keys are supported".into())),
+        _ => {
+            return Err(parse_err(
+                "only RSA and Ed25519 private keys are supported".into(),
+            ));
+        }
     };
     if loaded.algorithm != expected {
         return Err(KeyError::Mismatch {
@@ -187,12 +209,17 @@ impl KeyKind {
 pub fn generate(kind: KeyKind) -> Result<String, String> {
     match kind {
         KeyKind::Ed25519 => {
-            let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|e| e.to_string())?;
+            let pkcs8 =
+                ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                    .map_err(|e| e.to_string())?;
             Ok(pem_encode("PRIVATE KEY", pkcs8.as_ref()))
         }
         KeyKind::Rsa(bits) => {
-            let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits).map_err(|e| e.to_string())?;
-            key.to_pkcs8_pem(LineEnding::LF).map(|p| p.to_string()).map_err(|e| e.to_string())
+            let key =
+                rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits).map_err(|e| e.to_string())?;
+            key.to_pkcs8_pem(LineEnding::LF)
+                .map(|p| p.to_string())
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -210,7 +237,10 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 
 /// Writes a new private key file with mode 0600; refuses to overwrite.
 pub fn write_new(path: &Path, pem: &str) -> Result<(), KeyError> {
-    let write_err = |source| KeyError::Write { path: path.to_path_buf(), source };
+    let write_err = |source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -232,18 +262,34 @@ mod tests {
         assert_eq!(key.public_key.len(), 32);
         assert!(key.dns_record().starts_with("v=DKIM1; k=ed25519; p="));
         let e = parse(Path::new("ed.pem"), ed.as_bytes(), Algorithm::RsaSha256).unwrap_err();
-        assert!(e.to_string().contains("holds an ed25519-sha256 key but the selector says rsa-sha256"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("holds an ed25519-sha256 key but the selector says rsa-sha256"),
+            "{e}"
+        );
     }
 
     #[test]
     fn half_written_and_weak_keys_are_refused() {
         let ed = generate(KeyKind::Ed25519).unwrap();
         let half = &ed.as_bytes()[..ed.len() / 2];
-        assert!(matches!(parse(Path::new("k"), half, Algorithm::Ed25519Sha256), Err(KeyError::Parse { .. })));
-        assert!(matches!(parse(Path::new("k"), b"", Algorithm::Ed25519Sha256), Err(KeyError::Parse { .. })));
-        let weak = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap().to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert!(matches!(
+            parse(Path::new("k"), half, Algorithm::Ed25519Sha256),
+            Err(KeyError::Parse { .. })
+        ));
+        assert!(matches!(
+            parse(Path::new("k"), b"", Algorithm::Ed25519Sha256),
+            Err(KeyError::Parse { .. })
+        ));
+        let weak = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024)
+            .unwrap()
+            .to_pkcs8_pem(LineEnding::LF)
+            .unwrap();
         let e = parse(Path::new("weak.pem"), weak.as_bytes(), Algorithm::RsaSha256).unwrap_err();
-        assert_eq!(e.to_string(), "weak.pem: RSA key of 1024 bits refused: 2048, 3072 or 4096 bits are required");
+        assert_eq!(
+            e.to_string(),
+            "weak.pem: RSA key of 1024 bits refused: 2048, 3072 or 4096 bits are required"
+        );
     }
 
     #[test]
@@ -251,10 +297,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
         write_new(&path, &generate(KeyKind::Ed25519).unwrap()).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         load(&path, Algorithm::Ed25519Sha256, true).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(load(&path, Algorithm::Ed25519Sha256, true), Err(KeyError::Unsafe { mode: 0o640, .. })));
+        assert!(matches!(
+            load(&path, Algorithm::Ed25519Sha256, true),
+            Err(KeyError::Unsafe { mode: 0o640, .. })
+        ));
         load(&path, Algorithm::Ed25519Sha256, false).unwrap();
         assert!(write_new(&path, "x").is_err(), "never overwrites");
     }

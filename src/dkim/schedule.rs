@@ -44,7 +44,9 @@ impl fmt::Display for Algorithm {
 
 /// Formats Unix seconds as RFC 3339 UTC.
 pub fn format_time(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs).map(|t| t.to_string()).unwrap_or_else(|_| secs.to_string())
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| secs.to_string())
 }
 
 /// One selector of one signing domain.
@@ -107,7 +109,11 @@ pub struct Schedule {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 impl Schedule {
@@ -118,15 +124,23 @@ impl Schedule {
             line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
             message: e.message().trim().to_string(),
         })?;
-        let invalid = |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            line: line_of(text, span.start),
-            key: format!("selector.{key}"),
-            reason,
-        };
+        let invalid =
+            |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: line_of(text, span.start),
+                key: format!("selector.{key}"),
+                reason,
+            };
         let time = |t: &Spanned<toml::value::Datetime>, key: &str| -> Result<i64, ConfigError> {
             if t.get_ref().offset.is_none() || t.get_ref().time.is_none() {
-                return Err(invalid(t.span(), key, format!("`{}` needs a date, a time and a UTC offset (e.g. 2026-01-01T00:00:00Z)", t.get_ref())));
+                return Err(invalid(
+                    t.span(),
+                    key,
+                    format!(
+                        "`{}` needs a date, a time and a UTC offset (e.g. 2026-01-01T00:00:00Z)",
+                        t.get_ref()
+                    ),
+                ));
             }
             t.get_ref()
                 .to_string()
@@ -138,31 +152,68 @@ impl Schedule {
         for stanza in &raw.selector {
             let line = line_of(text, stanza.span().start);
             let s = stanza.get_ref();
-            let domain = normalise_domain(s.domain.get_ref()).map_err(|e| invalid(s.domain.span(), "domain", e.to_string()))?;
+            let domain = normalise_domain(s.domain.get_ref())
+                .map_err(|e| invalid(s.domain.span(), "domain", e.to_string()))?;
             let name = s.name.get_ref().to_ascii_lowercase();
             let name_ok = !name.is_empty()
-                && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                && name.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
             if !name_ok {
-                return Err(invalid(s.name.span(), "name", format!("`{}` is not a valid selector name", s.name.get_ref())));
+                return Err(invalid(
+                    s.name.span(),
+                    "name",
+                    format!("`{}` is not a valid selector name", s.name.get_ref()),
+                ));
             }
             let algorithm = match s.algorithm.get_ref().as_str() {
                 "rsa-sha256" | "rsa" => Algorithm::RsaSha256,
                 "ed25519-sha256" | "ed25519" => Algorithm::Ed25519Sha256,
-                other => return Err(invalid(s.algorithm.span(), "algorithm", format!("`{other}` is not rsa-sha256 or ed25519-sha256"))),
+                other => {
+                    return Err(invalid(
+                        s.algorithm.span(),
+                        "algorithm",
+                        format!("`{other}` is not rsa-sha256 or ed25519-sha256"),
+                    ));
+                }
             };
             let publish = time(&s.publish, "publish")?;
             let active_from = time(&s.active_from, "active_from")?;
-            let retire_at = s.retire_at.as_ref().map(|t| time(t, "retire_at")).transpose()?;
+            let retire_at = s
+                .retire_at
+                .as_ref()
+                .map(|t| time(t, "retire_at"))
+                .transpose()?;
             if active_from < publish {
-                return Err(invalid(s.active_from.span(), "active_from", "is before publish: verifiers could not find the key".into()));
+                return Err(invalid(
+                    s.active_from.span(),
+                    "active_from",
+                    "is before publish: verifiers could not find the key".into(),
+                ));
             }
-            if let (Some(r), Some(span)) = (retire_at, s.retire_at.as_ref().map(|t| t.span())) {
-                if r <= active_from {
-                    return Err(invalid(span, "retire_at", "is not after active_from".into()));
-                }
+            if let (Some(r), Some(span)) = (retire_at, s.retire_at.as_ref().map(|t| t.span()))
+                && r <= active_from
+            {
+                return Err(invalid(
+                    span,
+                    "retire_at",
+                    "is not after active_from".into(),
+                ));
             }
-            if let Some(other) = selectors.iter().find(|o| o.domain == domain && o.name == name) {
-                return Err(invalid(s.name.span(), "name", format!("selector `{name}` of {domain} is already defined at line {}", other.line)));
+            if let Some(other) = selectors
+                .iter()
+                .find(|o| o.domain == domain && o.name == name)
+            {
+                return Err(invalid(
+                    s.name.span(),
+                    "name",
+                    format!(
+                        "selector `{name}` of {domain} is already defined at line {}",
+                        other.line
+                    ),
+                ));
             }
             selectors.push(Selector {
                 domain,
@@ -207,10 +258,16 @@ impl Schedule {
     pub fn first_gap(&self, domain: &str, now: i64) -> Option<i64> {
         let mut moments: Vec<i64> = vec![now];
         for s in self.selectors.iter().filter(|s| s.domain == domain) {
-            moments.extend([s.active_from, s.retire_at.unwrap_or(i64::MIN)].into_iter().filter(|&t| t > now));
+            moments.extend(
+                [s.active_from, s.retire_at.unwrap_or(i64::MIN)]
+                    .into_iter()
+                    .filter(|&t| t > now),
+            );
         }
         moments.sort();
-        moments.into_iter().find(|&t| self.active_all(domain, t).is_empty())
+        moments
+            .into_iter()
+            .find(|&t| self.active_all(domain, t).is_empty())
     }
 
     /// The next change of active selectors for `domain` after `now`.
@@ -265,7 +322,10 @@ active_from = 2026-01-01T00:00:00Z
     #[test]
     fn active_selector_changes_exactly_at_the_boundaries() {
         let s = schedule();
-        let rsa = |t| s.active("tugraz.at", Algorithm::RsaSha256, t).map(|s| s.name.as_str());
+        let rsa = |t| {
+            s.active("tugraz.at", Algorithm::RsaSha256, t)
+                .map(|s| s.name.as_str())
+        };
         let june25 = T0 + 175 * DAY;
         let july1 = T0 + 181 * DAY;
         assert_eq!(rsa(T0 - 1), None);
@@ -301,12 +361,29 @@ active_from = 2026-01-01T00:00:00Z
     fn errors_name_line_and_key() {
         let bad = "[[selector]]\ndomain = \"tugraz.at\"\nname = \"x\"\nalgorithm = \"rsa-sha1\"\nkey = \"k\"\npublish = 2026-01-01T00:00:00Z\nactive_from = 2026-01-01T00:00:00Z\n";
         let e = Schedule::parse(Path::new("selectors.toml"), bad, Path::new("/k")).unwrap_err();
-        assert_eq!(e.to_string(), "selectors.toml:4: key `selector.algorithm`: `rsa-sha1` is not rsa-sha256 or ed25519-sha256");
-        let local = bad.replace("rsa-sha1", "rsa").replace("publish = 2026-01-01T00:00:00Z", "publish = 2026-01-01T00:00:00");
+        assert_eq!(
+            e.to_string(),
+            "selectors.toml:4: key `selector.algorithm`: `rsa-sha1` is not rsa-sha256 or ed25519-sha256"
+        );
+        let local = bad.replace("rsa-sha1", "rsa").replace(
+            "publish = 2026-01-01T00:00:00Z",
+            "publish = 2026-01-01T00:00:00",
+        );
         let e = Schedule::parse(Path::new("selectors.toml"), &local, Path::new("/k")).unwrap_err();
-        assert!(e.to_string().starts_with("selectors.toml:6: key `selector.publish`: `2026-01-01T00:00:00` needs"), "{e}");
-        let early = bad.replace("rsa-sha1", "rsa").replace("publish = 2026-01-01", "publish = 2026-01-02");
+        assert!(
+            e.to_string().starts_with(
+                "selectors.toml:6: key `selector.publish`: `2026-01-01T00:00:00` needs"
+            ),
+            "{e}"
+        );
+        let early = bad
+            .replace("rsa-sha1", "rsa")
+            .replace("publish = 2026-01-01", "publish = 2026-01-02");
         let e = Schedule::parse(Path::new("selectors.toml"), &early, Path::new("/k")).unwrap_err();
-        assert!(e.to_string().contains(":7: key `selector.active_from`: is before publish"), "{e}");
+        assert!(
+            e.to_string()
+                .contains(":7: key `selector.active_from`: is before publish"),
+            "{e}"
+        );
     }
 }

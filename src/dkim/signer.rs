@@ -95,7 +95,11 @@ pub struct KeySet {
 impl KeySet {
     /// Loads every key the schedule still needs at `now` (retired selectors are skipped).
     /// Any problem refuses the whole set, so a bad file never replaces a good set.
-    pub fn load(schedule: Schedule, config: SigningConfig, now: i64) -> Result<Self, Vec<KeyError>> {
+    pub fn load(
+        schedule: Schedule,
+        config: SigningConfig,
+        now: i64,
+    ) -> Result<Self, Vec<KeyError>> {
         let mut entries = Vec::new();
         let mut errors = Vec::new();
         for selector in schedule.selectors.iter().filter(|s| !s.is_retired(now)) {
@@ -104,7 +108,15 @@ impl KeySet {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() { Ok(KeySet { schedule, config, entries }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(KeySet {
+                schedule,
+                config,
+                entries,
+            })
+        } else {
+            Err(errors)
+        }
     }
 
     fn entry(selector: Selector, key: LoadedKey, config: &SigningConfig) -> SignerEntry {
@@ -130,7 +142,11 @@ impl KeySet {
 
     /// The `d=` for a From domain (normalised): the longest configured subtree, else the
     /// protected apex covering it (relaxed DMARC alignment); `None` when not protected.
-    pub fn signing_domain(&self, from_domain: &str, protected: &ProtectedDomains) -> Option<String> {
+    pub fn signing_domain(
+        &self,
+        from_domain: &str,
+        protected: &ProtectedDomains,
+    ) -> Option<String> {
         let under = |root: &str| from_domain == root || from_domain.ends_with(&format!(".{root}"));
         self.config
             .signing_domains
@@ -169,7 +185,12 @@ pub enum SigningPlan {
 
 impl KeySet {
     /// Decides the signatures for a message whose From domain (normalised) is given.
-    pub fn plan(&self, from_domain: Option<&str>, protected: &ProtectedDomains, now: i64) -> SigningPlan {
+    pub fn plan(
+        &self,
+        from_domain: Option<&str>,
+        protected: &ProtectedDomains,
+        now: i64,
+    ) -> SigningPlan {
         let Some(from_domain) = from_domain else {
             return SigningPlan::Unsigned("no From domain");
         };
@@ -177,7 +198,11 @@ impl KeySet {
             return SigningPlan::Unsigned("From outside the protected domains");
         };
         let active = self.active(&d, now);
-        if active.is_empty() { SigningPlan::NoKey(d) } else { SigningPlan::Sign(active) }
+        if active.is_empty() {
+            SigningPlan::NoKey(d)
+        } else {
+            SigningPlan::Sign(active)
+        }
     }
 }
 
@@ -214,12 +239,15 @@ impl MessageSigner {
     /// Starts signing with the given selectors (one signature each).
     pub fn new(entries: Vec<Arc<SignerEntry>>) -> Self {
         MessageSigner {
-            cell: StreamCell::new(entries, |entries| entries.iter().map(|e| e.signer.sign_streaming()).collect()),
+            cell: StreamCell::new(entries, |entries| {
+                entries.iter().map(|e| e.signer.sign_streaming()).collect()
+            }),
         }
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        self.cell.with_dependent_mut(|_, streams| streams.iter_mut().for_each(|s| s.write(bytes)));
+        self.cell
+            .with_dependent_mut(|_, streams| streams.iter_mut().for_each(|s| s.write(bytes)));
     }
 
     /// One header field as the MTA passed it (value without the leading space); bare LF
@@ -276,7 +304,10 @@ impl MessageSigner {
 fn header_value(header: &str) -> String {
     let value = header.strip_prefix("DKIM-Signature: ").unwrap_or(header);
     let value = value.strip_suffix("\r\n").unwrap_or(value);
-    let trimmed = value.strip_suffix(';').unwrap_or(value).trim_end_matches(['\r', '\n', '\t', ' ']);
+    let trimmed = value
+        .strip_suffix(';')
+        .unwrap_or(value)
+        .trim_end_matches(['\r', '\n', '\t', ' ']);
     format!("{trimmed};")
 }
 
@@ -286,7 +317,13 @@ mod tests {
 
     #[test]
     fn folding_before_the_final_semicolon_is_removed() {
-        assert_eq!(header_value("DKIM-Signature: v=1; b=abc==\r\n\t;\r\n"), "v=1; b=abc==;");
-        assert_eq!(header_value("DKIM-Signature: v=1;\r\n\tb=abc;\r\n"), "v=1;\r\n\tb=abc;");
+        assert_eq!(
+            header_value("DKIM-Signature: v=1; b=abc==\r\n\t;\r\n"),
+            "v=1; b=abc==;"
+        );
+        assert_eq!(
+            header_value("DKIM-Signature: v=1;\r\n\tb=abc;\r\n"),
+            "v=1;\r\n\tb=abc;"
+        );
     }
 }

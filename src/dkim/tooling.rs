@@ -41,13 +41,24 @@ pub fn required_domains(keys: &KeySet, protected: &[String]) -> Vec<String> {
 
 /// Schedule problems: errors (a required domain without an active key, now or later) and
 /// warnings (a selector that activates too soon after its DNS record is published).
-pub fn check_schedule(keys: &KeySet, required: &[String], min_lead: i64, now: i64) -> (Vec<String>, Vec<String>) {
+pub fn check_schedule(
+    keys: &KeySet,
+    required: &[String],
+    min_lead: i64,
+    now: i64,
+) -> (Vec<String>, Vec<String>) {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     for domain in required {
         match keys.schedule.first_gap(domain, now) {
-            Some(t) if t <= now => errors.push(format!("{domain}: no active DKIM key now ({})", format_time(now))),
-            Some(t) => errors.push(format!("{domain}: no active DKIM key from {}", format_time(t))),
+            Some(t) if t <= now => errors.push(format!(
+                "{domain}: no active DKIM key now ({})",
+                format_time(now)
+            )),
+            Some(t) => errors.push(format!(
+                "{domain}: no active DKIM key from {}",
+                format_time(t)
+            )),
             None => {}
         }
     }
@@ -78,7 +89,13 @@ pub fn dns_report(keys: &KeySet, now: i64) -> String {
     for s in &keys.schedule.selectors {
         let removable = s.retire_at.is_some_and(|r| r + RECORD_GRACE <= now);
         if removable {
-            let _ = writeln!(remove, "{}._domainkey.{}. (retired {})", s.name, s.domain, format_time(s.retire_at.unwrap_or(now)));
+            let _ = writeln!(
+                remove,
+                "{}._domainkey.{}. (retired {})",
+                s.name,
+                s.domain,
+                format_time(s.retire_at.unwrap_or(now))
+            );
             continue;
         }
         let record = keys
@@ -86,7 +103,14 @@ pub fn dns_report(keys: &KeySet, now: i64) -> String {
             .iter()
             .find(|e| e.selector == *s)
             .map(|e| txt_record(&s.name, &s.domain, &e.dns_record))
-            .unwrap_or_else(|| format!("; {}._domainkey.{}. retired, record kept until {}", s.name, s.domain, format_time(s.retire_at.unwrap_or(now) + RECORD_GRACE)));
+            .unwrap_or_else(|| {
+                format!(
+                    "; {}._domainkey.{}. retired, record kept until {}",
+                    s.name,
+                    s.domain,
+                    format_time(s.retire_at.unwrap_or(now) + RECORD_GRACE)
+                )
+            });
         if s.publish <= now {
             let _ = writeln!(must, "{record}");
         } else {
@@ -96,9 +120,17 @@ pub fn dns_report(keys: &KeySet, now: i64) -> String {
     let mut out = String::from("; must be in DNS now\n");
     out.push_str(if must.is_empty() { "; (none)\n" } else { &must });
     out.push_str("\n; to publish later\n");
-    out.push_str(if later.is_empty() { "; (none)\n" } else { &later });
+    out.push_str(if later.is_empty() {
+        "; (none)\n"
+    } else {
+        &later
+    });
     out.push_str("\n; may be removed\n");
-    out.push_str(if remove.is_empty() { "; (none)\n" } else { &remove });
+    out.push_str(if remove.is_empty() {
+        "; (none)\n"
+    } else {
+        &remove
+    });
     out
 }
 
@@ -108,7 +140,12 @@ fn describe(s: &Selector) -> String {
 
 /// `keys status`: per domain, what signs now, what is next and when, what is overdue.
 pub fn status_report(keys: &KeySet, required: &[String], now: i64) -> String {
-    let mut domains: Vec<String> = keys.schedule.domains().into_iter().map(str::to_string).collect();
+    let mut domains: Vec<String> = keys
+        .schedule
+        .domains()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     domains.extend(required.iter().cloned());
     domains.sort();
     domains.dedup();
@@ -117,12 +154,30 @@ pub fn status_report(keys: &KeySet, required: &[String], now: i64) -> String {
         let _ = writeln!(out, "{domain}");
         let active = keys.schedule.active_all(domain, now);
         if active.is_empty() {
-            let _ = writeln!(out, "  signing now: NOTHING (messages from this domain are tempfailed)");
+            let _ = writeln!(
+                out,
+                "  signing now: NOTHING (messages from this domain are tempfailed)"
+            );
         }
         for s in &active {
-            let _ = writeln!(out, "  signing now: {} since {}", describe(s), format_time(s.active_from));
-            if now - s.active_from > MAX_KEY_AGE && keys.schedule.active(domain, s.algorithm, s.retire_at.unwrap_or(i64::MAX)).is_none_or(|n| n == *s) {
-                let _ = writeln!(out, "  overdue: {} has signed for more than {} days with no successor scheduled", s.name, MAX_KEY_AGE / 86_400);
+            let _ = writeln!(
+                out,
+                "  signing now: {} since {}",
+                describe(s),
+                format_time(s.active_from)
+            );
+            if now - s.active_from > MAX_KEY_AGE
+                && keys
+                    .schedule
+                    .active(domain, s.algorithm, s.retire_at.unwrap_or(i64::MAX))
+                    .is_none_or(|n| n == *s)
+            {
+                let _ = writeln!(
+                    out,
+                    "  overdue: {} has signed for more than {} days with no successor scheduled",
+                    s.name,
+                    MAX_KEY_AGE / 86_400
+                );
             }
         }
         match keys.schedule.next_change(domain, now) {
@@ -131,16 +186,31 @@ pub fn status_report(keys: &KeySet, required: &[String], now: i64) -> String {
                     .into_iter()
                     .filter_map(|a| keys.schedule.active(domain, a, t).map(describe))
                     .collect();
-                let next = if next.is_empty() { "NOTHING".to_string() } else { next.join(", ") };
+                let next = if next.is_empty() {
+                    "NOTHING".to_string()
+                } else {
+                    next.join(", ")
+                };
                 let _ = writeln!(out, "  next: at {} signing with {next}", format_time(t));
             }
             None => {
                 let _ = writeln!(out, "  next: no change scheduled");
             }
         }
-        for s in keys.schedule.selectors.iter().filter(|s| s.domain == *domain) {
+        for s in keys
+            .schedule
+            .selectors
+            .iter()
+            .filter(|s| s.domain == *domain)
+        {
             if s.retire_at.is_some_and(|r| r + RECORD_GRACE <= now) {
-                let _ = writeln!(out, "  overdue: remove {}._domainkey.{} from DNS and selectors.toml (retired {})", s.name, domain, format_time(s.retire_at.unwrap_or(now)));
+                let _ = writeln!(
+                    out,
+                    "  overdue: remove {}._domainkey.{} from DNS and selectors.toml (retired {})",
+                    s.name,
+                    domain,
+                    format_time(s.retire_at.unwrap_or(now))
+                );
             }
         }
     }
@@ -148,7 +218,14 @@ pub fn status_report(keys: &KeySet, required: &[String], now: i64) -> String {
 }
 
 /// A selectors.toml stanza for a new selector.
-pub fn stanza(domain: &str, name: &str, algorithm: Algorithm, key: &str, publish: i64, active_from: i64) -> String {
+pub fn stanza(
+    domain: &str,
+    name: &str,
+    algorithm: Algorithm,
+    key: &str,
+    publish: i64,
+    active_from: i64,
+) -> String {
     format!(
         "\n[[selector]]\ndomain = \"{domain}\"\nname = \"{name}\"\nalgorithm = \"{}\"\nkey = \"{key}\"\npublish = {}\nactive_from = {}\n",
         algorithm.tag(),

@@ -1,6 +1,7 @@
 //! Shared test harness: start relayguard on a real socket, drive it as an MTA would, stop it.
 #![allow(dead_code)]
 
+pub mod dkim;
 pub mod postfix;
 pub mod smtp;
 
@@ -54,12 +55,25 @@ impl Milter {
     /// Starts with a configuration written by `config` (given the configuration directory,
     /// which also holds the standard sender map).
     pub async fn with_config(config: impl Fn(&Path) -> String) -> Self {
+        Self::with_clock(config, None).await
+    }
+
+    /// As [`Milter::with_config`], with an injected clock (Unix seconds).
+    pub async fn with_clock(
+        config: impl Fn(&Path) -> String,
+        clock: Option<relayguard::service::Clock>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("sender_login_maps"), MAP).unwrap();
         let path = dir.path().join("relayguard.toml");
         std::fs::write(&path, config(dir.path())).unwrap();
-        let config = Config::load(&path).expect("test config loads");
-        let service = Service::new(config);
+        let service = match clock {
+            Some(clock) => Service::with_clock(
+                Config::load_at(&path, clock()).expect("test config loads"),
+                clock,
+            ),
+            None => Service::new(Config::load(&path).expect("test config loads")),
+        };
         let listener: MilterListener = listen::bind(service.milter_config()).await.expect("bind");
         let tcp = listener.local_addr();
         let unix = match &service.milter_config().socket {

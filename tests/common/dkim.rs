@@ -1,0 +1,310 @@
+//! DKIM test support: fixture keys, a signing configuration, signing a raw message through
+//! the milter, and verification by mail-auth and, independently, by dkimpy.
+
+use indymilter_test::{EomAction, MacroStage, SocketInfo, Status, TestConnection};
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::common::verify::DomainKey;
+use mail_auth::{
+    AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache, Txt,
+};
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+
+/// Copies a fixture key into `keys_dir` with mode 0600.
+pub fn install_key(keys_dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(keys_dir).unwrap();
+    let target = keys_dir.join(name);
+    std::fs::copy(Path::new(FIXTURES).join(name), &target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    target
+}
+
+/// One `[[selector]]` stanza.
+pub fn selector(
+    domain: &str,
+    name: &str,
+    algorithm: &str,
+    key: &str,
+    active_from: &str,
+    retire_at: Option<&str>,
+) -> String {
+    let retire = retire_at
+        .map(|r| format!("retire_at = {r}\n"))
+        .unwrap_or_default();
+    format!(
+        "[[selector]]\ndomain = \"{domain}\"\nname = \"{name}\"\nalgorithm = \"{algorithm}\"\nkey = \"{key}\"\npublish = 2025-12-01T00:00:00Z\nactive_from = {active_from}\n{retire}\n"
+    )
+}
+
+/// The standard signing setup in `dir`: tugraz.at with RSA and Ed25519 (dual signing),
+/// tu-graz.ac.at with RSA. Returns the `[dkim]` section.
+pub fn standard_setup(dir: &Path) -> String {
+    let keys = dir.join("keys");
+    for k in [
+        "tugraz.at.rsa-a.pem",
+        "tugraz.at.ed-a.pem",
+        "tu-graz.ac.at.rsa-a.pem",
+    ] {
+        install_key(&keys, k);
+    }
+    let schedule = [
+        selector(
+            "tugraz.at",
+            "rsa-a",
+            "rsa-sha256",
+            "tugraz.at.rsa-a.pem",
+            "2026-01-01T00:00:00Z",
+            None,
+        ),
+        selector(
+            "tugraz.at",
+            "ed-a",
+            "ed25519-sha256",
+            "tugraz.at.ed-a.pem",
+            "2026-01-01T00:00:00Z",
+            None,
+        ),
+        selector(
+            "tu-graz.ac.at",
+            "rsa-a",
+            "rsa-sha256",
+            "tu-graz.ac.at.rsa-a.pem",
+            "2026-01-01T00:00:00Z",
+            None,
+        ),
+    ]
+    .concat();
+    std::fs::write(dir.join("selectors.toml"), schedule).unwrap();
+    "[dkim]\nselectors = \"selectors.toml\"\nkeys_dir = \"keys\"\n".to_string()
+}
+
+/// DNS records (`name. -> value`) for every fixture key, as `keys dns` prints them.
+pub fn records() -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    for (domain, name, file, algorithm) in [
+        (
+            "tugraz.at",
+            "rsa-a",
+            "tugraz.at.rsa-a.pem",
+            relayguard::dkim::schedule::Algorithm::RsaSha256,
+        ),
+        (
+            "tugraz.at",
+            "rsa-b",
+            "tugraz.at.rsa-b.pem",
+            relayguard::dkim::schedule::Algorithm::RsaSha256,
+        ),
+        (
+            "tugraz.at",
+            "ed-a",
+            "tugraz.at.ed-a.pem",
+            relayguard::dkim::schedule::Algorithm::Ed25519Sha256,
+        ),
+        (
+            "tu-graz.ac.at",
+            "rsa-a",
+            "tu-graz.ac.at.rsa-a.pem",
+            relayguard::dkim::schedule::Algorithm::RsaSha256,
+        ),
+    ] {
+        let pem = std::fs::read(Path::new(FIXTURES).join(file)).unwrap();
+        let key = relayguard::dkim::keys::parse(Path::new(file), &pem, algorithm).unwrap();
+        map.insert(format!("{name}._domainkey.{domain}."), key.dns_record());
+    }
+    map
+}
+
+/// Sends a raw message through the milter as an authenticated owner; returns the final
+/// status and the DKIM-Signature values inserted (with CRLF folding).
+pub async fn sign(
+    conn: &mut TestConnection,
+    login: &str,
+    mail_from: &str,
+    raw: &[u8],
+) -> (Status, Vec<String>) {
+    conn.macros(MacroStage::Connect, [("{client_addr}", "203.0.113.7")])
+        .await
+        .unwrap();
+    conn.connect(
+        "client.example",
+        SocketInfo::Inet("203.0.113.7:40000".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    sign_on(conn, login, mail_from, raw).await
+}
+
+/// As [`sign`], on an already connected session.
+pub async fn sign_on(
+    conn: &mut TestConnection,
+    login: &str,
+    mail_from: &str,
+    raw: &[u8],
+) -> (Status, Vec<String>) {
+    conn.macros(MacroStage::Mail, [("{auth_authen}", login)])
+        .await
+        .unwrap();
+    let status = conn.mail([mail_from]).await.unwrap();
+    assert_eq!(status, Status::Continue, "MAIL");
+    conn.macros(MacroStage::Rcpt, [("i", "4Q1")]).await.unwrap();
+    assert_eq!(
+        conn.rcpt(["<friend@example.org>"]).await.unwrap(),
+        Status::Continue
+    );
+    let header_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(raw.len());
+    for (name, value) in relayguard::explain::split_header_block(raw) {
+        let status = conn
+            .header(
+                std::ffi::CString::new(name).unwrap(),
+                std::ffi::CString::new(value).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(status, Status::Continue | Status::Noreply),
+            "header: {status:?}"
+        );
+    }
+    let status = conn.eoh().await.unwrap();
+    if status != Status::Continue {
+        conn.abort().await.unwrap();
+        return (status, vec![]);
+    }
+    for chunk in raw[header_end..].chunks(65535) {
+        let status = conn.body(chunk.to_vec()).await.unwrap();
+        assert_eq!(status, Status::Continue, "body");
+    }
+    let (actions, status) = conn.eom().await.unwrap();
+    conn.abort().await.unwrap();
+    let signatures = actions
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            EomAction::InsertHeader { name, value, .. } if name.as_bytes() == b"DKIM-Signature" => {
+                Some(value.to_string_lossy().replace('\n', "\r\n"))
+            }
+            _ => None,
+        })
+        .collect();
+    (status, signatures)
+}
+
+/// The message as the recipient gets it: signatures on top of the original.
+pub fn signed_message(signatures: &[String], raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in signatures {
+        out.extend_from_slice(b"DKIM-Signature: ");
+        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(raw);
+    out
+}
+
+struct TxtCache(Mutex<HashMap<Box<str>, Txt>>);
+
+impl ResolverCache<Box<str>, Txt> for TxtCache {
+    fn get<Q>(&self, name: &Q) -> Option<Txt>
+    where
+        Box<str>: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.0.lock().unwrap().get(name).cloned()
+    }
+
+    fn remove<Q>(&self, name: &Q) -> Option<Txt>
+    where
+        Box<str>: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.0.lock().unwrap().remove(name)
+    }
+
+    fn insert(&self, key: Box<str>, value: Txt, _: std::time::Instant) {
+        self.0.lock().unwrap().insert(key, value);
+    }
+}
+
+/// Verifies every signature with mail-auth, keys from `records` (no DNS is queried: the
+/// resolver points at a closed loopback port and every name is cached).
+pub async fn verify_mail_auth(
+    message: &[u8],
+    records: &HashMap<String, String>,
+) -> Result<usize, String> {
+    use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+    // Loopback only: every name is cached, so nothing should ever be sent.
+    let config = ResolverConfig::from_name_servers(vec![NameServerConfig::udp(
+        "127.0.0.1".parse().unwrap(),
+    )]);
+    let authenticator =
+        MessageAuthenticator::new(config, ResolverOpts::default()).map_err(|e| e.to_string())?;
+    let cache = TxtCache(Mutex::new(
+        records
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone().into_boxed_str(),
+                    Txt::DomainKey(Arc::new(
+                        DomainKey::parse(v.as_bytes()).expect("record parses"),
+                    )),
+                )
+            })
+            .collect(),
+    ));
+    let parsed =
+        AuthenticatedMessage::parse(message).ok_or("mail-auth cannot parse the message")?;
+    let results = authenticator
+        .verify_dkim(Parameters::new(&parsed).with_txt_cache(&cache))
+        .await;
+    if results.is_empty() {
+        return Err("no signatures".into());
+    }
+    for r in &results {
+        if *r.result() != DkimResult::Pass {
+            return Err(format!("{:?}", r.result()));
+        }
+    }
+    Ok(results.len())
+}
+
+/// Verifies files with dkimpy; returns one line per file.
+pub fn verify_dkimpy(
+    files: &[PathBuf],
+    records: &HashMap<String, String>,
+    dir: &Path,
+) -> Vec<String> {
+    assert!(
+        Path::new("/usr/bin/python3").exists(),
+        "dkimpy needs /usr/bin/python3 with python3-dkim and python3-nacl: run scripts/test, which installs them"
+    );
+    let record_file = dir.join("records.tsv");
+    let text: String = records.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+    std::fs::write(&record_file, text).unwrap();
+    let out = Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dkim_verify.py"))
+        .arg(&record_file)
+        .args(files)
+        .output()
+        .expect("run dkimpy");
+    assert!(
+        out.status.success(),
+        "dkimpy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,508 @@
+//! Runbook: every accepted message from a protected domain leaves signed, and the signature
+//! verifies with mail-auth and, independently, with dkimpy; rotation follows the clock;
+//! broken keys never replace good ones.
+
+mod common;
+
+use common::dkim::{
+    self, records, selector, sign, signed_message, standard_setup, verify_dkimpy, verify_mail_auth,
+};
+use common::{Milter, config_text};
+use indymilter_test::Status;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// 2026-01-01T00:00:00Z.
+const T0: i64 = 1_767_225_600;
+
+/// A small deterministic generator for message variety.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> usize {
+        (self.next() % n) as usize
+    }
+}
+
+/// Message `i` of the corpus: header layouts, folding, 8-bit text, odd bodies.
+fn corpus_message(i: usize, rng: &mut Rng) -> (&'static str, &'static str, Vec<u8>) {
+    let (login, from) = [
+        ("alice", "alice@tugraz.at"),
+        ("carol", "carol@tu-graz.ac.at"),
+        ("alice", "alice@tugraz.at"),
+    ][i % 3];
+    let mut headers: Vec<String> = vec![
+        match i % 4 {
+            0 => format!("From: {from}"),
+            1 => format!("From: \"Alice Example\" <{from}>"),
+            2 => format!("From: =?UTF-8?Q?J=C3=BCrgen?=\r\n <{from}>"),
+            _ => format!("FROM:<{from}>"),
+        },
+        "To: friend@example.org".into(),
+        format!("Subject: corpus message {i}"),
+        format!("Message-ID: <corpus-{i}@tugraz.at>"),
+        "Date: Sat, 28 Nov 2026 10:00:00 +0100".into(),
+    ];
+    if i.is_multiple_of(5) {
+        headers.push("Cc: a@example.org,\r\n\tb@example.org,\r\n c@example.org".into());
+    }
+    if i % 6 == 1 {
+        headers.push("MIME-Version: 1.0".into());
+        headers.push("Content-Type: text/plain; charset=utf-8".into());
+        headers.push("Content-Transfer-Encoding: 8bit".into());
+    }
+    if i % 7 == 2 {
+        headers.push(format!("Subject2-Long: {}", "word ".repeat(120)));
+        headers.push(format!(
+            "X-Folded:{}",
+            (0..30)
+                .map(|n| format!("\r\n\tpart{n}"))
+                .collect::<String>()
+        ));
+    }
+    if i % 8 == 3 {
+        headers.push("Reply-To:   spaced   value   ".into());
+        headers.push("List-Id: <relayguard.lists.tugraz.at>".into());
+        headers.push("x-lower-case: yes".into());
+    }
+    if i % 9 == 4 {
+        headers.push("Subject-8bit: Grüße aus Graz ✓".into());
+    }
+    // Shuffle everything but From.
+    for k in (2..headers.len()).rev() {
+        let j = 1 + rng.below(k as u64);
+        headers.swap(k, j);
+    }
+    let mut raw = headers.join("\r\n").into_bytes();
+    raw.extend_from_slice(b"\r\n\r\n");
+    match i % 10 {
+        0 => {}
+        1 => raw.extend_from_slice(b"\r\n"),
+        2 => raw.extend_from_slice(b"no final line break"),
+        3 => raw.extend_from_slice(b"trailing blank lines\r\n\r\n\r\n\r\n"),
+        4 => raw.extend_from_slice(
+            &[b'x'; 3000]
+                .iter()
+                .chain(b"\r\n")
+                .copied()
+                .collect::<Vec<u8>>(),
+        ),
+        5 => raw.extend_from_slice(
+            "8-bit body: Grüße, naïve café\r\nline with tab\tand trailing spaces   \r\n".as_bytes(),
+        ),
+        6 => raw.extend_from_slice(&[0xe4, 0xf6, 0xfc, b'\r', b'\n']),
+        7 => {
+            // Several milter body chunks.
+            for n in 0..3000 {
+                raw.extend_from_slice(
+                    format!(
+                        "line {n} of a long body {}\r\n",
+                        "abc ".repeat(rng.below(30))
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+        8 => raw.extend_from_slice(b".leading dot\r\n \r\n\t\r\nend\r\n"),
+        _ => {
+            for _ in 0..rng.below(50) {
+                raw.extend_from_slice(b"some text \t \r\n");
+            }
+        }
+    }
+    (login, from, raw)
+}
+
+fn signing_config(dir: &std::path::Path) -> String {
+    let dkim = standard_setup(dir);
+    format!(
+        "{}\n{dkim}",
+        config_text("inet:0@127.0.0.1").replace("\"robot-web\"]", "\"robot-web\"]\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_verifies_with_mail_auth_and_dkimpy() {
+    let milter = Milter::with_config(signing_config).await;
+    // carol owns carol@tu-graz.ac.at through the own-local-part rule.
+    let out = tempfile::tempdir().unwrap();
+    let records = records();
+    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let mut files = Vec::new();
+    let mut signatures_total = 0;
+    let mut conn = milter.connect().await;
+    let mut first = true;
+    for i in 0..120 {
+        let (login, from, raw) = corpus_message(i, &mut rng);
+        let (status, signatures) = if first {
+            first = false;
+            sign(&mut conn, login, &format!("<{from}>"), &raw).await
+        } else {
+            dkim::sign_on(&mut conn, login, &format!("<{from}>"), &raw).await
+        };
+        assert_eq!(status, Status::Accept, "message {i}");
+        let expected = if from.ends_with("@tugraz.at") { 2 } else { 1 };
+        assert_eq!(
+            signatures.len(),
+            expected,
+            "message {i}: dual signing for tugraz.at"
+        );
+        for s in &signatures {
+            assert!(!s.contains("l="), "never l=");
+            assert!(s.contains("c=relaxed/relaxed"), "{s}");
+            assert!(
+                !s.ends_with("\r\n\t;"),
+                "no folding before the final semicolon"
+            );
+        }
+        let message = signed_message(&signatures, &raw);
+        let verified = verify_mail_auth(&message, &records)
+            .await
+            .unwrap_or_else(|e| panic!("message {i}: mail-auth: {e}"));
+        assert_eq!(verified, expected);
+        signatures_total += verified;
+        let path = out.path().join(format!("m{i:03}.eml"));
+        std::fs::write(&path, &message).unwrap();
+        files.push(path);
+    }
+    conn.close().await.unwrap();
+    let results = verify_dkimpy(&files, &records, out.path());
+    let failures: Vec<&String> = results.iter().filter(|l| !l.contains(" ok ")).collect();
+    assert_eq!(results.len(), files.len());
+    assert!(
+        failures.is_empty(),
+        "dkimpy rejected:\n{}",
+        failures
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        signatures_total >= 180,
+        "{signatures_total} signatures checked"
+    );
+    milter.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_header_layouts_never_hit_the_b_folding_trap() {
+    // mail-auth folds `b=` as `...==\r\n\t;` when the base64 ends at the wrap column, which
+    // depends on the h= layout; dkimpy rejects that form. Vary the configured header list
+    // (as operators may) so the b= value ends at every column, and check with dkimpy.
+    use relayguard::dkim::schedule::Schedule;
+    use relayguard::dkim::signer::{
+        DEFAULT_HEADERS, DEFAULT_OVERSIGNED, KeySet, MessageSigner, SigningConfig, WithoutKey,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    dkim::install_key(&dir.path().join("keys"), "tu-graz.ac.at.rsa-a.pem");
+    let text = selector(
+        "tu-graz.ac.at",
+        "rsa-a",
+        "rsa-sha256",
+        "tu-graz.ac.at.rsa-a.pem",
+        "2026-01-01T00:00:00Z",
+        None,
+    );
+    let schedule = Schedule::parse(
+        std::path::Path::new("selectors.toml"),
+        &text,
+        &dir.path().join("keys"),
+    )
+    .unwrap();
+    let records = records();
+    let mut files = Vec::new();
+    let mut folded_before_semicolon = 0;
+    for n in 0..180 {
+        let mut headers: Vec<String> = DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect();
+        // h= lists the signed headers that are present: a present, signed header of
+        // varying name length moves where b= starts.
+        let pad = format!("x-pad{}", "p".repeat(n % 60));
+        headers.push(pad.clone());
+        if n >= 60 {
+            headers.push("x-second".into());
+        }
+        let mut second = String::from(if n >= 60 { "X-Second: 2\r\n" } else { "" });
+        // Which of the optional signed headers are present varies h= further.
+        for (bit, name) in [
+            "Cc",
+            "Reply-To",
+            "In-Reply-To",
+            "References",
+            "List-Id",
+            "List-Post",
+            "List-Help",
+        ]
+        .iter()
+        .enumerate()
+        {
+            if (n * 37 + n / 7) & (1 << bit) != 0 {
+                second.push_str(&format!("{name}: <v{n}@example.org>\r\n"));
+            }
+        }
+        let raw = format!(
+            "From: alice@tu-graz.ac.at\r\nTo: friend@example.org\r\nSubject: layouts\r\n{pad}: 1\r\n{second}\r\nbody\r\n"
+        );
+        let raw = raw.as_bytes();
+        // h= lists every configured name (absent ones too), so the layout is set by the
+        // configuration; a name of varying length at the end of the list moves where b= starts.
+        let mut oversign: Vec<String> = DEFAULT_OVERSIGNED.iter().map(|h| h.to_string()).collect();
+        oversign.push(format!("x-tail{}", "t".repeat(n % 70)));
+        let config = SigningConfig {
+            headers,
+            oversign,
+            expiry: None,
+            signing_domains: vec![],
+            without_key: WithoutKey::Tempfail,
+            require_safe_keys: true,
+        };
+        let keys = KeySet::load(schedule.clone(), config, T0).unwrap();
+        let mut signer = MessageSigner::new(keys.active("tu-graz.ac.at", T0));
+        for (name, value) in relayguard::explain::split_header_block(raw) {
+            signer.header(&name, &value);
+        }
+        signer.end_of_headers();
+        signer.body(b"body\r\n");
+        let signatures: Vec<String> = signer
+            .finish()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.value)
+            .collect();
+        if signatures[0].ends_with("\r\n\t;") {
+            folded_before_semicolon += 1;
+        }
+        let path = dir.path().join(format!("f{n:03}.eml"));
+        std::fs::write(&path, signed_message(&signatures, raw)).unwrap();
+        verify_mail_auth(&signed_message(&signatures, raw), &records)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "layout {n}: {e}\n{}",
+                    String::from_utf8_lossy(&signed_message(&signatures, raw))
+                )
+            });
+        files.push(path);
+    }
+    let results = verify_dkimpy(&files, &records, dir.path());
+    let failures: Vec<&String> = results.iter().filter(|l| !l.contains(" ok 1")).collect();
+    assert!(
+        failures.is_empty(),
+        "dkimpy rejected {} of {}:\n{failures:?}",
+        failures.len(),
+        files.len()
+    );
+    assert_eq!(
+        folded_before_semicolon, 0,
+        "signatures fold between b= and the final semicolon"
+    );
+}
+
+fn rotation_config(dir: &std::path::Path) -> String {
+    let keys = dir.join("keys");
+    dkim::install_key(&keys, "tugraz.at.rsa-a.pem");
+    dkim::install_key(&keys, "tugraz.at.rsa-b.pem");
+    dkim::install_key(&keys, "tu-graz.ac.at.rsa-a.pem");
+    let schedule = [
+        selector(
+            "tugraz.at",
+            "rsa-a",
+            "rsa-sha256",
+            "tugraz.at.rsa-a.pem",
+            "2026-01-01T00:00:00Z",
+            Some("2026-03-01T00:00:00Z"),
+        ),
+        selector(
+            "tugraz.at",
+            "rsa-b",
+            "rsa-sha256",
+            "tugraz.at.rsa-b.pem",
+            "2026-02-01T00:00:00Z",
+            None,
+        ),
+        selector(
+            "tu-graz.ac.at",
+            "rsa-a",
+            "rsa-sha256",
+            "tu-graz.ac.at.rsa-a.pem",
+            "2026-01-01T00:00:00Z",
+            None,
+        ),
+    ]
+    .concat();
+    std::fs::write(dir.join("selectors.toml"), schedule).unwrap();
+    format!("{}\n[dkim]\n", config_text("inet:0@127.0.0.1"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_happens_at_the_boundary_without_reload() {
+    let now = Arc::new(AtomicI64::new(T0 - 1));
+    let clock_now = now.clone();
+    let clock: relayguard::service::Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+    let milter = Milter::with_clock(rotation_config, Some(clock)).await;
+    let records = records();
+    let feb1 = T0 + 31 * 86_400;
+    let mar1 = feb1 + 28 * 86_400;
+    let raw =
+        b"From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: rotation\r\n\r\nhello\r\n";
+    for (at, expect) in [
+        (T0 - 1, None),
+        (T0, Some("s=rsa-a")),
+        (feb1 - 1, Some("s=rsa-a")),
+        (feb1, Some("s=rsa-b")),
+        (mar1 - 1, Some("s=rsa-b")),
+        (mar1, Some("s=rsa-b")),
+    ] {
+        now.store(at, Ordering::SeqCst);
+        let mut conn = milter.connect().await;
+        let (status, signatures) = sign(&mut conn, "alice", "<alice@tugraz.at>", raw).await;
+        match expect {
+            None => {
+                // Before any key is active: tempfail, never unsigned.
+                let Status::Tempfail { message: Some(m) } = &status else {
+                    panic!("at {at}: {status:?}")
+                };
+                assert_eq!(
+                    m.to_str().unwrap(),
+                    "451 4.3.0 temporary local problem (no valid DKIM key for tugraz.at), try again later"
+                );
+            }
+            Some(selector) => {
+                assert_eq!(status, Status::Accept, "at {at}");
+                assert_eq!(signatures.len(), 1);
+                assert!(
+                    signatures[0].contains(selector),
+                    "at {at}: {}",
+                    signatures[0]
+                );
+                verify_mail_auth(&signed_message(&signatures, raw), &records)
+                    .await
+                    .unwrap();
+            }
+        }
+        conn.close().await.unwrap();
+    }
+    milter.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_key_files_never_replace_the_good_set() {
+    let mut milter = Milter::with_config(signing_config).await;
+    milter.watch_files();
+    let records = records();
+    let raw =
+        b"From: alice@tu-graz.ac.at\r\nTo: friend@example.org\r\nSubject: keys\r\n\r\nhello\r\n";
+    let key = milter.file("keys/tu-graz.ac.at.rsa-a.pem");
+    let good = std::fs::read(&key).unwrap();
+
+    // 1. Half-written in place: refused, signing goes on with the loaded key.
+    let before = milter.service.reload_status().borrow().attempts;
+    std::fs::write(&key, &good[..good.len() / 2]).unwrap();
+    let status = milter.reload_after(before).await;
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("tu-graz.ac.at.rsa-a.pem: not a usable private key"),
+        "{status:?}"
+    );
+    let mut conn = milter.connect().await;
+    let (s, signatures) = sign(&mut conn, "alice", "<alice@tu-graz.ac.at>", raw).await;
+    assert_eq!(s, Status::Accept);
+    verify_mail_auth(&signed_message(&signatures, raw), &records)
+        .await
+        .expect("old key still signs");
+    conn.close().await.unwrap();
+
+    // 2. World-readable: refused as unsafe.
+    std::fs::write(&key, &good).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = milter.service.reload().unwrap_err().to_string();
+    assert!(error.contains("unsafe permissions 0644"), "{error}");
+
+    // 3. Kubernetes-style symlink swap to a valid key: applied.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let keys = milter.file("keys");
+    let gen1 = keys.join("..2026_11_28_a");
+    std::fs::create_dir(&gen1).unwrap();
+    std::fs::rename(&key, gen1.join("tu-graz.ac.at.rsa-a.pem")).unwrap();
+    std::os::unix::fs::symlink("..2026_11_28_a", keys.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/tu-graz.ac.at.rsa-a.pem", &key).unwrap();
+    milter.service.reload().expect("symlinked key loads");
+    let gen2 = keys.join("..2026_11_28_b");
+    std::fs::create_dir(&gen2).unwrap();
+    let replacement = gen2.join("tu-graz.ac.at.rsa-a.pem");
+    std::fs::write(
+        &replacement,
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/keys/tugraz.at.rsa-b.pem"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&replacement, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = milter.service.reload_status().borrow().attempts;
+    std::os::unix::fs::symlink("..2026_11_28_b", keys.join("..data_tmp")).unwrap();
+    std::fs::rename(keys.join("..data_tmp"), keys.join("..data")).unwrap();
+    let status = milter.reload_after(before).await;
+    assert_eq!(status.last_error, None);
+    let mut conn = milter.connect().await;
+    let (s, signatures) = sign(&mut conn, "alice", "<alice@tu-graz.ac.at>", raw).await;
+    assert_eq!(s, Status::Accept);
+    // The new key's public half is rsa-b's: the old record no longer verifies, the new one does.
+    let mut swapped = records.clone();
+    swapped.insert(
+        "rsa-a._domainkey.tu-graz.ac.at.".into(),
+        records["rsa-b._domainkey.tugraz.at."].clone(),
+    );
+    verify_mail_auth(&signed_message(&signatures, raw), &swapped)
+        .await
+        .expect("new key signs");
+    conn.close().await.unwrap();
+    milter.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_key_policy_and_unsigned_foreign_mail() {
+    // accept unsigned when configured; foreign From (when allowed) is accepted unsigned.
+    let milter = Milter::with_config(|dir| {
+        let keys = dir.join("keys");
+        dkim::install_key(&keys, "tugraz.at.rsa-a.pem");
+        std::fs::write(
+            dir.join("selectors.toml"),
+            selector(
+                "tugraz.at",
+                "rsa-a",
+                "rsa-sha256",
+                "tugraz.at.rsa-a.pem",
+                "2026-01-01T00:00:00Z",
+                None,
+            ),
+        )
+        .unwrap();
+        format!(
+            "{}\n[dkim]\nwithout_key = \"accept\"\n",
+            config_text("inet:0@127.0.0.1")
+                .replace("[senders]\n", "[senders]\nallow_foreign = true\n")
+        )
+    })
+    .await;
+    let raw = b"From: alice@tu-graz.ac.at\r\nSubject: no key for this domain\r\n\r\nhi\r\n";
+    let mut conn = milter.connect().await;
+    let (status, signatures) = sign(&mut conn, "alice", "<alice@tu-graz.ac.at>", raw).await;
+    assert_eq!((status, signatures.len()), (Status::Accept, 0));
+    let raw = b"From: alice@gmail.com\r\nSubject: foreign\r\n\r\nhi\r\n";
+    let (status, signatures) = dkim::sign_on(&mut conn, "alice", "<alice@gmail.com>", raw).await;
+    assert_eq!((status, signatures.len()), (Status::Accept, 0));
+    conn.close().await.unwrap();
+    milter.stop().await.unwrap();
+}
