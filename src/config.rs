@@ -2,6 +2,7 @@
 //!
 //! Every error names the file, the line and the key.
 
+use crate::audit::writer::{AuditConfig, Destination, Fsync, OnError};
 use crate::dkim::keys::KeyError;
 use crate::dkim::schedule::Schedule;
 use crate::dkim::signer::{DEFAULT_HEADERS, DEFAULT_OVERSIGNED, KeySet, SigningConfig, WithoutKey};
@@ -68,6 +69,23 @@ struct RawConfig {
     #[serde(default)]
     clients: RawClients,
     dkim: Option<RawDkim>,
+    audit: Option<RawAudit>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    file: Option<String>,
+    fsync: Option<Spanned<String>>,
+    on_error: Option<Spanned<String>>,
+    full_recipients: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,6 +233,10 @@ pub struct Config {
     pub dkim_files: Option<DkimFiles>,
     /// The loaded DKIM keys, when signing is configured.
     pub keys: Option<KeySet>,
+    /// The audit log settings, when auditing is configured.
+    pub audit: Option<AuditConfig>,
+    /// Where the metrics endpoint listens, when configured.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The current time in Unix seconds.
@@ -425,6 +447,63 @@ impl Config {
                 (Some(files), Some(keys))
             }
         };
+        let audit = match &raw.audit {
+            None => None,
+            Some(a) => {
+                let fsync = match &a.fsync {
+                    None => Fsync::Never,
+                    Some(v) => match v.get_ref().as_str() {
+                        "none" => Fsync::Never,
+                        "always" => Fsync::Always,
+                        "periodic" => Fsync::Periodic,
+                        other => {
+                            return Err(invalid(
+                                v.span(),
+                                "audit.fsync",
+                                format!("`{other}` is not \"none\", \"always\" or \"periodic\""),
+                            ));
+                        }
+                    },
+                };
+                let on_error = match &a.on_error {
+                    None => OnError::Tempfail,
+                    Some(v) => match v.get_ref().as_str() {
+                        "tempfail" => OnError::Tempfail,
+                        "continue" => OnError::Continue,
+                        other => {
+                            return Err(invalid(
+                                v.span(),
+                                "audit.on_error",
+                                format!("`{other}` is not \"tempfail\" or \"continue\""),
+                            ));
+                        }
+                    },
+                };
+                let destination = match a.file.as_deref() {
+                    None | Some("-") => Destination::Stdout,
+                    Some(f) => Destination::File(base.join(f)),
+                };
+                Some(AuditConfig {
+                    destination,
+                    fsync,
+                    on_error,
+                    full_recipients: a.full_recipients.unwrap_or(false),
+                })
+            }
+        };
+        let metrics_listen = match &raw.metrics {
+            None => None,
+            Some(m) => Some(match &m.listen {
+                None => SocketAddr::from(([127, 0, 0, 1], 9891)),
+                Some(l) => l.get_ref().parse().map_err(|_| {
+                    invalid(
+                        l.span(),
+                        "metrics.listen",
+                        format!("`{}` is not an address such as 127.0.0.1:9891", l.get_ref()),
+                    )
+                })?,
+            }),
+        };
         Ok(Config {
             path: path.to_path_buf(),
             milter,
@@ -432,6 +511,8 @@ impl Config {
             policy,
             dkim_files,
             keys,
+            audit,
+            metrics_listen,
         })
     }
 

@@ -4,10 +4,12 @@
 //! `relayguard.toml` ([`config`]), speaks the milter protocol to Postfix and Sendmail
 //! ([`milter`]) on a socket ([`listen`]) and reloads when its files change ([`reload`]).
 
+pub mod audit;
 pub mod config;
 pub mod dkim;
 pub mod explain;
 pub mod listen;
+pub mod metrics;
 pub mod milter;
 pub mod policy;
 pub mod reload;

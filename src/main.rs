@@ -58,10 +58,37 @@ enum Command {
         /// A message file whose headers are checked too.
         message: Option<PathBuf>,
     },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// DKIM key tooling: generate keys, print DNS records, show rotation status.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Summarise audit files (plain, rotated or gzip'd) per login.
+    Report {
+        /// Only records at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this login.
+        #[arg(long)]
+        login: Option<String>,
+        /// table, json or csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Audit files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -148,6 +175,50 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
+            }
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Report {
+                    since,
+                    until,
+                    login,
+                    format,
+                    files,
+                },
+        } => {
+            use relayguard::audit::report::{Filter, Format, Report};
+            let run = || -> Result<String, String> {
+                let format = match format.as_str() {
+                    "table" => Format::Table,
+                    "json" => Format::Json,
+                    "csv" => Format::Csv,
+                    other => return Err(format!("--format `{other}`: use table, json or csv")),
+                };
+                let filter = Filter {
+                    since: since.as_deref().map(parse_time).transpose()?,
+                    until: until.as_deref().map(parse_time).transpose()?,
+                    login,
+                };
+                let report = Report::read(&files, &filter).map_err(|e| e.to_string())?;
+                for s in &report.skipped {
+                    eprintln!(
+                        "warning: {}:{}: skipped malformed record: {}",
+                        s.file, s.line, s.error
+                    );
+                }
+                Ok(report.render(format))
+            };
+            match run() {
+                Ok(text) => {
+                    // A closed pipe (`| head`) is not an error worth a panic.
+                    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Keys { command } => match keys_command(command) {
@@ -368,6 +439,7 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let metrics_listen = config.metrics_listen;
         let service = Service::new(config);
         let listener = match listen::bind(service.milter_config()).await {
             Ok(l) => l,
@@ -376,22 +448,57 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
             signal(SignalKind::hangup()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined1()),
         ) else {
             error!("cannot install signal handlers");
             return ExitCode::FAILURE;
         };
         let hup_service = service.clone();
         tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                info!("SIGHUP: reloading");
-                let service = hup_service.clone();
-                let _ = tokio::task::spawn_blocking(move || service.reload()).await;
+            loop {
+                tokio::select! {
+                    Some(()) = hup.recv() => {
+                        info!("SIGHUP: reloading, reopening the audit log");
+                        let service = hup_service.clone();
+                        let _ = tokio::task::spawn_blocking(move || service.reload()).await;
+                    }
+                    Some(()) = usr1.recv() => info!("SIGUSR1: reopening the audit log"),
+                    else => break,
+                }
+                if let Some(audit) = &hup_service.audit
+                    && let Err(e) = audit.reopen() {
+                        error!("cannot reopen the audit log: {e}");
+                    }
             }
         });
+        if let Some(audit) = &service.audit
+            && audit.config().fsync == relayguard::audit::writer::Fsync::Periodic {
+                let sync_service = service.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                    loop {
+                        tick.tick().await;
+                        let service = sync_service.clone();
+                        let _ = tokio::task::spawn_blocking(move || service.audit.as_ref().map(|a| a.sync())).await;
+                    }
+                });
+            }
+        if let Some(addr) = metrics_listen {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    info!(%addr, "metrics on http://{addr}/metrics and /healthz");
+                    tokio::spawn(relayguard::metrics::serve(listener, service.clone()));
+                }
+                Err(e) => {
+                    error!("cannot listen for metrics on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         if let Err(e) = reload::watch_files(service.clone()) {
             error!("cannot watch configuration files, reload with SIGHUP: {e}");
         }
@@ -402,7 +509,11 @@ fn run(path: PathBuf) -> ExitCode {
                 _ = int.recv() => info!("SIGINT received"),
             }
         };
-        match relayguard::serve(service, listener, shutdown).await {
+        let result = relayguard::serve(service.clone(), listener, shutdown).await;
+        if let Some(audit) = &service.audit {
+            audit.sync();
+        }
+        match result {
             Ok(()) => {
                 info!("stopped");
                 ExitCode::SUCCESS

@@ -3,7 +3,10 @@
 //! This is the only module that knows indymilter. Each callback hands its work to a
 //! [`Session`]; refusals become `550 5.7.1`-style replies, internal faults `451 4.3.0`.
 
+use crate::audit::writer::OnError;
+use crate::audit::{Record, SignatureRecord, Verdict, recipient_fields};
 use crate::dkim::signer::{MadeSignature, MessageSigner, SigningPlan, WithoutKey};
+use crate::metrics::{KeyLabels, VerdictLabels};
 use crate::policy::mailbox::HeaderSet;
 use crate::policy::{Client, ClientKind, Refusal};
 use crate::service::{InFlightGuard, Service, Snapshot};
@@ -11,9 +14,11 @@ use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext,
     ProtoOpts, SetErrorReply, SocketInfo, Status,
 };
+use std::borrow::Cow;
 use std::ffi::{CStr, CString};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tracing::{error, info, warn};
 
 /// Per-connection state.
@@ -34,14 +39,26 @@ struct Message {
     snapshot: Arc<Snapshot>,
     kind: ClientKind,
     mail_from: String,
-    rcpts: usize,
+    rcpts: Vec<String>,
     headers: HeaderSet,
     /// Every header field in order, kept until the signing decision at end of headers.
     fields: Vec<Field>,
     queue_id: Option<String>,
     from: Option<String>,
+    sender: Option<String>,
+    /// Bytes of header and body seen so far.
+    size: u64,
     signer: Option<MessageSigner>,
     _in_flight: InFlightGuard,
+}
+
+/// A decision as the audit trail, the metrics and the log see it.
+struct Decided<'a> {
+    verdict: Verdict,
+    reason: &'a str,
+    text: String,
+    signatures: &'a [MadeSignature],
+    rcpt: Option<&'a str>,
 }
 
 /// What a stage callback tells the MTA.
@@ -126,31 +143,38 @@ impl Session {
             snapshot,
             kind,
             mail_from,
-            rcpts: 0,
+            rcpts: Vec::new(),
             headers: HeaderSet::default(),
             fields: Vec::new(),
             queue_id: macro_value(macros, c"i"),
             from: None,
+            sender: None,
+            size: 0,
             signer: None,
             _in_flight: service.begin_message(),
         };
-        match message
+        let started = Instant::now();
+        let checked = message
             .snapshot
             .policy
-            .check_mail(&message.kind, &message.mail_from)
-        {
+            .check_mail(&message.kind, &message.mail_from);
+        service
+            .metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match checked {
             Ok(_) => {
                 self.message = Some(message);
                 Reply::Continue
             }
             Err(refusal) => {
-                self.log_refusal(&message, &refusal, None);
+                self.record_refusal(service, &message, &refusal, None);
                 Reply::Refuse(refusal)
             }
         }
     }
 
-    fn rcpt(&mut self, args: &[CString], macros: &indymilter::Macros) -> Reply {
+    fn rcpt(&mut self, service: &Service, args: &[CString], macros: &indymilter::Macros) -> Reply {
         let Some(message) = self.message.as_mut() else {
             return Reply::Fault("RCPT without MAIL".into());
         };
@@ -158,17 +182,23 @@ impl Session {
             .queue_id
             .take()
             .or_else(|| macro_value(macros, c"i"));
-        let Some(rcpt) = args.first().map(|a| a.to_string_lossy()) else {
+        let Some(rcpt) = args.first().map(|a| a.to_string_lossy().into_owned()) else {
             return Reply::Fault("RCPT without an address".into());
         };
-        match message.snapshot.policy.check_rcpt(&message.kind, &rcpt) {
+        let started = Instant::now();
+        let checked = message.snapshot.policy.check_rcpt(&message.kind, &rcpt);
+        service
+            .metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match checked {
             Ok(_) => {
-                message.rcpts += 1;
+                message.rcpts.push(rcpt);
                 Reply::Continue
             }
             Err(refusal) => {
                 let message = self.message.as_ref().expect("message present");
-                self.log_refusal(message, &refusal, Some(&rcpt));
+                self.record_refusal(service, message, &refusal, Some(&rcpt));
                 Reply::Refuse(refusal)
             }
         }
@@ -176,10 +206,10 @@ impl Session {
 
     fn header(&mut self, name: &CStr, value: &CStr) {
         if let Some(message) = self.message.as_mut() {
-            message.headers.add(name.to_bytes(), value.to_bytes());
-            message
-                .fields
-                .push((name.to_bytes().into(), value.to_bytes().into()));
+            let (name, value) = (name.to_bytes(), value.to_bytes());
+            message.headers.add(name, value);
+            message.size += (name.len() + value.len() + 4) as u64;
+            message.fields.push((name.into(), value.into()));
         }
     }
 
@@ -191,18 +221,25 @@ impl Session {
             .queue_id
             .take()
             .or_else(|| macro_value(macros, c"i"));
+        message.size += 2;
         let snapshot = message.snapshot.clone();
-        let senders = match snapshot
+        let started = Instant::now();
+        let checked = snapshot
             .policy
-            .check_headers(&message.kind, &message.headers)
-        {
+            .check_headers(&message.kind, &message.headers);
+        service
+            .metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let senders = match checked {
             Ok(senders) => senders,
             Err(refusal) => {
-                self.log_refusal(&message, &refusal, None);
+                self.record_refusal(service, &message, &refusal, None);
                 return Reply::Refuse(refusal);
             }
         };
         message.from = senders.from.as_ref().map(|a| a.to_string());
+        message.sender = senders.sender.as_ref().map(|a| a.to_string());
         let plan = match &snapshot.keys {
             Some(keys) => keys.plan(
                 senders.from.as_ref().and_then(|a| a.domain()),
@@ -222,10 +259,7 @@ impl Session {
                 self.message = Some(message);
                 Reply::Continue
             }
-            SigningPlan::Unsigned(why) => {
-                self.log_accept(&message, &[], why);
-                Reply::Accept
-            }
+            SigningPlan::Unsigned(why) => self.accept(service, &message, &[], why),
             SigningPlan::NoKey(domain) => {
                 let without_key = snapshot.keys.as_ref().map(|k| k.config.without_key);
                 if without_key == Some(WithoutKey::AcceptUnsigned) {
@@ -233,45 +267,227 @@ impl Session {
                         domain,
                         "no valid active DKIM key: accepting unsigned as configured"
                     );
-                    self.log_accept(
+                    self.accept(
+                        service,
                         &message,
                         &[],
                         "no valid DKIM key; accepted unsigned by configuration",
-                    );
-                    Reply::Accept
+                    )
                 } else {
+                    let why = format!("no valid DKIM key for {domain}");
                     error!(
                         domain,
                         queue_id = message.queue_id.as_deref().unwrap_or("-"),
                         "no valid active DKIM key: tempfailing"
                     );
-                    Reply::Fault(format!("no valid DKIM key for {domain}"))
+                    let decided = Decided {
+                        verdict: Verdict::Tempfail,
+                        reason: "no_dkim_key",
+                        text: why.clone(),
+                        signatures: &[],
+                        rcpt: None,
+                    };
+                    self.record(service, &message, decided);
+                    Reply::Fault(why)
                 }
             }
         }
     }
 
     fn body(&mut self, chunk: &[u8]) -> Reply {
-        match self.message.as_mut().and_then(|m| m.signer.as_mut()) {
+        let Some(message) = self.message.as_mut() else {
+            return Reply::Fault("body without a message".into());
+        };
+        match message.signer.as_mut() {
             Some(signer) => {
                 signer.body(chunk);
+                message.size += chunk.len() as u64;
                 Reply::Continue
             }
             None => Reply::Fault("body without a message being signed".into()),
         }
     }
 
-    /// Finishes the signatures; the caller inserts them.
-    fn eom(&mut self) -> Result<(Message, Vec<MadeSignature>), String> {
+    /// Finishes the signatures and records the decision; the caller inserts them.
+    fn eom(&mut self, service: &Service) -> Result<Vec<MadeSignature>, String> {
         let mut message = self.message.take().ok_or("end of message without MAIL")?;
         let signer = message
             .signer
             .take()
             .ok_or("end of message without a signer")?;
-        let signatures = signer
-            .finish()
-            .map_err(|e| format!("signing failed: {e}"))?;
-        Ok((message, signatures))
+        let started = Instant::now();
+        let signatures = signer.finish();
+        service
+            .metrics
+            .signing_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let signatures = match signatures {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("signing failed: {e}");
+                let decided = Decided {
+                    verdict: Verdict::Tempfail,
+                    reason: "internal_error",
+                    text: why.clone(),
+                    signatures: &[],
+                    rcpt: None,
+                };
+                self.record(service, &message, decided);
+                return Err(why);
+            }
+        };
+        match self.accept(service, &message, &signatures, "signed") {
+            Reply::Accept => Ok(signatures),
+            _ => Err("audit log unwritable".into()),
+        }
+    }
+
+    /// Records an acceptance; tempfails instead when the audit record cannot be written and
+    /// the configuration says no mail may leave unaudited.
+    fn accept(
+        &self,
+        service: &Service,
+        message: &Message,
+        signatures: &[MadeSignature],
+        note: &str,
+    ) -> Reply {
+        let decided = Decided {
+            verdict: Verdict::Accept,
+            reason: "ok",
+            text: note.to_string(),
+            signatures,
+            rcpt: None,
+        };
+        let carry_on = service
+            .audit
+            .as_ref()
+            .is_some_and(|a| a.config().on_error == OnError::Continue);
+        if self.record(service, message, decided) || carry_on {
+            Reply::Accept
+        } else {
+            Reply::Fault("audit log unwritable".into())
+        }
+    }
+
+    fn record_refusal(
+        &self,
+        service: &Service,
+        message: &Message,
+        refusal: &Refusal,
+        rcpt: Option<&str>,
+    ) {
+        let (code, status) = refusal.smtp_codes();
+        let verdict = if code.starts_with('4') {
+            Verdict::Tempfail
+        } else {
+            Verdict::Reject
+        };
+        let text = format!("{code} {status} {}", refusal.text);
+        self.record(
+            service,
+            message,
+            Decided {
+                verdict,
+                reason: refusal.reason.code(),
+                text,
+                signatures: &[],
+                rcpt,
+            },
+        );
+    }
+
+    /// Logs, counts and audits one decision; returns whether the audit record was written.
+    fn record(&self, service: &Service, message: &Message, d: Decided<'_>) -> bool {
+        let dkim: Vec<String> = d
+            .signatures
+            .iter()
+            .map(|s| format!("d={} s={} a={}", s.domain, s.selector, s.algorithm))
+            .collect();
+        let verdict = match d.verdict {
+            Verdict::Accept => "accept",
+            Verdict::Reject => "reject",
+            Verdict::Tempfail => "tempfail",
+            Verdict::Lock => "lock",
+        };
+        info!(
+            queue_id = message.queue_id.as_deref().unwrap_or("-"),
+            client = %self.client_display(),
+            class = message.kind.name(),
+            login = login_of(&message.kind),
+            mail_from = %message.mail_from,
+            from = message.from.as_deref().unwrap_or(""),
+            rcpts = message.rcpts.len(),
+            rcpt = d.rcpt.unwrap_or(""),
+            verdict,
+            reason = d.reason,
+            dkim = %dkim.join(", "),
+            text = %d.text,
+            "decision"
+        );
+        service
+            .metrics
+            .messages
+            .get_or_create(&VerdictLabels {
+                verdict: verdict.into(),
+                reason: d.reason.into(),
+            })
+            .inc();
+        for s in d.signatures {
+            let labels = KeyLabels {
+                domain: s.domain.clone(),
+                selector: s.selector.clone(),
+                algorithm: s.algorithm.tag().into(),
+            };
+            service.metrics.signatures.get_or_create(&labels).inc();
+        }
+        let Some(audit) = &service.audit else {
+            return true;
+        };
+        let rcpts: Vec<String> = match d.rcpt {
+            Some(r) => vec![r.to_string()],
+            None => message.rcpts.clone(),
+        };
+        let (rcpt_domains, full) = recipient_fields(&rcpts, audit.config().full_recipients);
+        let record = Record {
+            time: Cow::Owned(
+                jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string(),
+            ),
+            host: Cow::Borrowed(&service.host),
+            queue_id: message.queue_id.as_deref().map(Cow::Borrowed),
+            client: self.client_addr.map(|a| Cow::Owned(a.to_string())),
+            client_class: Cow::Borrowed(message.kind.name()),
+            login: match &message.kind {
+                ClientKind::Authenticated { given, .. } => Some(Cow::Borrowed(given.as_str())),
+                _ => None,
+            },
+            mail_from: Some(Cow::Borrowed(&message.mail_from)),
+            header_from: message.from.as_deref().map(Cow::Borrowed),
+            header_sender: message.sender.as_deref().map(Cow::Borrowed),
+            rcpt_count: rcpts.len(),
+            rcpt_domains,
+            rcpts: full,
+            size: (message.size > 0).then_some(message.size),
+            verdict: d.verdict,
+            reason: Cow::Borrowed(d.reason),
+            text: Cow::Owned(d.text),
+            dkim: d
+                .signatures
+                .iter()
+                .map(|s| SignatureRecord {
+                    domain: Cow::Borrowed(&s.domain),
+                    selector: Cow::Borrowed(&s.selector),
+                    algorithm: Cow::Borrowed(s.algorithm.tag()),
+                })
+                .collect(),
+            limits: Default::default(),
+        };
+        let written = audit.write(&record).is_ok();
+        if !written {
+            service.metrics.audit_failures.inc();
+        }
+        written
     }
 
     /// `Noreply` where negotiated, else `Continue`.
@@ -294,44 +510,6 @@ impl Session {
             }
             _ => self.client_name.clone(),
         }
-    }
-
-    fn log_accept(&self, message: &Message, signatures: &[MadeSignature], note: &str) {
-        let dkim: Vec<String> = signatures
-            .iter()
-            .map(|s| format!("d={} s={} a={}", s.domain, s.selector, s.algorithm))
-            .collect();
-        info!(
-            queue_id = message.queue_id.as_deref().unwrap_or("-"),
-            client = %self.client_display(),
-            class = message.kind.name(),
-            login = login_of(&message.kind),
-            mail_from = %message.mail_from,
-            from = message.from.as_deref().unwrap_or(""),
-            rcpts = message.rcpts,
-            verdict = "accept",
-            dkim = %dkim.join(", "),
-            note,
-            "decision"
-        );
-    }
-
-    fn log_refusal(&self, message: &Message, refusal: &Refusal, rcpt: Option<&str>) {
-        let (code, status) = refusal.smtp_codes();
-        info!(
-            queue_id = message.queue_id.as_deref().unwrap_or("-"),
-            client = %self.client_display(),
-            class = message.kind.name(),
-            login = login_of(&message.kind),
-            mail_from = %message.mail_from,
-            from = %message.headers.raw_from().unwrap_or_default(),
-            rcpt = rcpt.unwrap_or(""),
-            verdict = "reject",
-            reason = refusal.reason.code(),
-            field = %refusal.field,
-            reply = %format_args!("{code} {status} {}", refusal.text),
-            "decision"
-        );
     }
 }
 
@@ -375,6 +553,8 @@ fn milter_folding(value: &str) -> String {
 pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
     let mail_service = service.clone();
     let eoh_service = service.clone();
+    let rcpt_service = service.clone();
+    let eom_service = service.clone();
     Callbacks::new()
         .on_negotiate(|cx: &mut NegotiateContext<Session>, _, opts| Box::pin(async move { negotiate(cx, opts) }))
         .on_connect(|cx: &mut Context<Session>, hostname, socket| {
@@ -393,10 +573,11 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
                 send(reply, outcome)
             })
         })
-        .on_rcpt(|cx: &mut Context<Session>, args| {
+        .on_rcpt(move |cx: &mut Context<Session>, args| {
+            let service = rcpt_service.clone();
             Box::pin(async move {
                 let Context { data, macros, reply, .. } = cx;
-                let outcome = session(data).rcpt(&args, macros);
+                let outcome = session(data).rcpt(&service, &args, macros);
                 send(reply, outcome)
             })
         })
@@ -422,10 +603,11 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
                 send(reply, outcome)
             })
         })
-        .on_eom(|cx: &mut EomContext<Session>| {
+        .on_eom(move |cx: &mut EomContext<Session>| {
+            let service = eom_service.clone();
             Box::pin(async move {
                 let session = session(&mut cx.data);
-                let (message, signatures) = match session.eom() {
+                let signatures = match session.eom(&service) {
                     Ok(done) => done,
                     Err(why) => {
                         error!(why, "cannot sign; tempfailing");
@@ -438,7 +620,6 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
                         return fault_reply(&mut cx.reply, "cannot add the signature");
                     }
                 }
-                session.log_accept(&message, &signatures, "signed");
                 Status::Accept
             })
         })

@@ -1,7 +1,9 @@
 //! The running service's shared state: the current policy snapshot, reloads, messages in flight.
 
+use crate::audit::writer::AuditLog;
 use crate::config::{Config, ConfigError, MilterConfig, unix_now};
 use crate::dkim::signer::KeySet;
+use crate::metrics::{KeyLabels, Metrics, ResultLabels};
 use crate::policy::Policy;
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,12 @@ pub struct Service {
     watched: Mutex<(Vec<PathBuf>, Vec<PathBuf>)>,
     reloads: watch::Sender<ReloadStatus>,
     in_flight: InFlight,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The audit log, when configured.
+    pub audit: Option<AuditLog>,
+    /// Host name for audit records.
+    pub host: String,
 }
 
 impl Service {
@@ -64,7 +72,54 @@ impl Service {
             clock,
             reloads,
             in_flight: InFlight::default(),
+            metrics: Metrics::default(),
+            audit: config.audit.map(AuditLog::open),
+            host: crate::audit::host_name(),
         })
+    }
+
+    /// The metrics in Prometheus text format, with gauges refreshed from the snapshot.
+    pub fn metrics_text(&self) -> String {
+        let snapshot = self.snapshot();
+        let now = self.now();
+        self.metrics.key_age.clear();
+        if let Some(keys) = &snapshot.keys {
+            for domain in keys.schedule.domains() {
+                for entry in keys.active(domain, now) {
+                    let labels = KeyLabels {
+                        domain: entry.selector.domain.clone(),
+                        selector: entry.selector.name.clone(),
+                        algorithm: entry.selector.algorithm.tag().into(),
+                    };
+                    self.metrics
+                        .key_age
+                        .get_or_create(&labels)
+                        .set((now - entry.selector.active_from) as f64);
+                }
+            }
+        }
+        self.metrics.in_flight.set(self.messages_in_flight() as i64);
+        self.metrics.encode()
+    }
+
+    /// Healthy while every required signing domain has a valid active key.
+    pub fn health(&self) -> Result<(), Vec<String>> {
+        let snapshot = self.snapshot();
+        let Some(keys) = &snapshot.keys else {
+            return Ok(());
+        };
+        let now = self.now();
+        let missing: Vec<String> =
+            crate::dkim::tooling::required_domains(keys, snapshot.policy.protected.apexes())
+                .into_iter()
+                .filter(|d| keys.active(d, now).is_empty())
+                .map(|d| format!("{d}: no valid active DKIM key"))
+                .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
     }
 
     /// The current time from the service's clock.
@@ -110,12 +165,24 @@ impl Service {
                 }));
                 status.applied += 1;
                 status.last_error = None;
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels {
+                        result: "ok".into(),
+                    })
+                    .inc();
                 info!(file = %self.config_path.display(), "configuration reloaded");
                 Ok(())
             }
             Err(e) => {
                 error!(error = %e, "reload failed; keeping the previous configuration");
                 status.last_error = Some(e.to_string());
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels {
+                        result: "failed".into(),
+                    })
+                    .inc();
                 Err(e)
             }
         };

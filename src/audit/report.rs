@@ -1,0 +1,308 @@
+//! `relayguard audit report`: per-login summaries of audit files (plain, rotated or gzip'd).
+
+use super::{Record, Verdict};
+use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Which records count.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only records at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Only records before this time (Unix seconds).
+    pub until: Option<i64>,
+    /// Only this login.
+    pub login: Option<String>,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned text for people.
+    Table,
+    /// One JSON document.
+    Json,
+    /// One CSV row per login.
+    Csv,
+}
+
+/// Totals for one login (or one unauthenticated client class).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LoginStats {
+    /// Accepted messages.
+    pub messages: u64,
+    /// Recipients of accepted messages.
+    pub recipients: u64,
+    /// Distinct header From addresses of accepted messages.
+    pub from_addresses: BTreeSet<String>,
+    /// Refusals (reject, tempfail, lock) by reason code.
+    pub refusals: BTreeMap<String, u64>,
+    /// Refusals because of a sending limit.
+    pub limit_hits: u64,
+    /// Refusals because the account is locked.
+    pub locks: u64,
+    /// Accepted messages that left unsigned.
+    pub unsigned: u64,
+}
+
+impl LoginStats {
+    /// All refusals.
+    pub fn refused(&self) -> u64 {
+        self.refusals.values().sum()
+    }
+}
+
+/// A line that could not be read as a record.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    /// File.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// Why.
+    pub error: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Records that matched the filter.
+    pub records: u64,
+    /// Per login; unauthenticated clients appear as `(internal)` and `(external)`.
+    pub logins: BTreeMap<String, LoginStats>,
+    /// Malformed lines, skipped.
+    pub skipped: Vec<Skipped>,
+}
+
+fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut magic = [0u8; 2];
+    let n = file.read(&mut magic)?;
+    let head = io::Cursor::new(magic[..n].to_vec()).chain(file);
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(head),
+        )))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(1 << 16, head)))
+    }
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .map_err(|e| e.to_string())
+}
+
+impl Report {
+    /// Reads the files in order; malformed lines are recorded with their place and skipped.
+    pub fn read(files: &[PathBuf], filter: &Filter) -> io::Result<Report> {
+        let mut report = Report::default();
+        let mut line = Vec::with_capacity(1024);
+        for path in files {
+            let mut reader = open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let mut number = 0;
+            loop {
+                line.clear();
+                if reader.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                number += 1;
+                let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<Record<'_>>(text) {
+                    Ok(record) => {
+                        if let Err(error) = report.add(&record, filter) {
+                            report.skipped.push(Skipped {
+                                file: path.display().to_string(),
+                                line: number,
+                                error,
+                            });
+                        }
+                    }
+                    Err(e) => report.skipped.push(Skipped {
+                        file: path.display().to_string(),
+                        line: number,
+                        error: e.to_string(),
+                    }),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn add(&mut self, r: &Record<'_>, filter: &Filter) -> Result<(), String> {
+        if filter.since.is_some() || filter.until.is_some() {
+            let t = parse_time(&r.time)?;
+            if filter.since.is_some_and(|s| t < s) || filter.until.is_some_and(|u| t >= u) {
+                return Ok(());
+            }
+        }
+        let key = match &r.login {
+            Some(l) => l.to_string(),
+            None => format!("({})", r.client_class),
+        };
+        if filter.login.as_ref().is_some_and(|l| *l != key) {
+            return Ok(());
+        }
+        self.records += 1;
+        let stats = self.logins.entry(key).or_default();
+        match r.verdict {
+            Verdict::Accept => {
+                stats.messages += 1;
+                stats.recipients += r.rcpt_count as u64;
+                if let Some(from) = &r.header_from {
+                    let from = if from.bytes().any(|b| b.is_ascii_uppercase()) {
+                        Cow::Owned(from.to_lowercase())
+                    } else {
+                        Cow::Borrowed(from.as_ref())
+                    };
+                    if !stats.from_addresses.contains(from.as_ref()) {
+                        stats.from_addresses.insert(from.into_owned());
+                    }
+                }
+                if r.dkim.is_empty() {
+                    stats.unsigned += 1;
+                }
+            }
+            Verdict::Reject | Verdict::Tempfail | Verdict::Lock => {
+                *stats.refusals.entry(r.reason.to_string()).or_default() += 1;
+                if r.reason.starts_with("limit_") {
+                    stats.limit_hits += 1;
+                }
+                if r.verdict == Verdict::Lock {
+                    stats.locks += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Logins by refusals, most first (ties by name), at most `n`.
+    pub fn top_refused(&self, n: usize) -> Vec<(&str, u64)> {
+        let mut v: Vec<(&str, u64)> = self
+            .logins
+            .iter()
+            .map(|(l, s)| (l.as_str(), s.refused()))
+            .filter(|(_, r)| *r > 0)
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.truncate(n);
+        v
+    }
+
+    /// Renders the report.
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Json => {
+                let top: Vec<serde_json::Value> = self
+                    .top_refused(10)
+                    .into_iter()
+                    .map(|(l, n)| serde_json::json!({"login": l, "refusals": n}))
+                    .collect();
+                let unsigned: u64 = self.logins.values().map(|s| s.unsigned).sum();
+                let doc = serde_json::json!({
+                    "records": self.records,
+                    "logins": self.logins,
+                    "top_refused": top,
+                    "accepted_unsigned": unsigned,
+                    "skipped": self.skipped,
+                });
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&doc).expect("serialisable")
+                )
+            }
+            Format::Csv => {
+                let mut out = String::from(
+                    "login,messages,recipients,distinct_from,refusals,limit_hits,locks,unsigned,refusals_by_reason\n",
+                );
+                for (login, s) in &self.logins {
+                    let reasons: Vec<String> =
+                        s.refusals.iter().map(|(r, n)| format!("{r}={n}")).collect();
+                    let _ = writeln!(
+                        out,
+                        "{},{},{},{},{},{},{},{},{}",
+                        csv(login),
+                        s.messages,
+                        s.recipients,
+                        s.from_addresses.len(),
+                        s.refused(),
+                        s.limit_hits,
+                        s.locks,
+                        s.unsigned,
+                        csv(&reasons.join(";"))
+                    );
+                }
+                out
+            }
+            Format::Table => {
+                let mut out = String::new();
+                let _ = writeln!(
+                    out,
+                    "{} records, {} logins, {} malformed lines skipped\n",
+                    self.records,
+                    self.logins.len(),
+                    self.skipped.len()
+                );
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8}",
+                    "login",
+                    "messages",
+                    "recipients",
+                    "froms",
+                    "refused",
+                    "limits",
+                    "locks",
+                    "unsigned"
+                );
+                for (login, s) in &self.logins {
+                    let _ = writeln!(
+                        out,
+                        "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8}",
+                        login,
+                        s.messages,
+                        s.recipients,
+                        s.from_addresses.len(),
+                        s.refused(),
+                        s.limit_hits,
+                        s.locks,
+                        s.unsigned
+                    );
+                }
+                let _ = writeln!(out, "\ntop refused logins:");
+                for (login, n) in self.top_refused(10) {
+                    let reasons: Vec<String> = self.logins[login]
+                        .refusals
+                        .iter()
+                        .map(|(r, n)| format!("{r} {n}"))
+                        .collect();
+                    let _ = writeln!(out, "  {login:<26} {n:>8}  ({})", reasons.join(", "));
+                }
+                let unsigned: u64 = self.logins.values().map(|s| s.unsigned).sum();
+                let _ = writeln!(out, "\naccepted but unsigned: {unsigned}");
+                for s in &self.skipped {
+                    let _ = writeln!(out, "skipped {}:{}: {}", s.file, s.line, s.error);
+                }
+                out
+            }
+        }
+    }
+}
+
+fn csv(field: &str) -> String {
+    if field.contains([',', '"', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}

@@ -1,0 +1,195 @@
+//! Prometheus metrics and the health endpoint, served on a loopback HTTP socket.
+
+use crate::service::Service;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Labels of `relayguard_messages_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// accept, reject, tempfail, lock.
+    pub verdict: String,
+    /// Stable reason code.
+    pub reason: String,
+}
+
+/// Labels identifying a key.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    /// d=.
+    pub domain: String,
+    /// s=.
+    pub selector: String,
+    /// a=.
+    pub algorithm: String,
+}
+
+/// Labels of reload counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// ok or failed.
+    pub result: String,
+}
+
+/// Labels of limit counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The limit's name.
+    pub limit: String,
+}
+
+/// Every metric relayguard exports.
+pub struct Metrics {
+    /// Decisions by verdict and reason.
+    pub messages: Family<VerdictLabels, Counter>,
+    /// Signatures made.
+    pub signatures: Family<KeyLabels, Counter>,
+    /// Seconds spent deciding (policy checks per stage).
+    pub decision_seconds: Histogram,
+    /// Seconds spent finishing signatures.
+    pub signing_seconds: Histogram,
+    /// Reloads.
+    pub reloads: Family<ResultLabels, Counter>,
+    /// Seconds since each active key started signing.
+    pub key_age: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    /// Limit hits.
+    pub limit_hits: Family<LimitLabels, Counter>,
+    /// Redis errors.
+    pub redis_errors: Counter,
+    /// Messages in flight.
+    pub in_flight: Gauge,
+    /// Audit records not written.
+    pub audit_failures: Counter,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("relayguard");
+        let buckets = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+        ];
+        let m = Metrics {
+            messages: Family::default(),
+            signatures: Family::default(),
+            decision_seconds: Histogram::new(buckets),
+            signing_seconds: Histogram::new(buckets),
+            reloads: Family::default(),
+            key_age: Family::default(),
+            limit_hits: Family::default(),
+            redis_errors: Counter::default(),
+            in_flight: Gauge::default(),
+            audit_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "messages",
+            "Decisions by verdict and reason",
+            m.messages.clone(),
+        );
+        registry.register(
+            "signatures",
+            "DKIM signatures by domain, selector and algorithm",
+            m.signatures.clone(),
+        );
+        registry.register(
+            "decision_seconds",
+            "Time spent in policy decisions",
+            m.decision_seconds.clone(),
+        );
+        registry.register(
+            "signing_seconds",
+            "Time spent finishing DKIM signatures",
+            m.signing_seconds.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration and key reloads by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "key_age_seconds",
+            "Seconds since each active key started signing",
+            m.key_age.clone(),
+        );
+        registry.register(
+            "limit_hits",
+            "Sending limit hits by limit",
+            m.limit_hits.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Errors talking to Redis",
+            m.redis_errors.clone(),
+        );
+        registry.register(
+            "messages_in_flight",
+            "Messages between MAIL and their verdict",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "audit_failures",
+            "Audit records that could not be written",
+            m.audit_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding to a String");
+        out
+    }
+}
+
+/// Serves `GET /metrics` and `GET /healthz` until the task is aborted.
+pub async fn serve(listener: TcpListener, service: Arc<Service>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                stream.read(&mut buf),
+            )
+            .await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/metrics" => ("200 OK", service.metrics_text()),
+                "/healthz" => match service.health() {
+                    Ok(()) => ("200 OK", "ok\n".to_string()),
+                    Err(problems) => (
+                        "503 Service Unavailable",
+                        format!("unhealthy\n{}\n", problems.join("\n")),
+                    ),
+                },
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
