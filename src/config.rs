@@ -6,6 +6,9 @@ use crate::audit::writer::{AuditConfig, Destination, Fsync, OnError};
 use crate::dkim::keys::KeyError;
 use crate::dkim::schedule::Schedule;
 use crate::dkim::signer::{DEFAULT_HEADERS, DEFAULT_OVERSIGNED, KeySet, SigningConfig, WithoutKey};
+use crate::limits::rate::Window;
+use crate::limits::store::{OnFailure, RedisConfig};
+use crate::limits::{ClassLimits, ClassRule, LimitsPolicy, LockRules};
 use crate::policy::Policy;
 use crate::policy::domains::{ProtectedDomains, normalise_domain};
 use crate::policy::senders::{LoginRules, Owners, SenderMap, SenderMapError};
@@ -71,6 +74,79 @@ struct RawConfig {
     dkim: Option<RawDkim>,
     audit: Option<RawAudit>,
     metrics: Option<RawMetrics>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawClassLimits {
+    connections_per_second: Option<u64>,
+    messages_per_connection: Option<u64>,
+    messages_per_hour: Option<u64>,
+    recipients_per_message: Option<u64>,
+    authentications_per_window: Option<u64>,
+}
+
+impl From<&RawClassLimits> for ClassLimits {
+    fn from(r: &RawClassLimits) -> Self {
+        ClassLimits {
+            connections_per_second: r.connections_per_second,
+            messages_per_connection: r.messages_per_connection,
+            messages_per_hour: r.messages_per_hour,
+            recipients_per_message: r.recipients_per_message,
+            authentications_per_window: r.authentications_per_window,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClassRule {
+    name: String,
+    #[serde(default)]
+    daemon_names: Vec<String>,
+    #[serde(default)]
+    logins: Vec<String>,
+    connections_per_second: Option<u64>,
+    messages_per_connection: Option<u64>,
+    messages_per_hour: Option<u64>,
+    recipients_per_message: Option<u64>,
+    authentications_per_window: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: Option<String>,
+    prefix: Option<String>,
+    timeout_ms: Option<u64>,
+    on_failure: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLock {
+    ownership_refusals: Option<u64>,
+    ownership_window_minutes: Option<u64>,
+    limit_hits_per_day: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    store: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    auth_window: Option<Spanned<String>>,
+    contact: Option<String>,
+    lock_file: Option<String>,
+    redis: Option<RawRedis>,
+    internal: Option<RawClassLimits>,
+    external: Option<RawClassLimits>,
+    #[serde(default)]
+    class: Vec<RawClassRule>,
+    #[serde(default)]
+    login: std::collections::BTreeMap<String, RawClassLimits>,
+    lock: Option<RawLock>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +313,23 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// Where the metrics endpoint listens, when configured.
     pub metrics_listen: Option<SocketAddr>,
+    /// The sending limits, when configured.
+    pub limits: Option<LimitsPolicy>,
+    /// Where counters and locks live (applies at start only).
+    pub limit_store: Option<LimitStore>,
+}
+
+/// Where limit counters and locks live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitStore {
+    /// Redis, for a cluster; `None`: in memory, locks in `lock_file`.
+    pub redis: Option<RedisConfig>,
+    /// The lock file (memory store).
+    pub lock_file: PathBuf,
+}
+
+fn logins_rules_normalise(policy: &Policy, login: &str) -> String {
+    policy.logins.normalise(login)
 }
 
 /// The current time in Unix seconds.
@@ -504,6 +597,115 @@ impl Config {
                 })?,
             }),
         };
+        let (limits, limit_store) = match &raw.limits {
+            None => (None, None),
+            Some(l) => {
+                let tz = match &l.timezone {
+                    None => jiff::tz::TimeZone::system(),
+                    Some(t) => jiff::tz::TimeZone::get(t.get_ref())
+                        .map_err(|e| invalid(t.span(), "limits.timezone", e.to_string()))?,
+                };
+                let auth_window = match &l.auth_window {
+                    None => Window::parse("18:00-06:00", tz).expect("valid default"),
+                    Some(w) => Window::parse(w.get_ref(), tz)
+                        .map_err(|e| invalid(w.span(), "limits.auth_window", e))?,
+                };
+                let lock = l.lock.as_ref().map(|k| LockRules {
+                    ownership_refusals: k.ownership_refusals,
+                    ownership_window_ms: k.ownership_window_minutes.unwrap_or(10) as i64 * 60_000,
+                    limit_hits_per_day: k.limit_hits_per_day,
+                });
+                let policy = LimitsPolicy {
+                    internal: l
+                        .internal
+                        .as_ref()
+                        .map(ClassLimits::from)
+                        .unwrap_or_default(),
+                    external: l
+                        .external
+                        .as_ref()
+                        .map(ClassLimits::from)
+                        .unwrap_or_default(),
+                    classes: l
+                        .class
+                        .iter()
+                        .map(|c| ClassRule {
+                            name: c.name.clone(),
+                            daemon_names: c.daemon_names.clone(),
+                            logins: c
+                                .logins
+                                .iter()
+                                .map(|x| logins_rules_normalise(&policy, x))
+                                .collect(),
+                            limits: ClassLimits {
+                                connections_per_second: c.connections_per_second,
+                                messages_per_connection: c.messages_per_connection,
+                                messages_per_hour: c.messages_per_hour,
+                                recipients_per_message: c.recipients_per_message,
+                                authentications_per_window: c.authentications_per_window,
+                            },
+                        })
+                        .collect(),
+                    overrides: l
+                        .login
+                        .iter()
+                        .map(|(k, v)| (logins_rules_normalise(&policy, k), ClassLimits::from(v)))
+                        .collect(),
+                    auth_window,
+                    lock: lock.unwrap_or_default(),
+                    contact: l
+                        .contact
+                        .clone()
+                        .unwrap_or_else(|| "your mail administrators".into()),
+                };
+                let redis = match l.store.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+                    None | Some(("memory", _)) => None,
+                    Some(("redis", _)) => {
+                        let r = l.redis.as_ref();
+                        let on_failure = match r.and_then(|r| r.on_failure.as_ref()) {
+                            None => OnFailure::FailOpen,
+                            Some(v) => match v.get_ref().as_str() {
+                                "fail_open" => OnFailure::FailOpen,
+                                "fail_closed" => OnFailure::FailClosed,
+                                other => {
+                                    return Err(invalid(
+                                        v.span(),
+                                        "limits.redis.on_failure",
+                                        format!(
+                                            "`{other}` is not \"fail_open\" or \"fail_closed\""
+                                        ),
+                                    ));
+                                }
+                            },
+                        };
+                        Some(RedisConfig {
+                            url: r
+                                .and_then(|r| r.url.clone())
+                                .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into()),
+                            prefix: r
+                                .and_then(|r| r.prefix.clone())
+                                .unwrap_or_else(|| "relayguard:".into()),
+                            timeout: Duration::from_millis(
+                                r.and_then(|r| r.timeout_ms).unwrap_or(50),
+                            ),
+                            on_failure,
+                        })
+                    }
+                    Some((other, span)) => {
+                        return Err(invalid(
+                            span,
+                            "limits.store",
+                            format!("`{other}` is not \"memory\" or \"redis\""),
+                        ));
+                    }
+                };
+                let store = LimitStore {
+                    redis,
+                    lock_file: base.join(l.lock_file.as_deref().unwrap_or("locks.json")),
+                };
+                (Some(policy), Some(store))
+            }
+        };
         Ok(Config {
             path: path.to_path_buf(),
             milter,
@@ -513,6 +715,8 @@ impl Config {
             keys,
             audit,
             metrics_listen,
+            limits,
+            limit_store,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod config;
 pub mod dkim;
 pub mod explain;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod milter;

@@ -58,6 +58,14 @@ enum Command {
         /// A message file whose headers are checked too.
         message: Option<PathBuf>,
     },
+    /// Account locks: list, lock, unlock.
+    Accounts {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -67,6 +75,25 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// List locked accounts.
+    List,
+    /// Lock an account: all its mail is refused until unlocked.
+    Lock {
+        /// The login.
+        login: String,
+        /// Why (shown in the reply).
+        #[arg(long, default_value = "locked by an administrator")]
+        reason: String,
+    },
+    /// Unlock an account.
+    Unlock {
+        /// The login.
+        login: String,
     },
 }
 
@@ -212,7 +239,8 @@ fn main() -> ExitCode {
             match run() {
                 Ok(text) => {
                     // A closed pipe (`| head`) is not an error worth a panic.
-                    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+                    let _ =
+                        std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -221,6 +249,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Accounts { config, command } => match accounts_command(config, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Keys { command } => match keys_command(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -229,6 +264,47 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn accounts_command(path: PathBuf, command: AccountsCommand) -> Result<(), String> {
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let store = config.limit_store.as_ref().ok_or_else(|| {
+        format!(
+            "{}: no [limits] section: locks are not configured",
+            path.display()
+        )
+    })?;
+    let limiter = relayguard::service::Limiter::new(store)?;
+    let redis = limiter.counters.redis.as_ref();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        match command {
+            AccountsCommand::List => {
+                for (login, lock) in limiter.locks.list(redis).await? {
+                    println!("{login}\tlocked since {}\t{}", lock.since, lock.reason);
+                }
+                Ok(())
+            }
+            AccountsCommand::Lock { login, reason } => {
+                let login = config.policy.logins.normalise(&login);
+                limiter.locks.lock(redis, &login, &reason).await?;
+                println!("{login} locked");
+                Ok(())
+            }
+            AccountsCommand::Unlock { login } => {
+                let login = config.policy.logins.normalise(&login);
+                if limiter.locks.unlock(redis, &login).await? {
+                    println!("{login} unlocked");
+                    Ok(())
+                } else {
+                    Err(format!("{login} is not locked"))
+                }
+            }
+        }
+    })
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {

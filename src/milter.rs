@@ -6,7 +6,10 @@
 use crate::audit::writer::OnError;
 use crate::audit::{Record, SignatureRecord, Verdict, recipient_fields};
 use crate::dkim::signer::{MadeSignature, MessageSigner, SigningPlan, WithoutKey};
-use crate::metrics::{KeyLabels, VerdictLabels};
+use crate::limits::{
+    ClassLimits, LimitError, Used, abuse_signal, check_connection, check_message, check_recipient,
+};
+use crate::metrics::{KeyLabels, LimitLabels, VerdictLabels};
 use crate::policy::mailbox::HeaderSet;
 use crate::policy::{Client, ClientKind, Refusal};
 use crate::service::{InFlightGuard, Service, Snapshot};
@@ -28,6 +31,11 @@ pub struct Session {
     noreply: ProtoOpts,
     client_addr: Option<IpAddr>,
     client_name: String,
+    daemon_name: Option<String>,
+    /// MAIL commands on this connection (for messages per connection).
+    messages_on_connection: u64,
+    /// Whether this connection was counted against connection and authentication limits.
+    connection_counted: bool,
     message: Option<Message>,
 }
 
@@ -49,13 +57,17 @@ struct Message {
     /// Bytes of header and body seen so far.
     size: u64,
     signer: Option<MessageSigner>,
+    /// Effective sending limits for this message's client, when limits are configured.
+    limits: Option<ClassLimits>,
+    /// Counter values that mattered.
+    used: Used,
     _in_flight: InFlightGuard,
 }
 
 /// A decision as the audit trail, the metrics and the log see it.
 struct Decided<'a> {
     verdict: Verdict,
-    reason: &'a str,
+    reason: Cow<'a, str>,
     text: String,
     signatures: &'a [MadeSignature],
     rcpt: Option<&'a str>,
@@ -66,6 +78,8 @@ enum Reply {
     Continue,
     Accept,
     Refuse(Refusal),
+    /// A reply with its own codes (limits, locks).
+    Custom(&'static str, &'static str, String),
     Fault(String),
 }
 
@@ -110,6 +124,13 @@ fn send(reply: &mut impl SetErrorReply, outcome: Reply) -> Status {
                 }
             }
         }
+        Reply::Custom(code, status, text) => {
+            match reply.set_error_reply(code, Some(status), [reply_text(&text)]) {
+                Ok(()) if code.starts_with('4') => Status::Tempfail,
+                Ok(()) => Status::Reject,
+                Err(_) => fault_reply(reply, "internal error"),
+            }
+        }
         Reply::Fault(why) => fault_reply(reply, &why),
     }
 }
@@ -127,9 +148,15 @@ impl Session {
             SocketInfo::Inet(addr) => Some(addr.ip()),
             _ => macro_value(macros, c"{client_addr}").and_then(|a| a.parse().ok()),
         };
+        self.daemon_name = macro_value(macros, c"{daemon_name}");
     }
 
-    fn mail(&mut self, service: &Service, args: &[CString], macros: &indymilter::Macros) -> Reply {
+    async fn mail(
+        &mut self,
+        service: &Service,
+        args: &[CString],
+        macros: &indymilter::Macros,
+    ) -> Reply {
         let snapshot = service.snapshot();
         let login = macro_value(macros, c"{auth_authen}");
         let kind = snapshot.policy.classify(Client {
@@ -139,7 +166,19 @@ impl Session {
         let Some(mail_from) = args.first().map(|a| a.to_string_lossy().into_owned()) else {
             return Reply::Fault("MAIL without an address".into());
         };
-        let message = Message {
+        self.messages_on_connection += 1;
+        let internal = self
+            .client_addr
+            .is_some_and(|a| snapshot.policy.is_internal(a));
+        let normalised = match &kind {
+            ClientKind::Authenticated { login, .. } => Some(login.clone()),
+            _ => None,
+        };
+        let limits = snapshot.limits.as_ref().map(|p| {
+            p.class(self.daemon_name.as_deref(), normalised.as_deref(), internal)
+                .1
+        });
+        let mut message = Message {
             snapshot,
             kind,
             mail_from,
@@ -151,8 +190,46 @@ impl Session {
             sender: None,
             size: 0,
             signer: None,
+            limits,
+            used: Used::new(),
             _in_flight: service.begin_message(),
         };
+        // A locked account sends nothing.
+        if let (Some(login), Some(limiter)) = (&normalised, &service.limiter) {
+            match limiter
+                .locks
+                .get(limiter.counters.redis.as_ref(), login)
+                .await
+            {
+                Ok(Some(lock)) => {
+                    let contact = message
+                        .snapshot
+                        .limits
+                        .as_ref()
+                        .map(|l| l.contact.clone())
+                        .unwrap_or_default();
+                    let given = login_of(&message.kind).to_string();
+                    let text = format!(
+                        "account {given} is locked ({}); contact {contact}",
+                        lock.reason
+                    );
+                    let decided = Decided {
+                        verdict: Verdict::Lock,
+                        reason: "account_locked".into(),
+                        text: format!("550 5.7.1 {text}"),
+                        signatures: &[],
+                        rcpt: None,
+                    };
+                    self.record(service, &message, decided);
+                    return Reply::Custom("550", "5.7.1", text);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    service.metrics.redis_errors.inc();
+                    warn!(error = %e, "cannot read account locks");
+                }
+            }
+        }
         let started = Instant::now();
         let checked = message
             .snapshot
@@ -162,19 +239,149 @@ impl Session {
             .metrics
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
-        match checked {
-            Ok(_) => {
-                self.message = Some(message);
-                Reply::Continue
+        if let Err(refusal) = checked {
+            self.record_refusal(service, &message, &refusal, None);
+            self.abuse(
+                service,
+                &message,
+                refusal.reason.code() == "sender_not_owned",
+            )
+            .await;
+            return Reply::Refuse(refusal);
+        }
+        if let (Some(limits), Some(limiter), Some(policy)) = (
+            message.limits.clone(),
+            &service.limiter,
+            message.snapshot.limits.clone(),
+        ) {
+            let subject = normalised
+                .clone()
+                .or_else(|| self.client_addr.map(|a| a.to_string()))
+                .unwrap_or_else(|| "unknown".into());
+            let now = service.now_ms();
+            let mut used = Used::new();
+            let mut result = Ok(());
+            if !self.connection_counted {
+                self.connection_counted = true;
+                result = check_connection(
+                    &limiter.counters,
+                    &policy,
+                    &limits,
+                    &subject,
+                    normalised.is_some(),
+                    now,
+                    &mut used,
+                )
+                .await;
             }
-            Err(refusal) => {
-                self.record_refusal(service, &message, &refusal, None);
-                Reply::Refuse(refusal)
+            if result.is_ok() {
+                result = check_message(
+                    &limiter.counters,
+                    &limits,
+                    &subject,
+                    self.messages_on_connection,
+                    now,
+                    &mut used,
+                )
+                .await;
             }
+            message.used = used;
+            match result {
+                Ok(()) => {}
+                Err(LimitError::Hit(hit)) => {
+                    return self.limit_hit(service, &message, &subject, hit, None).await;
+                }
+                Err(LimitError::Down(down)) => {
+                    service.metrics.redis_errors.inc();
+                    let why = down.to_string();
+                    self.record(
+                        service,
+                        &message,
+                        Decided {
+                            verdict: Verdict::Tempfail,
+                            reason: "store_unavailable".into(),
+                            text: why.clone(),
+                            signatures: &[],
+                            rcpt: None,
+                        },
+                    );
+                    return Reply::Fault(why);
+                }
+            }
+        }
+        self.message = Some(message);
+        Reply::Continue
+    }
+
+    /// A limit was reached: count it, maybe lock, record, and reply.
+    async fn limit_hit(
+        &self,
+        service: &Service,
+        message: &Message,
+        subject: &str,
+        hit: crate::limits::Hit,
+        rcpt: Option<&str>,
+    ) -> Reply {
+        service
+            .metrics
+            .limit_hits
+            .get_or_create(&LimitLabels {
+                limit: hit.limit.into(),
+            })
+            .inc();
+        let (code, status, text) = hit.reply(subject);
+        let verdict = if code.starts_with('4') {
+            Verdict::Tempfail
+        } else {
+            Verdict::Reject
+        };
+        let decided = Decided {
+            verdict,
+            reason: format!("limit_{}", hit.limit).into(),
+            text: format!("{code} {status} {text}"),
+            signatures: &[],
+            rcpt,
+        };
+        self.record(service, message, decided);
+        self.abuse(service, message, false).await;
+        Reply::Custom(code, status, text)
+    }
+
+    /// Counts an abuse signal for an authenticated login and locks it when a trigger fires.
+    async fn abuse(&self, service: &Service, message: &Message, ownership: bool) {
+        let (ClientKind::Authenticated { login, .. }, Some(limiter), Some(policy)) =
+            (&message.kind, &service.limiter, &message.snapshot.limits)
+        else {
+            return;
+        };
+        match abuse_signal(
+            &limiter.counters,
+            &policy.lock,
+            login,
+            ownership,
+            service.now_ms(),
+        )
+        .await
+        {
+            Ok(Some(reason)) => match limiter
+                .locks
+                .lock(limiter.counters.redis.as_ref(), login, &reason)
+                .await
+            {
+                Ok(()) => warn!(login, reason, "account locked"),
+                Err(e) => error!(login, error = %e, "cannot lock account"),
+            },
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot count abuse signal"),
         }
     }
 
-    fn rcpt(&mut self, service: &Service, args: &[CString], macros: &indymilter::Macros) -> Reply {
+    async fn rcpt(
+        &mut self,
+        service: &Service,
+        args: &[CString],
+        macros: &indymilter::Macros,
+    ) -> Reply {
         let Some(message) = self.message.as_mut() else {
             return Reply::Fault("RCPT without MAIL".into());
         };
@@ -191,17 +398,24 @@ impl Session {
             .metrics
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
-        match checked {
-            Ok(_) => {
-                message.rcpts.push(rcpt);
-                Reply::Continue
-            }
-            Err(refusal) => {
+        if let Err(refusal) = checked {
+            let message = self.message.as_ref().expect("message present");
+            self.record_refusal(service, message, &refusal, Some(&rcpt));
+            return Reply::Refuse(refusal);
+        }
+        if let Some(limits) = &message.limits {
+            let count = message.rcpts.len() as u64 + 1;
+            message.used.insert("recipients_per_message", count);
+            if let Err(hit) = check_recipient(limits, count) {
                 let message = self.message.as_ref().expect("message present");
-                self.record_refusal(service, message, &refusal, Some(&rcpt));
-                Reply::Refuse(refusal)
+                let subject = login_of(&message.kind).to_string();
+                return self
+                    .limit_hit(service, message, &subject, hit, Some(&rcpt))
+                    .await;
             }
         }
+        message.rcpts.push(rcpt);
+        Reply::Continue
     }
 
     fn header(&mut self, name: &CStr, value: &CStr) {
@@ -213,7 +427,7 @@ impl Session {
         }
     }
 
-    fn eoh(&mut self, service: &Service, macros: &indymilter::Macros) -> Reply {
+    async fn eoh(&mut self, service: &Service, macros: &indymilter::Macros) -> Reply {
         let Some(mut message) = self.message.take() else {
             return Reply::Fault("end of headers without MAIL".into());
         };
@@ -235,6 +449,12 @@ impl Session {
             Ok(senders) => senders,
             Err(refusal) => {
                 self.record_refusal(service, &message, &refusal, None);
+                self.abuse(
+                    service,
+                    &message,
+                    refusal.reason.code() == "sender_not_owned",
+                )
+                .await;
                 return Reply::Refuse(refusal);
             }
         };
@@ -282,7 +502,7 @@ impl Session {
                     );
                     let decided = Decided {
                         verdict: Verdict::Tempfail,
-                        reason: "no_dkim_key",
+                        reason: Cow::Borrowed("no_dkim_key"),
                         text: why.clone(),
                         signatures: &[],
                         rcpt: None,
@@ -327,7 +547,7 @@ impl Session {
                 let why = format!("signing failed: {e}");
                 let decided = Decided {
                     verdict: Verdict::Tempfail,
-                    reason: "internal_error",
+                    reason: Cow::Borrowed("internal_error"),
                     text: why.clone(),
                     signatures: &[],
                     rcpt: None,
@@ -353,7 +573,7 @@ impl Session {
     ) -> Reply {
         let decided = Decided {
             verdict: Verdict::Accept,
-            reason: "ok",
+            reason: Cow::Borrowed("ok"),
             text: note.to_string(),
             signatures,
             rcpt: None,
@@ -388,7 +608,7 @@ impl Session {
             message,
             Decided {
                 verdict,
-                reason: refusal.reason.code(),
+                reason: Cow::Borrowed(refusal.reason.code()),
                 text,
                 signatures: &[],
                 rcpt,
@@ -419,7 +639,7 @@ impl Session {
             rcpts = message.rcpts.len(),
             rcpt = d.rcpt.unwrap_or(""),
             verdict,
-            reason = d.reason,
+            reason = %d.reason,
             dkim = %dkim.join(", "),
             text = %d.text,
             "decision"
@@ -429,7 +649,7 @@ impl Session {
             .messages
             .get_or_create(&VerdictLabels {
                 verdict: verdict.into(),
-                reason: d.reason.into(),
+                reason: d.reason.to_string(),
             })
             .inc();
         for s in d.signatures {
@@ -470,7 +690,7 @@ impl Session {
             rcpts: full,
             size: (message.size > 0).then_some(message.size),
             verdict: d.verdict,
-            reason: Cow::Borrowed(d.reason),
+            reason: d.reason,
             text: Cow::Owned(d.text),
             dkim: d
                 .signatures
@@ -481,7 +701,11 @@ impl Session {
                     algorithm: Cow::Borrowed(s.algorithm.tag()),
                 })
                 .collect(),
-            limits: Default::default(),
+            limits: message
+                .used
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(*k), *v))
+                .collect(),
         };
         let written = audit.write(&record).is_ok();
         if !written {
@@ -569,7 +793,7 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
             let service = mail_service.clone();
             Box::pin(async move {
                 let Context { data, macros, reply, .. } = cx;
-                let outcome = session(data).mail(&service, &args, macros);
+                let outcome = session(data).mail(&service, &args, macros).await;
                 send(reply, outcome)
             })
         })
@@ -577,7 +801,7 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
             let service = rcpt_service.clone();
             Box::pin(async move {
                 let Context { data, macros, reply, .. } = cx;
-                let outcome = session(data).rcpt(&service, &args, macros);
+                let outcome = session(data).rcpt(&service, &args, macros).await;
                 send(reply, outcome)
             })
         })
@@ -592,7 +816,7 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
             let service = eoh_service.clone();
             Box::pin(async move {
                 let Context { data, macros, reply, .. } = cx;
-                let outcome = session(data).eoh(&service, macros);
+                let outcome = session(data).eoh(&service, macros).await;
                 send(reply, outcome)
             })
         })

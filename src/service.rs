@@ -1,8 +1,11 @@
 //! The running service's shared state: the current policy snapshot, reloads, messages in flight.
 
 use crate::audit::writer::AuditLog;
-use crate::config::{Config, ConfigError, MilterConfig, unix_now};
+use crate::config::{Config, ConfigError, LimitStore, MilterConfig};
 use crate::dkim::signer::KeySet;
+use crate::limits::LimitsPolicy;
+use crate::limits::locks::LockStore;
+use crate::limits::store::{Counters, RedisStore};
 use crate::metrics::{KeyLabels, Metrics, ResultLabels};
 use crate::policy::Policy;
 use arc_swap::ArcSwap;
@@ -30,9 +33,43 @@ pub struct Snapshot {
     pub policy: Policy,
     /// The DKIM keys, when signing is configured.
     pub keys: Option<KeySet>,
+    /// The sending limits, when configured.
+    pub limits: Option<LimitsPolicy>,
 }
 
-/// The clock: Unix seconds. Injected so that tests can pin key rotation.
+/// Counters and locks for the sending limits (set up at start).
+pub struct Limiter {
+    /// The counters.
+    pub counters: Counters,
+    /// The locks.
+    pub locks: LockStore,
+}
+
+impl Limiter {
+    /// Builds the stores described by the configuration.
+    pub fn new(store: &LimitStore) -> Result<Self, String> {
+        Ok(match &store.redis {
+            Some(redis) => Limiter {
+                counters: Counters::redis(RedisStore::new(redis.clone())?),
+                locks: LockStore::Redis,
+            },
+            None => Limiter {
+                counters: Counters::memory(),
+                locks: LockStore::file(store.lock_file.clone()),
+            },
+        })
+    }
+}
+
+/// The current time in Unix milliseconds.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The clock: Unix milliseconds. Injected so that tests can pin rotation and limits.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// State shared by every milter session.
@@ -50,12 +87,14 @@ pub struct Service {
     pub audit: Option<AuditLog>,
     /// Host name for audit records.
     pub host: String,
+    /// Limit counters and locks, when limits are configured.
+    pub limiter: Option<Limiter>,
 }
 
 impl Service {
     /// Builds the service from a loaded configuration, on the system clock.
     pub fn new(config: Config) -> Arc<Self> {
-        Self::with_clock(config, Arc::new(unix_now))
+        Self::with_clock(config, Arc::new(unix_now_ms))
     }
 
     /// Builds the service with an injected clock.
@@ -65,9 +104,22 @@ impl Service {
             watched: Mutex::new((config.watched_files(), config.watched_dirs())),
             config_path: config.path,
             startup: config.milter,
+            limiter: config
+                .limit_store
+                .as_ref()
+                .and_then(|s| match Limiter::new(s) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::error!(
+                            "sending limits disabled: cannot set up the counter store: {e}"
+                        );
+                        None
+                    }
+                }),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 policy: config.policy,
                 keys: config.keys,
+                limits: config.limits,
             }),
             clock,
             reloads,
@@ -122,8 +174,13 @@ impl Service {
         }
     }
 
-    /// The current time from the service's clock.
+    /// The current time from the service's clock, Unix seconds.
     pub fn now(&self) -> i64 {
+        (self.clock)().div_euclid(1000)
+    }
+
+    /// The current time from the service's clock, Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
         (self.clock)()
     }
 
@@ -159,9 +216,15 @@ impl Service {
                 }
                 *self.watched.lock().expect("watched files lock") =
                     (config.watched_files(), config.watched_dirs());
+                if config.limit_store.as_ref().map(|s| s.redis.is_some())
+                    != self.limiter.as_ref().map(|l| l.counters.redis.is_some())
+                {
+                    warn!("[limits] store changed; it applies at the next restart");
+                }
                 self.snapshot.store(Arc::new(Snapshot {
                     policy: config.policy,
                     keys: config.keys,
+                    limits: config.limits,
                 }));
                 status.applied += 1;
                 status.last_error = None;

@@ -344,7 +344,8 @@ fn rotation_config(dir: &std::path::Path) -> String {
 async fn rotation_happens_at_the_boundary_without_reload() {
     let now = Arc::new(AtomicI64::new(T0 - 1));
     let clock_now = now.clone();
-    let clock: relayguard::service::Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+    let clock: relayguard::service::Clock =
+        Arc::new(move || clock_now.load(Ordering::SeqCst) * 1000);
     let milter = Milter::with_clock(rotation_config, Some(clock)).await;
     let records = records();
     let feb1 = T0 + 31 * 86_400;

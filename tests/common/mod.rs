@@ -58,7 +58,7 @@ impl Milter {
         Self::with_clock(config, None).await
     }
 
-    /// As [`Milter::with_config`], with an injected clock (Unix seconds).
+    /// As [`Milter::with_config`], with an injected clock (Unix milliseconds).
     pub async fn with_clock(
         config: impl Fn(&Path) -> String,
         clock: Option<relayguard::service::Clock>,
@@ -69,7 +69,7 @@ impl Milter {
         std::fs::write(&path, config(dir.path())).unwrap();
         let service = match clock {
             Some(clock) => Service::with_clock(
-                Config::load_at(&path, clock()).expect("test config loads"),
+                Config::load_at(&path, clock() / 1000).expect("test config loads"),
                 clock,
             ),
             None => Service::new(Config::load(&path).expect("test config loads")),
