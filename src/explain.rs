@@ -59,6 +59,54 @@ fn bracket(address: &str) -> String {
     }
 }
 
+/// The limits that apply to the client and which of them this transaction alone breaks.
+pub fn explain_limits(
+    limits: &crate::limits::LimitsPolicy,
+    policy: &Policy,
+    question: &Question,
+    daemon_name: Option<&str>,
+) -> String {
+    let login = question
+        .login
+        .as_deref()
+        .map(|l| policy.logins.normalise(l));
+    let internal = question.client.is_some_and(|c| policy.is_internal(c));
+    let (class, l) = limits.class(daemon_name, login.as_deref(), internal);
+    let mut out = format!("limits: class {class}");
+    let show = |name: &str, v: Option<u64>| v.map(|v| format!("{name} {v}"));
+    let list: Vec<String> = [
+        show("connections_per_second", l.connections_per_second),
+        show("messages_per_connection", l.messages_per_connection),
+        show("messages_per_hour", l.messages_per_hour),
+        show("recipients_per_message", l.recipients_per_message),
+        show("authentications_per_window", l.authentications_per_window),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let _ = writeln!(
+        out,
+        ": {}",
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(", ")
+        }
+    );
+    let n = question.rcpts.len() as u64;
+    if let Err(hit) = crate::limits::check_recipient(&l, n) {
+        let _ = writeln!(
+            out,
+            "RCPT TO: recipients {} and later would get: {} {} {}",
+            hit.max + 1,
+            hit.reply("").0,
+            hit.reply("").1,
+            hit.reply("").2
+        );
+    }
+    out
+}
+
 /// Decides and explains; returns the report and whether the message would be accepted.
 pub fn explain(policy: &Policy, question: &Question) -> (String, bool) {
     let mail_from = bracket(&question.mail_from);

@@ -55,6 +55,9 @@ enum Command {
         /// Envelope recipient (RCPT TO); repeat for several.
         #[arg(long)]
         rcpt: Vec<String>,
+        /// Postfix's `{daemon_name}` (selects classes such as `eas`).
+        #[arg(long)]
+        daemon_name: Option<String>,
         /// A message file whose headers are checked too.
         message: Option<PathBuf>,
     },
@@ -170,6 +173,7 @@ fn main() -> ExitCode {
             client,
             mail_from,
             rcpt,
+            daemon_name,
             message,
         } => {
             let config = match Config::load(&config) {
@@ -198,6 +202,23 @@ fn main() -> ExitCode {
             };
             let (report, accepted) = explain(&config.policy, &question);
             print!("{report}");
+            if let Some(limits) = &config.limits {
+                print!(
+                    "{}",
+                    relayguard::explain::explain_limits(
+                        limits,
+                        &config.policy,
+                        &question,
+                        daemon_name.as_deref()
+                    )
+                );
+                if let (Some(store), Some(login)) = (&config.limit_store, &question.login) {
+                    print!(
+                        "{}",
+                        current_counters(store, &config.policy.logins.normalise(login))
+                    );
+                }
+            }
             if accepted {
                 ExitCode::SUCCESS
             } else {
@@ -263,6 +284,47 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Current counter values of a login: from Redis when configured; in-memory counters live
+/// only inside the running service.
+fn current_counters(store: &relayguard::config::LimitStore, login: &str) -> String {
+    if store.redis.is_none() {
+        return "counters: in memory inside the running service (not visible here)\n".into();
+    };
+    let run = async {
+        let limiter = relayguard::service::Limiter::new(store)?;
+        let r = limiter.counters.redis.as_ref().expect("redis store");
+        let now = relayguard::service::unix_now_ms();
+        let mut out = String::from("counters:");
+        for (name, key) in [
+            ("messages_per_hour", format!("msg:{login}")),
+            ("connections_per_second", format!("conn:{login}")),
+        ] {
+            let tat: Option<i64> = r.command(redis::cmd("GET").arg(r.key(&key))).await?;
+            out.push_str(&format!(
+                " {name} tat={}",
+                tat.map(|t| format!("{} ms ahead", (t - now).max(0)))
+                    .unwrap_or_else(|| "unset".into())
+            ));
+        }
+        let lock = limiter.locks.get(Some(r), login).await?;
+        out.push_str(&format!(
+            "; lock: {}\n",
+            lock.map(|l| format!("locked since {} ({})", l.since, l.reason))
+                .unwrap_or_else(|| "none".into())
+        ));
+        Ok::<String, String>(out)
+    };
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt
+            .block_on(run)
+            .unwrap_or_else(|e| format!("counters: cannot read Redis: {e}\n")),
+        Err(e) => format!("counters: {e}\n"),
     }
 }
 

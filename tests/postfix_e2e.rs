@@ -34,7 +34,7 @@ async fn postfix_end_to_end() {
     let milter = Milter::with_config(|dir| {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         format!(
-            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\nsocket_group = \"postfix\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"{INTERNAL}/32\"]\n\n{}",
+            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\nsocket_group = \"postfix\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"{INTERNAL}/32\"]\n\n[limits]\ntimezone = \"UTC\"\n\n[limits.external]\nrecipients_per_message = 20\n\n{}",
             dir.display(),
             common::dkim::standard_setup(dir)
         )
@@ -176,7 +176,45 @@ async fn postfix_end_to_end() {
         );
     }
 
-    // 9. With the milter gone, Postfix tempfails (milter_default_action = tempfail): nothing is
+    // 9. An external sender's 21st recipient is refused with 452; the first 20 get the mail.
+    let mut smtp = session(&postfix, EXTERNAL, Some("alice")).await;
+    let rcpts: Vec<String> = (1..=21).map(|n| format!("r{n}@example.org")).collect();
+    let rcpt_refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let sent = submit(
+        &mut smtp,
+        "alice@tugraz.at",
+        &rcpt_refs,
+        &message("alice@tugraz.at", "list@example.org", "many-rcpts"),
+    )
+    .await;
+    assert!(sent.rcpts[..20].iter().all(|r| r.code == 250), "{sent:?}");
+    assert_eq!(
+        sent.rcpts[20].text,
+        "452 4.5.3 too many recipients: at most 20 per message"
+    );
+    assert_eq!(sent.data.as_ref().unwrap().code, 250, "{sent:?}");
+    smtp.quit().await;
+    postfix.wait_delivered("many-rcpts@e2e.tugraz.test").await;
+    postfix.wait_queue_empty().await;
+    let log = postfix.log();
+    let delivered_to: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("status=sent") && l.contains("@example.org>"))
+        .collect();
+    for n in 1..=20 {
+        assert!(
+            delivered_to
+                .iter()
+                .any(|l| l.contains(&format!("to=<r{n}@example.org>"))),
+            "r{n} not delivered:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("to=<r21@example.org>, relay"),
+        "r21 was delivered"
+    );
+
+    // 10. With the milter gone, Postfix tempfails (milter_default_action = tempfail): nothing is
     //    accepted unchecked.
     milter.stop().await.unwrap();
     let mut smtp = Smtp::connect(postfix.submit, EXTERNAL.parse().unwrap()).await;

@@ -3,6 +3,7 @@
 
 pub mod dkim;
 pub mod postfix;
+pub mod redis;
 pub mod smtp;
 
 use indymilter_test::{MacroStage, SocketInfo, Status, TestConnection};
