@@ -109,6 +109,9 @@ pub struct RedisStore {
     config: RedisConfig,
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    /// When the last connection attempt failed: no new attempt for a second, so that an
+    /// unreachable Redis costs each message no more than a lock check.
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
     gcra: redis::Script,
     incr: redis::Script,
 }
@@ -121,6 +124,7 @@ impl RedisStore {
             config,
             client,
             conn: tokio::sync::Mutex::new(None),
+            failed_at: std::sync::Mutex::new(None),
             gcra: redis::Script::new(GCRA_SCRIPT),
             incr: redis::Script::new(INCR_SCRIPT),
         })
@@ -140,6 +144,14 @@ impl RedisStore {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
+        }
+        if self
+            .failed_at
+            .lock()
+            .expect("backoff lock")
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Err("not connected (retrying every second)".into());
         }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(self.config.timeout)
