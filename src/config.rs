@@ -332,6 +332,25 @@ fn logins_rules_normalise(policy: &Policy, login: &str) -> String {
     policy.logins.normalise(login)
 }
 
+/// Maps a string setting to one of its allowed values, or an error naming the choices.
+fn choose<T: Copy>(
+    value: &Spanned<String>,
+    options: &[(&str, T)],
+    invalid: impl Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<T, ConfigError> {
+    options
+        .iter()
+        .find(|(name, _)| *name == value.get_ref())
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+            invalid(
+                value.span(),
+                format!("`{}` is not one of {}", value.get_ref(), names.join(", ")),
+            )
+        })
+}
+
 /// The current time in Unix seconds.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -341,7 +360,7 @@ pub fn unix_now() -> i64 {
 }
 
 /// Turns a byte offset into a 1-based line number.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
         .filter(|&b| b == b'\n')
@@ -543,35 +562,37 @@ impl Config {
         let audit = match &raw.audit {
             None => None,
             Some(a) => {
-                let fsync = match &a.fsync {
-                    None => Fsync::Never,
-                    Some(v) => match v.get_ref().as_str() {
-                        "none" => Fsync::Never,
-                        "always" => Fsync::Always,
-                        "periodic" => Fsync::Periodic,
-                        other => {
-                            return Err(invalid(
-                                v.span(),
-                                "audit.fsync",
-                                format!("`{other}` is not \"none\", \"always\" or \"periodic\""),
-                            ));
-                        }
-                    },
-                };
-                let on_error = match &a.on_error {
-                    None => OnError::Tempfail,
-                    Some(v) => match v.get_ref().as_str() {
-                        "tempfail" => OnError::Tempfail,
-                        "continue" => OnError::Continue,
-                        other => {
-                            return Err(invalid(
-                                v.span(),
-                                "audit.on_error",
-                                format!("`{other}` is not \"tempfail\" or \"continue\""),
-                            ));
-                        }
-                    },
-                };
+                let fsync = a
+                    .fsync
+                    .as_ref()
+                    .map(|v| {
+                        choose(
+                            v,
+                            &[
+                                ("none", Fsync::Never),
+                                ("always", Fsync::Always),
+                                ("periodic", Fsync::Periodic),
+                            ],
+                            |sp, r| invalid(sp, "audit.fsync", r),
+                        )
+                    })
+                    .transpose()?
+                    .unwrap_or(Fsync::Never);
+                let on_error = a
+                    .on_error
+                    .as_ref()
+                    .map(|v| {
+                        choose(
+                            v,
+                            &[
+                                ("tempfail", OnError::Tempfail),
+                                ("continue", OnError::Continue),
+                            ],
+                            |sp, r| invalid(sp, "audit.on_error", r),
+                        )
+                    })
+                    .transpose()?
+                    .unwrap_or(OnError::Tempfail);
                 let destination = match a.file.as_deref() {
                     None | Some("-") => Destination::Stdout,
                     Some(f) => Destination::File(base.join(f)),
@@ -662,22 +683,20 @@ impl Config {
                     None | Some(("memory", _)) => None,
                     Some(("redis", _)) => {
                         let r = l.redis.as_ref();
-                        let on_failure = match r.and_then(|r| r.on_failure.as_ref()) {
-                            None => OnFailure::FailOpen,
-                            Some(v) => match v.get_ref().as_str() {
-                                "fail_open" => OnFailure::FailOpen,
-                                "fail_closed" => OnFailure::FailClosed,
-                                other => {
-                                    return Err(invalid(
-                                        v.span(),
-                                        "limits.redis.on_failure",
-                                        format!(
-                                            "`{other}` is not \"fail_open\" or \"fail_closed\""
-                                        ),
-                                    ));
-                                }
-                            },
-                        };
+                        let on_failure = r
+                            .and_then(|r| r.on_failure.as_ref())
+                            .map(|v| {
+                                choose(
+                                    v,
+                                    &[
+                                        ("fail_open", OnFailure::FailOpen),
+                                        ("fail_closed", OnFailure::FailClosed),
+                                    ],
+                                    |sp, r| invalid(sp, "limits.redis.on_failure", r),
+                                )
+                            })
+                            .transpose()?
+                            .unwrap_or(OnFailure::FailOpen);
                         Some(RedisConfig {
                             url: r
                                 .and_then(|r| r.url.clone())
@@ -767,20 +786,21 @@ impl Config {
                 });
             }
         }
-        let without_key = match &d.without_key {
-            None => WithoutKey::Tempfail,
-            Some(v) => match v.get_ref().as_str() {
-                "tempfail" => WithoutKey::Tempfail,
-                "accept" => WithoutKey::AcceptUnsigned,
-                other => {
-                    return Err(invalid(
-                        v.span(),
-                        "dkim.without_key",
-                        format!("`{other}` is not \"tempfail\" or \"accept\""),
-                    ));
-                }
-            },
-        };
+        let without_key = d
+            .without_key
+            .as_ref()
+            .map(|v| {
+                choose(
+                    v,
+                    &[
+                        ("tempfail", WithoutKey::Tempfail),
+                        ("accept", WithoutKey::AcceptUnsigned),
+                    ],
+                    |sp, r| invalid(sp, "dkim.without_key", r),
+                )
+            })
+            .transpose()?
+            .unwrap_or(WithoutKey::Tempfail);
         let mut signing_domains = Vec::new();
         for (from, d) in d.signing_domains.iter().flatten() {
             let from = normalise_domain(from)

@@ -240,14 +240,7 @@ impl Session {
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
         if let Err(refusal) = checked {
-            self.record_refusal(service, &message, &refusal, None);
-            self.abuse(
-                service,
-                &message,
-                refusal.reason.code() == "sender_not_owned",
-            )
-            .await;
-            return Reply::Refuse(refusal);
+            return self.refuse(service, &message, refusal).await;
         }
         if let (Some(limits), Some(limiter), Some(policy)) = (
             message.limits.clone(),
@@ -311,6 +304,14 @@ impl Session {
         }
         self.message = Some(message);
         Reply::Continue
+    }
+
+    /// A policy refusal of the whole message: record it, count ownership abuse, reply.
+    async fn refuse(&self, service: &Service, message: &Message, refusal: Refusal) -> Reply {
+        self.record_refusal(service, message, &refusal, None);
+        let ownership = refusal.reason == crate::policy::Reason::SenderNotOwned;
+        self.abuse(service, message, ownership).await;
+        Reply::Refuse(refusal)
     }
 
     /// A limit was reached: count it, maybe lock, record, and reply.
@@ -447,16 +448,7 @@ impl Session {
             .observe(started.elapsed().as_secs_f64());
         let senders = match checked {
             Ok(senders) => senders,
-            Err(refusal) => {
-                self.record_refusal(service, &message, &refusal, None);
-                self.abuse(
-                    service,
-                    &message,
-                    refusal.reason.code() == "sender_not_owned",
-                )
-                .await;
-                return Reply::Refuse(refusal);
-            }
+            Err(refusal) => return self.refuse(service, &message, refusal).await,
         };
         message.from = senders.from.as_ref().map(|a| a.to_string());
         message.sender = senders.sender.as_ref().map(|a| a.to_string());

@@ -456,6 +456,26 @@ async fn broken_key_files_never_replace_the_good_set() {
     std::fs::rename(keys.join("..data_tmp"), keys.join("..data")).unwrap();
     let status = milter.reload_after(before).await;
     assert_eq!(status.last_error, None);
+    // The watcher (no explicit reload) must pick up the swapped key; a reload for the
+    // earlier changes may come first, so wait for the new key itself.
+    let new_record = records["rsa-b._domainkey.tugraz.at."].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let snapshot = milter.service.snapshot();
+        let keys = snapshot.keys.as_ref().unwrap();
+        if keys
+            .active("tu-graz.ac.at", relayguard::config::unix_now())
+            .iter()
+            .any(|e| e.dns_record == new_record)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the swapped key was not loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut conn = milter.connect().await;
     let (s, signatures) = sign(&mut conn, "alice", "<alice@tu-graz.ac.at>", raw).await;
     assert_eq!(s, Status::Accept);

@@ -2,7 +2,7 @@
 //!
 //! Pure: every question takes `now` (Unix seconds) from the caller.
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, line_of};
 use crate::policy::domains::normalise_domain;
 use serde::Deserialize;
 use std::fmt;
@@ -106,14 +106,6 @@ struct RawSelector {
 pub struct Schedule {
     /// Selectors in file order.
     pub selectors: Vec<Selector>,
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
 }
 
 impl Schedule {
