@@ -37,6 +37,10 @@ enum Command {
         /// Configuration file.
         #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
         config: PathBuf,
+        /// The user the service runs as: checks that it can read the keys and write the
+        /// socket directory and audit log (skipped when the user does not exist).
+        #[arg(long, default_value = "relayguard")]
+        service_user: String,
     },
     /// Print the decision for a transaction and why, without a socket.
     Explain {
@@ -148,6 +152,13 @@ enum KeysCommand {
         #[arg(long)]
         print: bool,
     },
+    /// Give every protected domain without any selector an RSA-2048 key that signs at once
+    /// (the package runs this on first install; publish the records with `keys dns`).
+    Bootstrap {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
+        config: PathBuf,
+    },
     /// Print the DNS TXT records that must be published now, later, and may be removed.
     Dns {
         /// Configuration file.
@@ -166,7 +177,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config),
-        Command::CheckConfig { config } => check_config(config),
+        Command::CheckConfig {
+            config,
+            service_user,
+        } => check_config(config, &service_user),
         Command::Explain {
             config,
             login,
@@ -328,6 +342,24 @@ fn current_counters(store: &relayguard::config::LimitStore, login: &str) -> Stri
     }
 }
 
+/// Tells systemd (Type=notify) about the service state; a no-op outside systemd.
+fn systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd wants it with RELOADING=1.
+fn monotonic_usec() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000 + ts.tv_nsec as i128 / 1000
+}
+
 fn accounts_command(path: PathBuf, command: AccountsCommand) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let store = config.limit_store.as_ref().ok_or_else(|| {
@@ -370,6 +402,9 @@ fn accounts_command(path: PathBuf, command: AccountsCommand) -> Result<(), Strin
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
+    if text == "now" {
+        return Ok(unix_now());
+    }
     text.parse::<jiff::Timestamp>()
         .map(|t| t.as_second())
         .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))
@@ -460,6 +495,41 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
             );
             Ok(())
         }
+        KeysCommand::Bootstrap { config } => {
+            let loaded = load(&config)?;
+            let files = loaded.dkim_files.as_ref().expect("dkim configured");
+            let keys = loaded.keys.as_ref().expect("dkim configured");
+            let month = jiff::Timestamp::now().strftime("%Y%m").to_string();
+            for domain in tooling::required_domains(keys, loaded.policy.protected.apexes()) {
+                if keys.schedule.selectors.iter().any(|s| s.domain == domain) {
+                    continue;
+                }
+                let selector = format!("rg{month}");
+                let file_name = format!("{domain}.{selector}.pem");
+                let key_path = files.keys_dir.join(&file_name);
+                let pem = keys::generate(KeyKind::Rsa(2048))?;
+                keys::write_new(&key_path, &pem).map_err(|e| e.to_string())?;
+                let stanza = tooling::stanza(
+                    &domain,
+                    &selector,
+                    KeyKind::Rsa(2048).algorithm(),
+                    &file_name,
+                    now,
+                    now,
+                );
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&files.selectors)
+                    .and_then(|mut f| f.write_all(stanza.as_bytes()))
+                    .map_err(|e| format!("{}: {e}", files.selectors.display()))?;
+                eprintln!(
+                    "{domain}: generated selector {selector} ({}); publish its record: relayguard keys dns",
+                    key_path.display()
+                );
+            }
+            Ok(())
+        }
         KeysCommand::Dns { config } => {
             let loaded = load(&config)?;
             print!(
@@ -478,19 +548,104 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
     }
 }
 
-fn check_config(path: PathBuf) -> ExitCode {
+/// Whether `uid`/`gid` may do `want` (an rwx mask for the owner position) on `path`.
+fn may(path: &std::path::Path, uid: u32, gid: u32, want: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let mode = meta.mode();
+    if uid == 0 {
+        return true;
+    }
+    let bits = if meta.uid() == uid {
+        (mode >> 6) & 7
+    } else if meta.gid() == gid {
+        (mode >> 3) & 7
+    } else {
+        mode & 7
+    };
+    bits & want == want
+}
+
+/// What the package layout implies: the service user reads the keys, writes the socket
+/// directory and the audit log directory. Returns (errors, warnings).
+fn layout_problems(config: &Config, user: &str) -> (Vec<String>, Vec<String>) {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    if let SocketSpec::Unix(socket) = &config.milter.socket
+        && let Some(dir) = socket.parent().filter(|d| !d.is_dir())
+    {
+        warnings.push(format!("{}: socket directory missing (systemd creates it at start with RuntimeDirectory; create it otherwise)", dir.display()));
+    }
+    let Some((uid, gid)) = user_ids(user) else {
+        warnings.push(format!(
+            "user `{user}` does not exist: file ownership not checked (use --service-user)"
+        ));
+        return (errors, warnings);
+    };
+    if let Some(files) = &config.dkim_files {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(&files.keys_dir) {
+            Ok(meta) if meta.permissions().mode() & 0o007 != 0 => errors.push(format!(
+                "{}: key directory is accessible to others (mode {:04o}; 0750 advised)",
+                files.keys_dir.display(),
+                meta.permissions().mode() & 0o7777
+            )),
+            Ok(_) if !may(&files.keys_dir, uid, gid, 0o5) => errors.push(format!(
+                "{}: user {user} cannot enter the key directory",
+                files.keys_dir.display()
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("{}: {e}", files.keys_dir.display())),
+        }
+        for entry in config.keys.iter().flat_map(|k| k.entries()) {
+            if !may(&entry.selector.key, uid, gid, 0o4) {
+                errors.push(format!(
+                    "{}: user {user} cannot read this key (chown {user})",
+                    entry.selector.key.display()
+                ));
+            }
+        }
+    }
+    if let SocketSpec::Unix(socket) = &config.milter.socket
+        && let Some(dir) = socket.parent()
+        && dir.is_dir()
+        && !may(dir, uid, gid, 0o3)
+    {
+        errors.push(format!(
+            "{}: user {user} cannot create the socket here",
+            dir.display()
+        ));
+    }
+    if let Some(relayguard::audit::writer::AuditConfig {
+        destination: relayguard::audit::writer::Destination::File(file),
+        ..
+    }) = &config.audit
+    {
+        let dir = file.parent().unwrap_or(std::path::Path::new("."));
+        let writable = may(dir, uid, gid, 0o3) || (file.exists() && may(file, uid, gid, 0o2));
+        if !writable {
+            errors.push(format!(
+                "{}: user {user} cannot write the audit log",
+                file.display()
+            ));
+        }
+    }
+    (errors, warnings)
+}
+
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns static storage or NULL; read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    (!pw.is_null()).then(|| unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+fn check_config(path: PathBuf, service_user: &str) -> ExitCode {
     match Config::load(&path) {
         Ok(config) => {
             let mut problems = Vec::new();
             let m = &config.milter;
-            if let SocketSpec::Unix(socket) = &m.socket {
-                match socket.parent() {
-                    Some(dir) if !dir.is_dir() => {
-                        problems.push(format!("socket directory {} does not exist", dir.display()))
-                    }
-                    _ => {}
-                }
-            }
             if let Some(owner) = &m.socket_owner
                 && listen::user_id(owner).is_none()
             {
@@ -507,7 +662,13 @@ fn check_config(path: PathBuf) -> ExitCode {
                     path.display()
                 ));
             }
-            let mut warnings = Vec::new();
+            let (layout_errors, mut warnings) = layout_problems(&config, service_user);
+            problems.extend(layout_errors);
+            if let Some(store) = &config.limit_store
+                && let Err(e) = relayguard::service::Limiter::new(store)
+            {
+                problems.push(format!("{}: key `limits.redis.url`: {e}", path.display()));
+            }
             if let (Some(keys), Some(files)) = (&config.keys, &config.dkim_files) {
                 let required = tooling::required_domains(keys, config.policy.protected.apexes());
                 let (errors, warns) =
@@ -601,8 +762,10 @@ fn run(path: PathBuf) -> ExitCode {
                 tokio::select! {
                     Some(()) = hup.recv() => {
                         info!("SIGHUP: reloading, reopening the audit log");
+                        systemd(&[sd_notify::NotifyState::Reloading, sd_notify::NotifyState::MonotonicUsec(monotonic_usec())]);
                         let service = hup_service.clone();
                         let _ = tokio::task::spawn_blocking(move || service.reload()).await;
+                        systemd(&[sd_notify::NotifyState::Ready]);
                     }
                     Some(()) = usr1.recv() => info!("SIGUSR1: reopening the audit log"),
                     else => break,
@@ -641,11 +804,13 @@ fn run(path: PathBuf) -> ExitCode {
             error!("cannot watch configuration files, reload with SIGHUP: {e}");
         }
         info!(socket = ?service.milter_config().socket, config = %path.display(), "relayguard listening");
+        systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("accepting milter connections")]);
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM received"),
                 _ = int.recv() => info!("SIGINT received"),
             }
+            systemd(&[sd_notify::NotifyState::Stopping]);
         };
         let result = relayguard::serve(service.clone(), listener, shutdown).await;
         if let Some(audit) = &service.audit {
