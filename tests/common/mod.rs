@@ -4,6 +4,7 @@
 pub mod dkim;
 pub mod postfix;
 pub mod redis;
+pub mod sendmail;
 pub mod smtp;
 
 use indymilter_test::{MacroStage, SocketInfo, Status, TestConnection};
