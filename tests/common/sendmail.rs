@@ -208,10 +208,10 @@ impl Sendmail {
 
 impl Drop for Sendmail {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("sendmail.pid")) {
-            if let Some(pid) = pid.lines().next() {
-                let _ = Command::new("kill").arg(pid.trim()).status();
-            }
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("sendmail.pid"))
+            && let Some(pid) = pid.lines().next()
+        {
+            let _ = Command::new("kill").arg(pid.trim()).status();
         }
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
