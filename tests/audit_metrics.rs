@@ -40,7 +40,8 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_verdict_is_audited_and_counted() {
-    let milter = Milter::with_config(|dir| audited(dir, "")).await;
+    let limits = "[limits]\ncontact = \"helpdesk@tugraz.at\"\nlock_file = \"locks.json\"\n[limits.external]\nrecipients_per_message = 1\n[limits.lock]\nownership_refusals = 1\n";
+    let milter = Milter::with_config(|dir| audited(dir, limits)).await;
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
     tokio::spawn(relayguard::metrics::serve(metrics, milter.service.clone()));
@@ -80,8 +81,54 @@ async fn every_verdict_is_audited_and_counted() {
     .await;
     conn.close().await.unwrap();
 
+    // lock: mallory's spoof above locked the account (ownership_refusals = 1)
+    let mut conn = milter.connect().await;
+    send(
+        &mut conn,
+        &Txn::authenticated("mallory", "<mallory@tugraz.at>", "mallory@tugraz.at"),
+    )
+    .await;
+    conn.close().await.unwrap();
+    // tempfail: a second recipient over the external limit of 1
+    let mut conn = milter.connect().await;
+    let mut two = Txn::authenticated("bob", "<bob@tugraz.at>", "bob@tugraz.at");
+    two.rcpts = vec!["<one@example.org>", "<two@example.net>"];
+    send(&mut conn, &two).await;
+    conn.close().await.unwrap();
+
     let records = records(&milter);
-    assert_eq!(records.len(), 5, "{records:#?}");
+    assert_eq!(records.len(), 8, "{records:#?}");
+    let lock = &records[5];
+    assert_eq!(
+        (
+            lock["verdict"].as_str(),
+            lock["reason"].as_str(),
+            lock["login"].as_str()
+        ),
+        (Some("lock"), Some("account_locked"), Some("mallory"))
+    );
+    assert_eq!(
+        lock["text"],
+        "550 5.7.1 account mallory is locked (1 sender-ownership refusals within 10 minutes); contact helpdesk@tugraz.at"
+    );
+    let limit = &records[6];
+    assert_eq!(
+        (limit["verdict"].as_str(), limit["reason"].as_str()),
+        (Some("tempfail"), Some("limit_recipients_per_message"))
+    );
+    assert_eq!(limit["rcpt_domains"], serde_json::json!(["example.net"]));
+    assert_eq!(limit["limits"]["recipients_per_message"], 2);
+    assert_eq!(
+        limit["text"],
+        "452 4.5.3 too many recipients: at most 1 per message"
+    );
+    let bob = &records[7];
+    assert_eq!(
+        (bob["verdict"].as_str(), bob["rcpt_count"].as_u64()),
+        (Some("accept"), Some(1))
+    );
+    // The counter shows the recipients attempted, the refused one included.
+    assert_eq!(bob["limits"]["recipients_per_message"], 2);
     let signed = &records[0];
     assert_eq!(signed["verdict"], "accept");
     assert_eq!(signed["reason"], "ok");
@@ -160,15 +207,18 @@ async fn every_verdict_is_audited_and_counted() {
     let text = http_get(metrics_addr, "/metrics").await;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     for line in [
-        "relayguard_messages_total{verdict=\"accept\",reason=\"ok\"} 2",
+        "relayguard_messages_total{verdict=\"accept\",reason=\"ok\"} 3",
+        "relayguard_messages_total{verdict=\"lock\",reason=\"account_locked\"} 1",
+        "relayguard_messages_total{verdict=\"tempfail\",reason=\"limit_recipients_per_message\"} 1",
+        "relayguard_limit_hits_total{limit=\"recipients_per_message\"} 1",
         "relayguard_messages_total{verdict=\"reject\",reason=\"sender_not_owned\"} 1",
         "relayguard_messages_total{verdict=\"reject\",reason=\"auth_required\"} 1",
         "relayguard_messages_total{verdict=\"reject\",reason=\"recipient_not_protected\"} 1",
-        // alice's message and the internal server's status mail (From root@srv.tugraz.at).
-        "relayguard_signatures_total{domain=\"tugraz.at\",selector=\"rsa-a\",algorithm=\"rsa-sha256\"} 2",
-        "relayguard_signatures_total{domain=\"tugraz.at\",selector=\"ed-a\",algorithm=\"ed25519-sha256\"} 2",
+        // alice's and bob's messages and the internal server's status mail (From root@srv.tugraz.at).
+        "relayguard_signatures_total{domain=\"tugraz.at\",selector=\"rsa-a\",algorithm=\"rsa-sha256\"} 3",
+        "relayguard_signatures_total{domain=\"tugraz.at\",selector=\"ed-a\",algorithm=\"ed25519-sha256\"} 3",
         "relayguard_messages_in_flight 0",
-        "relayguard_signing_seconds_count 2",
+        "relayguard_signing_seconds_count 3",
     ] {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }

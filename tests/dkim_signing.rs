@@ -527,3 +527,100 @@ async fn without_key_policy_and_unsigned_foreign_mail() {
     conn.close().await.unwrap();
     milter.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_files_replaced_under_load_never_cost_a_signature() {
+    // Two MTA connections send continuously while the key file is renamed over, written
+    // half, corrupted, deleted and restored. Every message must leave signed with a
+    // signature that verifies; the key set never has a gap, so nothing may tempfail.
+    let mut milter = Milter::with_config(signing_config).await;
+    milter.watch_files();
+    let milter = Arc::new(milter);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let raw: &'static [u8] = b"From: alice@tu-graz.ac.at\r\nTo: friend@example.org\r\nSubject: under load\r\n\r\nhello\r\n";
+    let mut senders = Vec::new();
+    for _ in 0..2 {
+        let (milter, stop) = (milter.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            let mut conn = milter.connect().await;
+            let mut first = true;
+            while !stop.load(Ordering::SeqCst) {
+                let outcome = if first {
+                    first = false;
+                    sign(&mut conn, "alice", "<alice@tu-graz.ac.at>", raw).await
+                } else {
+                    dkim::sign_on(&mut conn, "alice", "<alice@tu-graz.ac.at>", raw).await
+                };
+                results.push(outcome);
+            }
+            conn.close().await.unwrap();
+            results
+        }));
+    }
+    let key = milter.file("keys/tu-graz.ac.at.rsa-a.pem");
+    let good = std::fs::read(&key).unwrap();
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(400));
+    use std::os::unix::fs::PermissionsExt;
+    let write_mode = |path: &std::path::Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    for round in 0..2 {
+        // rename-replace with the same key
+        let tmp = milter.file("keys/.new.pem");
+        write_mode(&tmp, &good);
+        std::fs::rename(&tmp, &key).unwrap();
+        pause().await;
+        // in-place partial write, then completed
+        std::fs::write(&key, &good[..good.len() / 3]).unwrap();
+        pause().await;
+        std::fs::write(&key, &good).unwrap();
+        pause().await;
+        // corrupt
+        std::fs::write(
+            &key,
+            b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        pause().await;
+        // deleted, then restored
+        std::fs::remove_file(&key).unwrap();
+        pause().await;
+        write_mode(&key, &good);
+        pause().await;
+        assert!(
+            milter.service.reload_status().borrow().attempts >= 2 * (round + 1),
+            "the watcher saw the changes"
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let records = records();
+    let mut total = 0;
+    for sender in senders {
+        for (status, signatures) in sender.await.unwrap() {
+            assert_eq!(status, Status::Accept, "message {total}");
+            assert_eq!(signatures.len(), 1, "message {total} unsigned");
+            verify_mail_auth(&signed_message(&signatures, raw), &records)
+                .await
+                .unwrap_or_else(|e| panic!("message {total}: {e}"));
+            total += 1;
+        }
+    }
+    eprintln!("{total} messages signed and verified while the key file was replaced");
+    assert!(
+        total >= 20,
+        "only {total} messages went through during the replacements"
+    );
+    let status = milter.service.reload_status().borrow().clone();
+    assert!(
+        status.applied >= 2 && status.attempts > status.applied,
+        "{status:?}"
+    );
+    Arc::try_unwrap(milter)
+        .ok()
+        .expect("senders done")
+        .stop()
+        .await
+        .unwrap();
+}
