@@ -332,12 +332,16 @@ fn logins_rules_normalise(policy: &Policy, login: &str) -> String {
     policy.logins.normalise(login)
 }
 
-/// Maps a string setting to one of its allowed values, or an error naming the choices.
+/// Maps an optional string setting to one of its allowed values (the first is the
+/// default), or an error naming the choices.
 fn choose<T: Copy>(
-    value: &Spanned<String>,
+    value: Option<&Spanned<String>>,
     options: &[(&str, T)],
     invalid: impl Fn(std::ops::Range<usize>, String) -> ConfigError,
 ) -> Result<T, ConfigError> {
+    let Some(value) = value else {
+        return Ok(options[0].1);
+    };
     options
         .iter()
         .find(|(name, _)| *name == value.get_ref())
@@ -562,37 +566,23 @@ impl Config {
         let audit = match &raw.audit {
             None => None,
             Some(a) => {
-                let fsync = a
-                    .fsync
-                    .as_ref()
-                    .map(|v| {
-                        choose(
-                            v,
-                            &[
-                                ("none", Fsync::Never),
-                                ("always", Fsync::Always),
-                                ("periodic", Fsync::Periodic),
-                            ],
-                            |sp, r| invalid(sp, "audit.fsync", r),
-                        )
-                    })
-                    .transpose()?
-                    .unwrap_or(Fsync::Never);
-                let on_error = a
-                    .on_error
-                    .as_ref()
-                    .map(|v| {
-                        choose(
-                            v,
-                            &[
-                                ("tempfail", OnError::Tempfail),
-                                ("continue", OnError::Continue),
-                            ],
-                            |sp, r| invalid(sp, "audit.on_error", r),
-                        )
-                    })
-                    .transpose()?
-                    .unwrap_or(OnError::Tempfail);
+                let fsync = choose(
+                    a.fsync.as_ref(),
+                    &[
+                        ("none", Fsync::Never),
+                        ("always", Fsync::Always),
+                        ("periodic", Fsync::Periodic),
+                    ],
+                    |sp, r| invalid(sp, "audit.fsync", r),
+                )?;
+                let on_error = choose(
+                    a.on_error.as_ref(),
+                    &[
+                        ("tempfail", OnError::Tempfail),
+                        ("continue", OnError::Continue),
+                    ],
+                    |sp, r| invalid(sp, "audit.on_error", r),
+                )?;
                 let destination = match a.file.as_deref() {
                     None | Some("-") => Destination::Stdout,
                     Some(f) => Destination::File(base.join(f)),
@@ -683,20 +673,14 @@ impl Config {
                     None | Some(("memory", _)) => None,
                     Some(("redis", _)) => {
                         let r = l.redis.as_ref();
-                        let on_failure = r
-                            .and_then(|r| r.on_failure.as_ref())
-                            .map(|v| {
-                                choose(
-                                    v,
-                                    &[
-                                        ("fail_open", OnFailure::FailOpen),
-                                        ("fail_closed", OnFailure::FailClosed),
-                                    ],
-                                    |sp, r| invalid(sp, "limits.redis.on_failure", r),
-                                )
-                            })
-                            .transpose()?
-                            .unwrap_or(OnFailure::FailOpen);
+                        let on_failure = choose(
+                            r.and_then(|r| r.on_failure.as_ref()),
+                            &[
+                                ("fail_open", OnFailure::FailOpen),
+                                ("fail_closed", OnFailure::FailClosed),
+                            ],
+                            |sp, r| invalid(sp, "limits.redis.on_failure", r),
+                        )?;
                         Some(RedisConfig {
                             url: r
                                 .and_then(|r| r.url.clone())
@@ -786,21 +770,14 @@ impl Config {
                 });
             }
         }
-        let without_key = d
-            .without_key
-            .as_ref()
-            .map(|v| {
-                choose(
-                    v,
-                    &[
-                        ("tempfail", WithoutKey::Tempfail),
-                        ("accept", WithoutKey::AcceptUnsigned),
-                    ],
-                    |sp, r| invalid(sp, "dkim.without_key", r),
-                )
-            })
-            .transpose()?
-            .unwrap_or(WithoutKey::Tempfail);
+        let without_key = choose(
+            d.without_key.as_ref(),
+            &[
+                ("tempfail", WithoutKey::Tempfail),
+                ("accept", WithoutKey::AcceptUnsigned),
+            ],
+            |sp, r| invalid(sp, "dkim.without_key", r),
+        )?;
         let mut signing_domains = Vec::new();
         for (from, d) in d.signing_domains.iter().flatten() {
             let from = normalise_domain(from)

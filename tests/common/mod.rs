@@ -18,6 +18,49 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Creates SASL users (realm tugraz.at) in a sasldb2 file with saslpasswd2.
+pub fn add_sasl_users(db: &Path, users: &[(&str, &str)]) {
+    for (user, password) in users {
+        let mut child = std::process::Command::new("saslpasswd2")
+            .args(["-p", "-c", "-u", "tugraz.at", "-f"])
+            .arg(db)
+            .arg(user)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("saslpasswd2 runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "saslpasswd2 {user}");
+    }
+}
+
+/// Starts Postfix's smtp-sink on a loopback port, dumping each message into `dir`.
+pub fn spawn_sink(dir: &Path, port: u16) -> std::process::Child {
+    std::process::Command::new("smtp-sink")
+        .args(["-u", "postfix", "-d"])
+        .arg(format!("{}/%H%M%S.", dir.display()))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("smtp-sink starts")
+}
+
 /// The default test sender map.
 pub const MAP: &str = "alice@tugraz.at alice\nrector@tugraz.at rector\noffice@tugraz.at alice, bob\nwebform@tugraz.at robot-web\n";
 

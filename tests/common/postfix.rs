@@ -1,7 +1,7 @@
 //! A private Postfix instance on loopback for end-to-end tests: SASL users in a sasldb2,
 //! a submission listener, relayguard as milter, everything relayed to a local smtp-sink.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,14 +27,6 @@ pub fn require_postfix() {
         unsafe { libc::geteuid() } == 0,
         "the Postfix end-to-end test must run as root (postfix start needs it)"
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn chown_postfix(path: &Path) {
@@ -71,7 +63,7 @@ impl Postfix {
         }
         chown_postfix(&root.join("data"));
         chown_postfix(&root.join("sink"));
-        let (submit_port, sink_port) = (free_port(), free_port());
+        let (submit_port, sink_port) = (super::free_port(), super::free_port());
         let fill = |name: &str| {
             std::fs::read_to_string(Path::new(TEMPLATES).join(name))
                 .unwrap()
@@ -92,33 +84,9 @@ impl Postfix {
         std::fs::write(conf.join("master.cf"), fill("master.cf")).unwrap();
         std::fs::write(conf.join("sasl/smtpd.conf"), fill("smtpd.conf")).unwrap();
         let sasldb = root.join("sasldb2");
-        for (user, password) in users {
-            let mut child = Command::new("saslpasswd2")
-                .args(["-p", "-c", "-u", "tugraz.at", "-f"])
-                .arg(&sasldb)
-                .arg(user)
-                .stdin(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(password.as_bytes())
-                .unwrap();
-            assert!(child.wait().unwrap().success(), "saslpasswd2 {user}");
-        }
+        super::add_sasl_users(&sasldb, users);
         chown_postfix(&sasldb);
-        let sink = Command::new("smtp-sink")
-            .args(["-u", "postfix", "-d"])
-            .arg(format!("{}/sink/%H%M%S.", root.display()))
-            .arg(format!("127.0.0.1:{sink_port}"))
-            .arg("100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("smtp-sink starts");
+        let sink = super::spawn_sink(&root.join("sink"), sink_port);
         let postfix = Postfix {
             submit: SocketAddr::from(([127, 0, 0, 1], submit_port)),
             conf,

@@ -22,14 +22,6 @@ pub fn require_sendmail() -> PathBuf {
     binary
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running Sendmail with its sink; stopped on drop.
 pub struct Sendmail {
     pub dir: tempfile::TempDir,
@@ -62,7 +54,7 @@ impl Sendmail {
                 .unwrap()
                 .success()
         );
-        let (port, sink_port) = (free_port(), free_port());
+        let (port, sink_port) = (super::free_port(), super::free_port());
         let mc = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/sendmail_e2e/relayguard-test.mc"
@@ -113,37 +105,13 @@ impl Sendmail {
             format!("pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {}/sasldb2\nmech_list: PLAIN LOGIN\n", root.display()),
         )
         .unwrap();
-        for (user, password) in users {
-            let mut child = Command::new("saslpasswd2")
-                .args(["-p", "-c", "-u", "tugraz.at", "-f"])
-                .arg(root.join("sasldb2"))
-                .arg(user)
-                .stdin(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(password.as_bytes())
-                .unwrap();
-            assert!(child.wait().unwrap().success());
-        }
+        super::add_sasl_users(&root.join("sasldb2"), users);
         // The bind mount needs a mount point; remove it again if we made it.
         let made_sasl_dir = !Path::new("/etc/sasl2").exists();
         if made_sasl_dir {
             std::fs::create_dir("/etc/sasl2").unwrap();
         }
-        let sink = Command::new("smtp-sink")
-            .args(["-u", "postfix", "-d"])
-            .arg(format!("{}/sink/%H%M%S.", root.display()))
-            .arg(format!("127.0.0.1:{sink_port}"))
-            .arg("100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("smtp-sink starts");
+        let sink = super::spawn_sink(&root.join("sink"), sink_port);
         // An unpacked (not installed) binary: drop set-gid so that LD_LIBRARY_PATH applies.
         std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
         let script = format!(
