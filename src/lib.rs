@@ -5,6 +5,7 @@
 //! ([`milter`]) on a socket ([`listen`]) and reloads when its files change ([`reload`]).
 
 pub mod audit;
+pub mod bench;
 pub mod config;
 pub mod dkim;
 pub mod explain;

@@ -65,6 +65,34 @@ enum Command {
         /// A message file whose headers are checked too.
         message: Option<PathBuf>,
     },
+    /// Load a milter as Postfix does and report throughput, latency, outcomes and, for a
+    /// given server PID, CPU per message and peak RSS.
+    Bench {
+        /// `unix:/path` or `inet:PORT@HOST` of the milter.
+        #[arg(long, default_value = "inet:8891@127.0.0.1")]
+        target: String,
+        /// Concurrent connections.
+        #[arg(long, short = 'c', default_value_t = 8)]
+        connections: usize,
+        /// Messages per connection.
+        #[arg(long, short = 'm', default_value_t = 100)]
+        messages: usize,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 10_000)]
+        size: usize,
+        /// Recipients per message.
+        #[arg(long, default_value_t = 1)]
+        rcpts: usize,
+        /// SASL login.
+        #[arg(long, default_value = "alice")]
+        login: String,
+        /// Header From and envelope sender.
+        #[arg(long, default_value = "alice@tugraz.at")]
+        from: String,
+        /// The milter's PID, for CPU and memory figures.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Account locks: list, lock, unlock.
     Accounts {
         /// Configuration file.
@@ -283,6 +311,68 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Bench {
+            target,
+            connections,
+            messages,
+            size,
+            rcpts,
+            login,
+            from,
+            pid,
+        } => {
+            let load = relayguard::bench::Load {
+                target,
+                connections,
+                messages,
+                size,
+                rcpts,
+                login,
+                from,
+            };
+            let before = pid.and_then(relayguard::bench::process_stats);
+            let results = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(relayguard::bench::run(&load)))
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            let n = results.latencies.len();
+            println!(
+                "{n} messages of {} bytes, {} connections, {:.2} s: {:.0} messages/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                load.size,
+                load.connections,
+                results.elapsed.as_secs_f64(),
+                results.rate(),
+                ms(results.percentile(0.5)),
+                ms(results.percentile(0.99)),
+                ms(results.percentile(1.0))
+            );
+            println!(
+                "signed {}, accepted unsigned {}, rejected {}, tempfailed {}",
+                results.signed, results.unsigned, results.rejected, results.tempfailed
+            );
+            if let (Some((cpu0, _)), Some((cpu1, hwm))) =
+                (before, pid.and_then(relayguard::bench::process_stats))
+            {
+                println!(
+                    "server: {:.3} ms CPU per message, peak RSS {:.1} MiB",
+                    (cpu1 - cpu0) * 1000.0 / n.max(1) as f64,
+                    hwm as f64 / 1024.0
+                );
+            }
+            ExitCode::SUCCESS
         }
         Command::Accounts { config, command } => match accounts_command(config, command) {
             Ok(()) => ExitCode::SUCCESS,
