@@ -410,8 +410,16 @@ async fn run_connection<S: AsyncRead + AsyncWrite>(
 /// Runs the load and collects the results.
 pub async fn run(load: &Load) -> io::Result<Results> {
     let line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
-    let body: std::sync::Arc<Vec<u8>> =
-        std::sync::Arc::new(line.iter().copied().cycle().take(load.size).collect());
+    let mut body: Vec<u8> = line
+        .iter()
+        .copied()
+        .cycle()
+        .take(load.size.max(2))
+        .collect();
+    // Whole lines, as an MTA delivers them (OpenDKIM refuses a body without a final CRLF).
+    let n = body.len();
+    body[n - 2..].copy_from_slice(b"\r\n");
+    let body = std::sync::Arc::new(body);
     let spec = crate::config::SocketSpec::parse(&load.target)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let started = Instant::now();
