@@ -363,6 +363,18 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Deserialises TOML text; a syntax error, unknown key or wrong type names file and line.
+pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+        message: e.message().trim().to_string(),
+    })
+}
+
 /// Turns a byte offset into a 1-based line number.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
@@ -394,11 +406,7 @@ impl Config {
 
     /// As [`Config::parse`], at a given time.
     pub fn parse_at(path: &Path, text: &str, now: i64) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
-            message: e.message().trim().to_string(),
-        })?;
+        let raw: RawConfig = from_toml(path, text)?;
         let invalid =
             |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
                 path: path.to_path_buf(),

@@ -2,7 +2,7 @@
 //!
 //! Pure: every question takes `now` (Unix seconds) from the caller.
 
-use crate::config::{ConfigError, line_of};
+use crate::config::{ConfigError, from_toml, line_of};
 use crate::policy::domains::normalise_domain;
 use serde::Deserialize;
 use std::fmt;
@@ -111,11 +111,7 @@ pub struct Schedule {
 impl Schedule {
     /// Parses selectors.toml; key paths are resolved against `keys_dir`.
     pub fn parse(path: &Path, text: &str, keys_dir: &Path) -> Result<Self, ConfigError> {
-        let raw: RawSchedule = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
-            message: e.message().trim().to_string(),
-        })?;
+        let raw: RawSchedule = from_toml(path, text)?;
         let invalid =
             |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
                 path: path.to_path_buf(),

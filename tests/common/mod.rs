@@ -61,6 +61,36 @@ pub fn spawn_sink(dir: &Path, port: u16) -> std::process::Child {
         .expect("smtp-sink starts")
 }
 
+/// Messages in a sink directory that contain `needle`.
+pub fn delivered_in(dir: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|t| t.contains(needle))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits up to 30 s for a message containing `needle` in a sink directory; `context` is
+/// shown when it never arrives (e.g. the MTA's log).
+pub async fn wait_delivered_in(dir: &Path, needle: &str, context: impl Fn() -> String) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(text) = delivered_in(dir, needle).pop() {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "message {needle} not delivered within 30 s\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The default test sender map.
 pub const MAP: &str = "alice@tugraz.at alice\nrector@tugraz.at rector\noffice@tugraz.at alice, bob\nwebform@tugraz.at robot-web\n";
 

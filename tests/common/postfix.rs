@@ -128,33 +128,15 @@ impl Postfix {
 
     /// Messages the sink received that contain `needle`.
     pub fn delivered(&self, needle: &str) -> Vec<String> {
-        let mut found = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("sink")) {
-            for entry in entries.flatten() {
-                if let Ok(text) = std::fs::read_to_string(entry.path())
-                    && text.contains(needle)
-                {
-                    found.push(text);
-                }
-            }
-        }
-        found
+        super::delivered_in(&self.dir.path().join("sink"), needle)
     }
 
     /// Waits up to 30 s for a delivered message containing `needle`.
     pub async fn wait_delivered(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(text) = self.delivered(needle).pop() {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "message {needle} not delivered within 30 s; postfix log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        super::wait_delivered_in(&self.dir.path().join("sink"), needle, || {
+            format!("postfix log:\n{}", self.log())
+        })
+        .await
     }
 
     /// Asks Postfix to deliver everything queued now and waits until the queue is empty.

@@ -147,30 +147,12 @@ impl Sendmail {
 
     /// Messages the sink received that contain `needle`.
     pub fn delivered(&self, needle: &str) -> Vec<String> {
-        std::fs::read_dir(self.dir.path().join("sink"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                    .filter(|t| t.contains(needle))
-                    .collect()
-            })
-            .unwrap_or_default()
+        super::delivered_in(&self.dir.path().join("sink"), needle)
     }
 
     /// Waits up to 30 s for a delivered message containing `needle`.
     pub async fn wait_delivered(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(text) = self.delivered(needle).pop() {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "message {needle} not delivered within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        super::wait_delivered_in(&self.dir.path().join("sink"), needle, String::new).await
     }
 }
 
