@@ -482,3 +482,58 @@ pub fn process_stats(pid: u32) -> Option<(f64, u64)> {
         .ok()?;
     Some((cpu, hwm))
 }
+
+/// What one signature covers in a typical message: the signed header fields in relaxed form
+/// and the DKIM-Signature header without `b=`.
+const TYPICAL_SIGNED_BLOCK: &[u8] = b"from:Alice Example <alice@tugraz.at>\r\n\
+to:friend@example.org\r\n\
+subject:Benchmark message\r\n\
+date:Sat, 28 Nov 2026 10:00:00 +0100\r\n\
+message-id:<bench-1@tugraz.at>\r\n\
+mime-version:1.0\r\n\
+content-type:text/plain; charset=utf-8\r\n\
+dkim-signature:v=1; a=rsa-sha256; s=rsa; d=tugraz.at; c=relaxed/relaxed; \
+h=From:To:Subject:Date:Message-ID:MIME-Version:Content-Type:from:to:cc:subject:date:reply-to; \
+t=1795856400; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=";
+
+/// The signing ceiling for a key file: signatures per second that `threads` threads make over
+/// a typical signed block with nothing else to do. Returns the key's algorithm and the rate.
+pub fn signing_ceiling(
+    path: &std::path::Path,
+    threads: usize,
+    duration: Duration,
+) -> Result<(crate::dkim::schedule::Algorithm, f64), String> {
+    use crate::dkim::keys;
+    use crate::dkim::schedule::Algorithm;
+    use mail_auth::common::crypto::SigningKey;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let loaded = keys::parse(path, &pem, Algorithm::RsaSha256)
+        .or_else(|_| keys::parse(path, &pem, Algorithm::Ed25519Sha256))
+        .map_err(|e| e.to_string())?;
+    let signed = AtomicU64::new(0);
+    let started = Instant::now();
+    let failed = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    while started.elapsed() < duration {
+                        loaded.key.sign(TYPICAL_SIGNED_BLOCK)?;
+                        signed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok::<(), mail_auth::Error>(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .filter_map(|w| w.join().ok().and_then(Result::err))
+            .next()
+    });
+    if let Some(e) = failed {
+        return Err(format!("signing failed: {e}"));
+    }
+    let rate = signed.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    Ok((loaded.algorithm, rate))
+}

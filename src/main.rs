@@ -92,6 +92,16 @@ enum Command {
         /// The milter's PID, for CPU and memory figures.
         #[arg(long)]
         pid: Option<u32>,
+        /// Instead of loading a milter, measure the signing ceiling of this key file: how
+        /// many signatures per second `--threads` threads make with nothing else to do.
+        #[arg(long, value_name = "KEY_FILE")]
+        ceiling: Option<PathBuf>,
+        /// Threads for `--ceiling`.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Seconds for `--ceiling`.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
     },
     /// Account locks: list, lock, unlock.
     Accounts {
@@ -321,7 +331,26 @@ fn main() -> ExitCode {
             login,
             from,
             pid,
+            ceiling,
+            threads,
+            seconds,
         } => {
+            if let Some(key) = ceiling {
+                let duration = std::time::Duration::from_secs_f64(seconds.max(0.1));
+                return match relayguard::bench::signing_ceiling(&key, threads, duration) {
+                    Ok((algorithm, rate)) => {
+                        println!(
+                            "signing ceiling: {rate:.0} signatures/s ({algorithm}, {threads} threads, {:.3} ms CPU per signature)",
+                            threads as f64 * 1000.0 / rate.max(1.0)
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             let load = relayguard::bench::Load {
                 target,
                 connections,

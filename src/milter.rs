@@ -5,7 +5,7 @@
 
 use crate::audit::writer::OnError;
 use crate::audit::{Record, SignatureRecord, Verdict, recipient_fields};
-use crate::dkim::signer::{MadeSignature, MessageSigner, SigningPlan, WithoutKey};
+use crate::dkim::signer::{Field, MadeSignature, MessageSigner, SigningPlan, WithoutKey};
 use crate::limits::{
     ClassLimits, LimitError, Used, abuse_signal, check_connection, check_message, check_recipient,
 };
@@ -38,9 +38,6 @@ pub struct Session {
     connection_counted: bool,
     message: Option<Message>,
 }
-
-/// A header field as the MTA passed it: name and value.
-type Field = (Box<[u8]>, Box<[u8]>);
 
 /// Per-message state: the snapshot it started with and what the MTA sent so far.
 struct Message {
@@ -462,12 +459,8 @@ impl Session {
         };
         match plan {
             SigningPlan::Sign(entries) => {
-                let mut signer = MessageSigner::new(entries);
-                for (name, value) in std::mem::take(&mut message.fields) {
-                    signer.header(&name, &value);
-                }
-                signer.end_of_headers();
-                message.signer = Some(signer);
+                let fields = std::mem::take(&mut message.fields);
+                message.signer = Some(MessageSigner::new(entries, fields));
                 self.message = Some(message);
                 Reply::Continue
             }
@@ -528,7 +521,7 @@ impl Session {
             .take()
             .ok_or("end of message without a signer")?;
         let started = Instant::now();
-        let signatures = signer.finish();
+        let signatures = signer.finish(service.now().max(0) as u64);
         service
             .metrics
             .signing_seconds

@@ -192,6 +192,52 @@ async fn corpus_verifies_with_mail_auth_and_dkimpy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_bodies_verify_with_dkimpy() {
+    // Bodies where relaxed canonicalization has work to do. mail-auth 0.13.3's own
+    // canonicalizer hashes a trailing whitespace-only line as an empty line, so its verifier
+    // is not the judge here: dkimpy is. (Not here: a last line without CRLF that ends in
+    // whitespace, which an MTA never passes on and where dkimpy and mail-auth disagree.)
+    let bodies: &[&[u8]] = &[
+        b"text\r\n \r\n",
+        b" \r\n",
+        b"a\r\n\t \r\n\r\n \r\n",
+        b"",
+        b"\r\n\r\n\r\n",
+        b"  leading  and  double  spaces\t\tand tabs \t\r\n",
+        b"bare\rCR inside a line\r\n",
+        b"\r\nstarts with an empty line\r\n",
+    ];
+    let milter = Milter::with_config(signing_config).await;
+    let out = tempfile::tempdir().unwrap();
+    let records = records();
+    let mut conn = milter.connect().await;
+    let mut files = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let mut raw = format!(
+            "From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: odd body {i}\r\n\r\n"
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        let (status, signatures) = if i == 0 {
+            sign(&mut conn, "alice", "<alice@tugraz.at>", &raw).await
+        } else {
+            dkim::sign_on(&mut conn, "alice", "<alice@tugraz.at>", &raw).await
+        };
+        assert_eq!(status, Status::Accept, "body {i}");
+        assert_eq!(signatures.len(), 2, "body {i}");
+        let path = out.path().join(format!("b{i:02}.eml"));
+        std::fs::write(&path, signed_message(&signatures, &raw)).unwrap();
+        files.push(path);
+    }
+    conn.close().await.unwrap();
+    let results = verify_dkimpy(&files, &records, out.path());
+    assert_eq!(results.len(), files.len());
+    let failures: Vec<&String> = results.iter().filter(|l| !l.contains(" ok ")).collect();
+    assert!(failures.is_empty(), "dkimpy rejected: {failures:#?}");
+    milter.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_header_layouts_never_hit_the_b_folding_trap() {
     // mail-auth folds `b=` as `...==\r\n\t;` when the base64 ends at the wrap column, which
     // depends on the h= layout; dkimpy rejects that form. Vary the configured header list
@@ -263,14 +309,14 @@ async fn many_header_layouts_never_hit_the_b_folding_trap() {
             require_safe_keys: true,
         };
         let keys = KeySet::load(schedule.clone(), config, T0).unwrap();
-        let mut signer = MessageSigner::new(keys.active("tu-graz.ac.at", T0));
-        for (name, value) in relayguard::explain::split_header_block(raw) {
-            signer.header(&name, &value);
-        }
-        signer.end_of_headers();
+        let fields = relayguard::explain::split_header_block(raw)
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into()))
+            .collect();
+        let mut signer = MessageSigner::new(keys.active("tu-graz.ac.at", T0), fields);
         signer.body(b"body\r\n");
         let signatures: Vec<String> = signer
-            .finish()
+            .finish(T0 as u64)
             .unwrap()
             .into_iter()
             .map(|s| s.value)

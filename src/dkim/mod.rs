@@ -1,5 +1,7 @@
-//! DKIM signing: the selector schedule, keys, the loaded key set and the streaming signer.
+//! DKIM signing: the selector schedule, keys, the body hash, the loaded key set and the
+//! streaming signer.
 
+pub mod body;
 pub mod keys;
 pub mod schedule;
 pub mod signer;

@@ -1,11 +1,12 @@
 //! The loaded key set (one immutable snapshot per reload) and the per-message streaming signer.
 
+use super::body::BodyHash;
 use super::keys::{self, KeyError, LoadedKey};
 use super::schedule::{Algorithm, Schedule, Selector};
 use crate::policy::domains::ProtectedDomains;
-use mail_auth::common::crypto::DkimKey;
-use mail_auth::common::headers::HeaderWriter;
-use mail_auth::dkim::{DkimSigner, DkimSigningStream, Done};
+use mail_auth::common::crypto::{DkimKey, SigningKey};
+use mail_auth::common::headers::{HeaderWriter, Writable, Writer};
+use mail_auth::dkim::{Canonicalization, DkimSigner, Done, Signature};
 use std::sync::Arc;
 
 /// The default signed header list; the oversigned ones are listed again by [`SigningConfig`].
@@ -124,7 +125,9 @@ impl KeySet {
         let mut signer = DkimSigner::from_key(key.key)
             .domain(selector.domain.clone())
             .selector(selector.name.clone())
-            .headers(headers);
+            .headers(headers)
+            .header_canonicalization(Canonicalization::Relaxed)
+            .body_canonicalization(Canonicalization::Relaxed);
         if let Some(x) = config.expiry {
             signer = signer.expiration(x);
         }
@@ -206,16 +209,6 @@ impl KeySet {
     }
 }
 
-type Streams<'a> = Vec<DkimSigningStream<'a, DkimKey>>;
-
-self_cell::self_cell!(
-    struct StreamCell {
-        owner: Vec<Arc<SignerEntry>>,
-        #[covariant]
-        dependent: Streams,
-    }
-);
-
 /// A signature made for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MadeSignature {
@@ -229,72 +222,114 @@ pub struct MadeSignature {
     pub value: String,
 }
 
-/// Signs one message as it streams past: headers are buffered, the body is hashed chunk by
-/// chunk, so memory does not grow with the body.
+/// A header field as the MTA passed it: name, and value without the leading space.
+pub type Field = (Box<[u8]>, Box<[u8]>);
+
+/// Signs one message as it streams past: the header fields are kept, the body is hashed
+/// chunk by chunk (once for all signatures), so memory does not grow with the body.
 pub struct MessageSigner {
-    cell: StreamCell,
+    entries: Vec<Arc<SignerEntry>>,
+    fields: Vec<Field>,
+    body: BodyHash,
 }
 
 impl MessageSigner {
-    /// Starts signing with the given selectors (one signature each).
-    pub fn new(entries: Vec<Arc<SignerEntry>>) -> Self {
+    /// Starts signing a message with these header fields, in order, with the given selectors
+    /// (one signature each).
+    pub fn new(entries: Vec<Arc<SignerEntry>>, fields: Vec<Field>) -> Self {
         MessageSigner {
-            cell: StreamCell::new(entries, |entries| {
-                entries.iter().map(|e| e.signer.sign_streaming()).collect()
-            }),
+            entries,
+            fields,
+            body: BodyHash::new(),
         }
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.cell
-            .with_dependent_mut(|_, streams| streams.iter_mut().for_each(|s| s.write(bytes)));
-    }
-
-    /// One header field as the MTA passed it (value without the leading space); bare LF
-    /// line breaks in folded values are written as CRLF.
-    pub fn header(&mut self, name: &[u8], value: &[u8]) {
-        let mut line = Vec::with_capacity(name.len() + value.len() + 4);
-        line.extend_from_slice(name);
-        line.extend_from_slice(b": ");
-        let mut previous = 0u8;
-        for &b in value {
-            if b == b'\n' && previous != b'\r' {
-                line.push(b'\r');
-            }
-            line.push(b);
-            previous = b;
-        }
-        line.extend_from_slice(b"\r\n");
-        self.write(&line);
-    }
-
-    /// The blank line between header and body.
-    pub fn end_of_headers(&mut self) {
-        self.write(b"\r\n");
     }
 
     /// A body chunk (CRLF line ends, as the milter protocol carries it).
     pub fn body(&mut self, chunk: &[u8]) {
-        self.write(chunk);
+        self.body.update(chunk);
     }
 
-    /// Finishes every signature.
-    pub fn finish(mut self) -> Result<Vec<MadeSignature>, mail_auth::Error> {
-        self.cell.with_dependent_mut(|owner, streams| {
-            std::mem::take(streams)
-                .into_iter()
-                .zip(owner.iter())
-                .map(|(stream, entry)| {
-                    let signature = stream.finish()?;
-                    Ok(MadeSignature {
-                        domain: entry.selector.domain.clone(),
-                        selector: entry.selector.name.clone(),
-                        algorithm: entry.selector.algorithm,
-                        value: header_value(&signature.to_header()),
-                    })
+    /// Finishes every signature, with `t=` set to `now` (Unix seconds).
+    pub fn finish(self, now: u64) -> Result<Vec<MadeSignature>, mail_auth::Error> {
+        let body_hash = self.body.finish();
+        self.entries
+            .iter()
+            .map(|entry| {
+                let signature = sign(&entry.signer, &self.fields, body_hash.as_ref(), now)?;
+                Ok(MadeSignature {
+                    domain: entry.selector.domain.clone(),
+                    selector: entry.selector.name.clone(),
+                    algorithm: entry.selector.algorithm,
+                    value: header_value(&signature.to_header()),
                 })
-                .collect()
-        })
+            })
+            .collect()
+    }
+}
+
+/// One signature over the fields its `h=` list names (every instance, bottom-up, then the
+/// names not present, which oversigns them), as RFC 6376 section 5.4.2 describes.
+fn sign(
+    signer: &DkimSigner<DkimKey, Done>,
+    fields: &[Field],
+    body_hash: &[u8],
+    now: u64,
+) -> Result<Signature, mail_auth::Error> {
+    let template = &signer.template;
+    let mut found = vec![false; template.h.len()];
+    let mut signed = Vec::with_capacity(template.h.len());
+    let mut names = Vec::with_capacity(template.h.len());
+    for (name, value) in fields {
+        if let Some(pos) = template
+            .h
+            .iter()
+            .position(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        {
+            found[pos] = true;
+            signed.push((&name[..], &value[..]));
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    if signed.is_empty() {
+        return Err(mail_auth::Error::NoHeadersFound);
+    }
+    names.reverse();
+    names.extend(
+        template
+            .h
+            .iter()
+            .zip(found)
+            .filter(|(_, found)| !found)
+            .map(|(h, _)| h.clone()),
+    );
+    let mut signature = template.clone();
+    signature.bh = body_hash.to_vec();
+    signature.t = now;
+    signature.x = if template.x > 0 { now + template.x } else { 0 };
+    signature.h = names;
+    signature.b = signer.key.sign(Signed {
+        fields: &signed,
+        signature: &signature,
+    })?;
+    Ok(signature)
+}
+
+/// What a DKIM signature signs: the signed header fields, bottom-up, in relaxed canonical
+/// form, then its own header with an empty `b=`.
+struct Signed<'a> {
+    fields: &'a [(&'a [u8], &'a [u8])],
+    signature: &'a Signature,
+}
+
+impl Writable for Signed<'_> {
+    fn write(self, writer: &mut impl Writer) {
+        for &(name, value) in self.fields.iter().rev() {
+            let value = value.strip_suffix(b"\n").unwrap_or(value);
+            let value = value.strip_suffix(b"\r").unwrap_or(value);
+            Canonicalization::Relaxed.canonicalize_headers(std::iter::once((name, value)), writer);
+            writer.write(b"\r\n");
+        }
+        self.signature.write(writer, false);
     }
 }
 
