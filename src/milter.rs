@@ -37,6 +37,15 @@ pub struct Session {
     /// Whether this connection was counted against connection and authentication limits.
     connection_counted: bool,
     message: Option<Message>,
+    /// The verdict made at end of headers, held for the first stage that may reply (body or
+    /// end of message) when the MTA agreed not to wait for a reply at end of headers.
+    held: Option<Held>,
+}
+
+/// A verdict waiting for a stage that replies; the message stays in flight until then.
+struct Held {
+    reply: Reply,
+    _in_flight: Option<InFlightGuard>,
 }
 
 /// Per-message state: the snapshot it started with and what the MTA sent so far.
@@ -710,6 +719,27 @@ impl Session {
 
     fn abort(&mut self) {
         self.message = None;
+        self.held = None;
+    }
+
+    /// Where the MTA waits for no reply at `stage`, keeps a verdict other than "go on" for
+    /// the next stage that replies and returns `None`; else returns the outcome to send.
+    fn hold(
+        &mut self,
+        stage: ProtoOpts,
+        outcome: Reply,
+        in_flight: Option<InFlightGuard>,
+    ) -> Option<Reply> {
+        if !self.noreply.contains(stage) {
+            return Some(outcome);
+        }
+        if !matches!(outcome, Reply::Continue) {
+            self.held = Some(Held {
+                reply: outcome,
+                _in_flight: in_flight,
+            });
+        }
+        None
     }
 
     fn client_display(&self) -> String {
@@ -742,8 +772,14 @@ fn negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts) -> Status {
         cx.requested_macros.insert(*stage, (*macros).to_owned());
     }
     cx.requested_actions |= Actions::ADD_HEADER;
-    // We never reply at connect or per header: spare the MTA those round trips.
-    let noreply = offered & (ProtoOpts::NOREPLY_CONNECT | ProtoOpts::NOREPLY_HEADER);
+    // Spare the MTA round trips: nothing is refused at connect or per header, and the
+    // verdict made at end of headers is given at end of message (the SMTP client hears it
+    // after its final dot either way).
+    let noreply = offered
+        & (ProtoOpts::NOREPLY_CONNECT
+            | ProtoOpts::NOREPLY_HEADER
+            | ProtoOpts::NOREPLY_EOH
+            | ProtoOpts::NOREPLY_BODY);
     cx.requested_opts |= noreply;
     session(&mut cx.data).noreply = noreply;
     Status::Continue
@@ -801,21 +837,37 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
             let service = eoh_service.clone();
             Box::pin(async move {
                 let Context { data, macros, reply, .. } = cx;
-                let outcome = session(data).eoh(&service, macros).await;
-                send(reply, outcome)
+                let session = session(data);
+                // Counted from before the message is done with until the verdict is given.
+                let in_flight = service.begin_message();
+                let outcome = session.eoh(&service, macros).await;
+                match session.hold(ProtoOpts::NOREPLY_EOH, outcome, Some(in_flight)) {
+                    Some(outcome) => send(reply, outcome),
+                    None => Status::Noreply,
+                }
             })
         })
         .on_body(|cx: &mut Context<Session>, chunk| {
             Box::pin(async move {
                 let Context { data, reply, .. } = cx;
-                let outcome = session(data).body(&chunk);
-                send(reply, outcome)
+                let session = session(data);
+                let (outcome, in_flight) = match session.held.take() {
+                    Some(held) => (held.reply, held._in_flight),
+                    None => (session.body(&chunk), None),
+                };
+                match session.hold(ProtoOpts::NOREPLY_BODY, outcome, in_flight) {
+                    Some(outcome) => send(reply, outcome),
+                    None => Status::Noreply,
+                }
             })
         })
         .on_eom(move |cx: &mut EomContext<Session>| {
             let service = eom_service.clone();
             Box::pin(async move {
                 let session = session(&mut cx.data);
+                if let Some(held) = session.held.take() {
+                    return send(&mut cx.reply, held.reply);
+                }
                 let signatures = match session.eom(&service) {
                     Ok(done) => done,
                     Err(why) => {

@@ -38,7 +38,8 @@ async fn spoofer_is_refused_over_unix_socket_with_the_address_and_login() {
         ),
     )
     .await;
-    assert_eq!(outcome.stage, "eoh");
+    // The MTA offers not to wait at end of headers; the verdict comes at end of message.
+    assert_eq!(outcome.stage, "eom");
     assert_eq!(
         reply_of(&outcome),
         "550 5.7.1 <rector@tugraz.at> is not owned by authenticated user mallory"
@@ -138,7 +139,8 @@ async fn several_messages_on_one_connection_are_judged_separately() {
         &Txn::authenticated("alice", "<alice@tugraz.at>", "rector@tugraz.at"),
     )
     .await;
-    assert_eq!(second.stage, "eoh");
+    assert_eq!(second.stage, "eom");
+    assert!(reply_of(&second).starts_with("550 5.7.1 <rector@tugraz.at>"));
     let third = send_message(
         &mut conn,
         &Txn::authenticated("alice", "<>", "office@tugraz.at"),
@@ -238,7 +240,48 @@ async fn shutdown_finishes_the_message_in_flight() {
         Status::Continue
     );
     conn.header("From", "alice@tugraz.at").await.unwrap();
-    assert_eq!(conn.eoh().await.unwrap(), Status::Accept);
+    assert_eq!(conn.eoh().await.unwrap(), Status::Noreply);
+    assert_eq!(conn.eom().await.unwrap().1, Status::Accept);
     conn.abort().await.unwrap();
     milter.join().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_mta_without_noreply_options_hears_the_header_verdict_at_end_of_headers() {
+    use indymilter_test::ProtoOpts;
+    let milter = Milter::tcp().await;
+    // Postfix 3.7 offers everything; this MTA offers no reply-less end of headers or body.
+    let offered = ProtoOpts::all() - ProtoOpts::NOREPLY_EOH - ProtoOpts::NOREPLY_BODY;
+    let mut conn = milter.connect_offering(offered).await;
+    assert!(!conn.negotiated_opts().contains(ProtoOpts::NOREPLY_EOH));
+    let outcome = send(
+        &mut conn,
+        &Txn::authenticated("mallory", "<mallory@tugraz.at>", "rector@tugraz.at"),
+    )
+    .await;
+    assert_eq!(outcome.stage, "eoh");
+    assert!(reply_of(&outcome).starts_with("550 5.7.1 <rector@tugraz.at>"));
+    let owner = send_message(
+        &mut conn,
+        &Txn::authenticated("alice", "<alice@tugraz.at>", "alice@tugraz.at"),
+    )
+    .await;
+    assert_eq!((owner.stage, owner.status), ("eoh", Status::Accept));
+    conn.close().await.unwrap();
+
+    // With the options offered, relayguard takes them: three round trips per message
+    // (MAIL, RCPT, end of message) instead of five or more.
+    let conn = milter.connect().await;
+    let opts = conn.negotiated_opts();
+    for wanted in [
+        ProtoOpts::NOREPLY_CONNECT,
+        ProtoOpts::NOREPLY_HEADER,
+        ProtoOpts::NOREPLY_EOH,
+        ProtoOpts::NOREPLY_BODY,
+        ProtoOpts::NO_DATA,
+    ] {
+        assert!(opts.contains(wanted), "{wanted:?} not negotiated: {opts:?}");
+    }
+    conn.close().await.unwrap();
+    milter.stop().await.unwrap();
 }
