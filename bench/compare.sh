@@ -2,14 +2,18 @@
 # Benchmarks relayguard against OpenDKIM on this machine, in one run: the same load
 # (relayguard bench), RSA-2048 for d=tugraz.at, runs alternating A B A B with a fresh
 # process per run, 3 runs, medians. Prints one table (markdown) on standard output.
-# Needs root (installs opendkim from Debian if missing). Loopback and unix sockets only.
+# Also the signing ceiling (ring alone) and runs through a real Postfix. Needs root
+# (installs opendkim and postfix from Debian if missing). Loopback and unix sockets only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 MSGS_10K=${MSGS_10K:-500}
 MSGS_1M=${MSGS_1M:-40}
+# Messages per Postfix run (smtp-source, 8 sessions).
+PF_MSGS=${PF_MSGS:-4000}
 
 command -v opendkim >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q opendkim >&2
+command -v smtp-source >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix >&2
 cargo build --release --locked -q
 RG=$PWD/target/release/relayguard
 work=$(mktemp -d /tmp/relayguard-bench.XXXXXX)
@@ -30,6 +34,8 @@ socket = "unix:$work/rg.sock"
 socket_mode = "0666"
 [domains]
 protected = ["tugraz.at"]
+[clients]
+internal_networks = ["127.0.0.0/8"]
 [dkim]
 selectors = "selectors-$kind.toml"
 keys_dir = "keys"
@@ -79,30 +85,79 @@ measure() {
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-row() {  # row LABEL NAME CONFIG TARGET WAIT ARGS...
-    local label=$1; shift
-    local rates=() cpus=() rsss=()
-    for _ in $(seq "$RUNS"); do
-        read -r r c m < <(measure "$@")
-        rates+=("$r"); cpus+=("$c"); rsss+=("$m")
+runs=$work/runs
+: > "$runs"
+# once LABEL NAME CONFIG TARGET WAIT ARGS...: one fresh process, one line in $runs.
+once() { local label=$1; shift; echo "$label $(measure "$@")" >> "$runs"; }
+# Rows are measured A B A B (relayguard and OpenDKIM in turn), RUNS times each.
+for _ in $(seq "$RUNS"); do
+    for size_msgs in "10000 $MSGS_10K" "1000000 $MSGS_1M"; do
+        read -r size msgs <<<"$size_msgs"
+        once "relayguard-rsa-$size" relayguard "$work/rg-rsa.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 8 -m "$msgs" --size "$size"
+        once "opendkim-rsa-$size" opendkim - "unix:$work/od/od.sock" "$work/od/od.sock" -c 8 -m "$msgs" --size "$size"
     done
-    printf '%s %s %s %s\n' "$label" "$(printf '%s\n' "${rates[@]}" | median)" "$(printf '%s\n' "${cpus[@]}" | median)" "$(printf '%s\n' "${rsss[@]}" | median)"
-}
-
+    once "relayguard-100x10MB" relayguard "$work/rg-rsa.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 100 -m 1 --size 10000000
+    once "opendkim-100x10MB" opendkim - "unix:$work/od/od.sock" "$work/od/od.sock" -c 100 -m 1 --size 10000000
+    once "relayguard-ed25519-10000" relayguard "$work/rg-ed.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 8 -m "$MSGS_10K" --size 10000
+    once "relayguard-tcp-rsa-10000" relayguard "$work/rg-tcp.toml" "inet:18991@127.0.0.1" 18991 -c 8 -m "$MSGS_10K" --size 10000
+done
 results=$work/results
-: > "$results"
-for size_msgs in "10000 $MSGS_10K" "1000000 $MSGS_1M"; do
-    read -r size msgs <<<"$size_msgs"
-    # Alternate A B A B: each row() call runs RUNS fresh processes in turn.
-    for _ in 1; do
-        row "relayguard-rsa-$size" relayguard "$work/rg-rsa.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 8 -m "$msgs" --size "$size" >> "$results"
-        row "opendkim-rsa-$size" opendkim - "unix:$work/od/od.sock" "$work/od/od.sock" -c 8 -m "$msgs" --size "$size" >> "$results"
+for label in $(awk '{print $1}' "$runs" | sort -u); do
+    col() { awk -v k="$label" -v f="$1" '$1==k {print $f}' "$runs" | median; }
+    echo "$label $(col 2) $(col 3) $(col 4)"
+done > "$results"
+
+# The ceiling: ring signing the same RSA-2048 key on 2 threads with nothing else to do.
+ceiling=$("$RG" bench --ceiling "$work/keys/tugraz.at.rsa.pem" --threads 2 --seconds 3 | sed -n 's/^signing ceiling: \([0-9]*\) .*/\1/p')
+
+# Through Postfix: smtp-source -> Postfix -> milter -> smtp-sink, end to end (until the
+# queue is empty), with no milter, with OpenDKIM, with relayguard; A B C in turn.
+pf=$work/pf
+mkdir -p "$pf/conf" "$pf/queue" "$pf/data"
+chown postfix "$pf/data"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+submit_port=$(free_port); sink_port=$(free_port)
+for f in main.cf master.cf; do
+    sed -e "s#@DIR@#$pf#g" -e "s#@SUBMIT_PORT@#$submit_port#g" -e "s#@SINK_PORT@#$sink_port#g" "tests/postfix_e2e/$f" > "$pf/conf/$f"
+done
+sed "s#unix:/run/relayguard/relayguard.sock#unix:$work/rg.sock#" packaging/postfix/main.cf.snippet >> "$pf/conf/main.cf"
+smtp-sink -u postfix "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
+postfix -c "$pf/conf" start >/dev/null 2>&1
+trap 'postfix -c "$pf/conf" stop >/dev/null 2>&1 || true; pkill -f "smtp-sink -u postfix 127.0.0.1:$sink_port" || true; pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
+wait_port "$submit_port"
+{
+    printf 'From: Monitoring <monitor@tugraz.at>\nTo: ops@tugraz.at\nSubject: status report\nMessage-ID: <bench@tugraz.at>\nDate: Sat, 28 Nov 2026 10:00:00 +0100\n\n'
+    awk 'BEGIN { while (n < 10000) { l = "The quick brown fox jumps over the lazy dog, again and again and again."; print l; n += length(l) + 1 } }' 
+} > "$work/status.eml"
+postfix_run() {  # postfix_run NAME -> messages/s end to end
+    local name=$1 pid="" milter=""
+    case $name in
+        opendkim) opendkim -f -x "$work/opendkim.conf" >/dev/null 2>&1 & pid=$!; wait_socket "$work/od/od.sock"; milter="unix:$work/od/od.sock" ;;
+        relayguard) "$RG" run --config "$work/rg-rsa.toml" >/dev/null 2>&1 & pid=$!; wait_socket "$work/rg.sock"; milter="unix:$work/rg.sock" ;;
+    esac
+    postconf -c "$pf/conf" -e "smtpd_milters = $milter"
+    postfix -c "$pf/conf" reload >/dev/null 2>&1
+    sleep 1
+    : > "$pf/maillog"
+    local t0 t1
+    t0=$(date +%s.%N)
+    smtp-source -s 8 -d -m "$PF_MSGS" -f monitor@tugraz.at -t ops@tugraz.at -F "$work/status.eml" "127.0.0.1:$submit_port"
+    until postqueue -c "$pf/conf" -p 2>/dev/null | grep -q 'Mail queue is empty'; do sleep 0.1; done
+    t1=$(date +%s.%N)
+    [ -n "$pid" ] && { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+    rm -f "$work/rg.sock" "$work/od/od.sock"
+    local sent
+    sent=$(grep -c 'status=sent' "$pf/maillog" || true)
+    [ "$sent" = "$PF_MSGS" ] || { echo "postfix $name: $sent of $PF_MSGS delivered" >&2; grep -m5 -i 'milter\|reject\|defer' "$pf/maillog" >&2; exit 1; }
+    awk -v n="$PF_MSGS" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n/(b-a)}'
+}
+: > "$work/pf-runs"
+for _ in $(seq "$RUNS"); do
+    for name in none opendkim relayguard; do
+        echo "$name $(postfix_run "$name")" >> "$work/pf-runs"
     done
 done
-row "relayguard-ed25519-10000" relayguard "$work/rg-ed.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 8 -m "$MSGS_10K" --size 10000 >> "$results"
-row "relayguard-tcp-rsa-10000" relayguard "$work/rg-tcp.toml" "inet:18991@127.0.0.1" 18991 -c 8 -m "$MSGS_10K" --size 10000 >> "$results"
-row "relayguard-100x10MB" relayguard "$work/rg-rsa.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 100 -m 1 --size 10000000 >> "$results"
-row "opendkim-100x10MB" opendkim - "unix:$work/od/od.sock" "$work/od/od.sock" -c 100 -m 1 --size 10000000 >> "$results"
+pfget() { awk -v k="$1" '$1==k {print $2}' "$work/pf-runs" | median; }
 
 get() { awk -v k="$1" -v f="$2" '$1==k {print $f}' "$results"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
@@ -117,3 +172,10 @@ echo "| relayguard only | msg/s | CPU ms/msg | peak RSS MiB |"
 echo "|---|---|---|---|"
 echo "| Ed25519, 10000 bytes, unix | $(get relayguard-ed25519-10000 2) | $(get relayguard-ed25519-10000 3) | $(get relayguard-ed25519-10000 4) |"
 echo "| RSA-2048, 10000 bytes, TCP (ratio to unix: $(ratio "$(get relayguard-tcp-rsa-10000 2)" "$(get relayguard-rsa-10000 2)")) | $(get relayguard-tcp-rsa-10000 2) | $(get relayguard-tcp-rsa-10000 3) | $(get relayguard-tcp-rsa-10000 4) |"
+echo
+echo "| ceiling and Postfix | messages/s | ratio |"
+echo "|---|---|---|"
+echo "| ring RSA-2048 signing alone, 2 threads (ceiling) | $ceiling | relayguard 10 KB at $(ratio "$(get relayguard-rsa-10000 2)" "$ceiling") of it |"
+echo "| Postfix, no milter (smtp-source, 8 sessions, 10 KB, until delivered) | $(pfget none) | 1.00 |"
+echo "| Postfix with OpenDKIM | $(pfget opendkim) | $(ratio "$(pfget opendkim)" "$(pfget none)") |"
+echo "| Postfix with relayguard | $(pfget relayguard) | $(ratio "$(pfget relayguard)" "$(pfget none)") |"
