@@ -111,7 +111,8 @@ done > "$results"
 ceiling=$("$RG" bench --ceiling "$work/keys/tugraz.at.rsa.pem" --threads 2 --seconds 3 | sed -n 's/^signing ceiling: \([0-9]*\) .*/\1/p')
 
 # Through Postfix: smtp-source -> Postfix -> milter -> smtp-sink, end to end (until the
-# queue is empty), with no milter, with OpenDKIM, with relayguard; A B C in turn.
+# queue is empty), with no milter, with OpenDKIM, with relayguard (RSA-2048, and Ed25519 to
+# show what the RSA signature itself costs); in turn.
 pf=$work/pf
 mkdir -p "$pf/conf" "$pf/queue" "$pf/data"
 chown postfix "$pf/data"
@@ -134,30 +135,34 @@ postfix_run() {  # postfix_run NAME -> messages/s end to end
     case $name in
         opendkim) opendkim -f -x "$work/opendkim.conf" >/dev/null 2>&1 & pid=$!; wait_socket "$work/od/od.sock"; milter="unix:$work/od/od.sock" ;;
         relayguard) "$RG" run --config "$work/rg-rsa.toml" >/dev/null 2>&1 & pid=$!; wait_socket "$work/rg.sock"; milter="unix:$work/rg.sock" ;;
+        relayguard-ed25519) "$RG" run --config "$work/rg-ed.toml" >/dev/null 2>&1 & pid=$!; wait_socket "$work/rg.sock"; milter="unix:$work/rg.sock" ;;
     esac
     postconf -c "$pf/conf" -e "smtpd_milters = $milter"
     postfix -c "$pf/conf" reload >/dev/null 2>&1
     sleep 1
     : > "$pf/maillog"
-    local t0 t1
+    local t0 t1 busy0 busy1
+    busy0=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
     t0=$(date +%s.%N)
     smtp-source -s 8 -d -m "$PF_MSGS" -f monitor@tugraz.at -t ops@tugraz.at -F "$work/status.eml" "127.0.0.1:$submit_port"
     until postqueue -c "$pf/conf" -p 2>/dev/null | grep -q 'Mail queue is empty'; do sleep 0.1; done
     t1=$(date +%s.%N)
+    busy1=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
     [ -n "$pid" ] && { kill "$pid"; wait "$pid" 2>/dev/null || true; }
     rm -f "$work/rg.sock" "$work/od/od.sock"
     local sent
     sent=$(grep -c 'status=sent' "$pf/maillog" || true)
     [ "$sent" = "$PF_MSGS" ] || { echo "postfix $name: $sent of $PF_MSGS delivered" >&2; grep -m5 -i 'milter\|reject\|defer' "$pf/maillog" >&2; exit 1; }
-    awk -v n="$PF_MSGS" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n/(b-a)}'
+    # messages/s, and the share of both cores busy (all processes) during the run
+    echo "$busy0 $busy1" | awk -v n="$PF_MSGS" -v a="$t0" -v b="$t1" '{printf "%.0f %.0f", n/(b-a), 100*($3-$1)/(($3-$1)+($4-$2))}'
 }
 : > "$work/pf-runs"
 for _ in $(seq "$RUNS"); do
-    for name in none opendkim relayguard; do
+    for name in none opendkim relayguard relayguard-ed25519; do
         echo "$name $(postfix_run "$name")" >> "$work/pf-runs"
     done
 done
-pfget() { awk -v k="$1" '$1==k {print $2}' "$work/pf-runs" | median; }
+pfget() { awk -v k="$1" -v f="${2:-2}" '$1==k {print $f}' "$work/pf-runs" | median; }
 
 get() { awk -v k="$1" -v f="$2" '$1==k {print $f}' "$results"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
@@ -173,9 +178,10 @@ echo "|---|---|---|---|"
 echo "| Ed25519, 10000 bytes, unix | $(get relayguard-ed25519-10000 2) | $(get relayguard-ed25519-10000 3) | $(get relayguard-ed25519-10000 4) |"
 echo "| RSA-2048, 10000 bytes, TCP (ratio to unix: $(ratio "$(get relayguard-tcp-rsa-10000 2)" "$(get relayguard-rsa-10000 2)")) | $(get relayguard-tcp-rsa-10000 2) | $(get relayguard-tcp-rsa-10000 3) | $(get relayguard-tcp-rsa-10000 4) |"
 echo
-echo "| ceiling and Postfix | messages/s | ratio |"
-echo "|---|---|---|"
-echo "| ring RSA-2048 signing alone, 2 threads (ceiling) | $ceiling | relayguard 10 KB at $(ratio "$(get relayguard-rsa-10000 2)" "$ceiling") of it |"
-echo "| Postfix, no milter (smtp-source, 8 sessions, 10 KB, until delivered) | $(pfget none) | 1.00 |"
-echo "| Postfix with OpenDKIM | $(pfget opendkim) | $(ratio "$(pfget opendkim)" "$(pfget none)") |"
-echo "| Postfix with relayguard | $(pfget relayguard) | $(ratio "$(pfget relayguard)" "$(pfget none)") |"
+echo "| ceiling and Postfix | messages/s | ratio | both cores busy |"
+echo "|---|---|---|---|"
+echo "| ring RSA-2048 signing alone, 2 threads (ceiling) | $ceiling | relayguard 10 KB at $(ratio "$(get relayguard-rsa-10000 2)" "$ceiling") of it | |"
+echo "| Postfix, no milter (smtp-source, 8 sessions, 10 KB, until delivered) | $(pfget none) | 1.00 | $(pfget none 3) % |"
+echo "| Postfix with OpenDKIM | $(pfget opendkim) | $(ratio "$(pfget opendkim)" "$(pfget none)") | $(pfget opendkim 3) % |"
+echo "| Postfix with relayguard | $(pfget relayguard) | $(ratio "$(pfget relayguard)" "$(pfget none)") | $(pfget relayguard 3) % |"
+echo "| Postfix with relayguard, Ed25519 key | $(pfget relayguard-ed25519) | $(ratio "$(pfget relayguard-ed25519)" "$(pfget none)") | $(pfget relayguard-ed25519 3) % |"
