@@ -65,3 +65,20 @@ async fn bench_drives_the_milter_over_unix_and_tcp() {
     assert_eq!((results.signed, results.rejected), (0, 300));
     milter.stop().await.unwrap();
 }
+
+#[test]
+fn signing_ceiling_counts_signatures_for_rsa_and_ed25519_keys() {
+    use relayguard::dkim::schedule::Algorithm;
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+    let quick = std::time::Duration::from_millis(200);
+    for (file, algorithm) in [
+        ("tugraz.at.rsa-a.pem", Algorithm::RsaSha256),
+        ("tugraz.at.ed-a.pem", Algorithm::Ed25519Sha256),
+    ] {
+        let (found, rate) = relayguard::bench::signing_ceiling(&keys.join(file), 2, quick).unwrap();
+        assert_eq!(found, algorithm, "{file}");
+        assert!(rate > 0.0, "{file}: no signature made");
+    }
+    let missing = relayguard::bench::signing_ceiling(&keys.join("absent.pem"), 1, quick);
+    assert!(missing.unwrap_err().contains("absent.pem"));
+}
