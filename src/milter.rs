@@ -45,7 +45,7 @@ pub struct Session {
 /// A verdict waiting for a stage that replies; the message stays in flight until then.
 struct Held {
     reply: Reply,
-    _in_flight: Option<InFlightGuard>,
+    in_flight: Option<InFlightGuard>,
 }
 
 /// Per-message state: the snapshot it started with and what the MTA sent so far.
@@ -736,7 +736,7 @@ impl Session {
         if !matches!(outcome, Reply::Continue) {
             self.held = Some(Held {
                 reply: outcome,
-                _in_flight: in_flight,
+                in_flight,
             });
         }
         None
@@ -852,7 +852,7 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
                 let Context { data, reply, .. } = cx;
                 let session = session(data);
                 let (outcome, in_flight) = match session.held.take() {
-                    Some(held) => (held.reply, held._in_flight),
+                    Some(held) => (held.reply, held.in_flight),
                     None => (session.body(&chunk), None),
                 };
                 match session.hold(ProtoOpts::NOREPLY_BODY, outcome, in_flight) {
