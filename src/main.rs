@@ -67,42 +67,7 @@ enum Command {
     },
     /// Load a milter as Postfix does and report throughput, latency, outcomes and, for a
     /// given server PID, CPU per message and peak RSS.
-    Bench {
-        /// `unix:/path` or `inet:PORT@HOST` of the milter.
-        #[arg(long, default_value = "inet:8891@127.0.0.1")]
-        target: String,
-        /// Concurrent connections.
-        #[arg(long, short = 'c', default_value_t = 8)]
-        connections: usize,
-        /// Messages per connection.
-        #[arg(long, short = 'm', default_value_t = 100)]
-        messages: usize,
-        /// Body size in bytes.
-        #[arg(long, default_value_t = 10_000)]
-        size: usize,
-        /// Recipients per message.
-        #[arg(long, default_value_t = 1)]
-        rcpts: usize,
-        /// SASL login.
-        #[arg(long, default_value = "alice")]
-        login: String,
-        /// Header From and envelope sender.
-        #[arg(long, default_value = "alice@tugraz.at")]
-        from: String,
-        /// The milter's PID, for CPU and memory figures.
-        #[arg(long)]
-        pid: Option<u32>,
-        /// Instead of loading a milter, measure the signing ceiling of this key file: how
-        /// many signatures per second `--threads` threads make with nothing else to do.
-        #[arg(long, value_name = "KEY_FILE")]
-        ceiling: Option<PathBuf>,
-        /// Threads for `--ceiling`.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// Seconds for `--ceiling`.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-    },
+    Bench(BenchArgs),
     /// Account locks: list, lock, unlock.
     Accounts {
         /// Configuration file.
@@ -121,6 +86,45 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+/// `relayguard bench`: a milter load, or with `--ceiling` a key's signing rate.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// `unix:/path` or `inet:PORT@HOST` of the milter.
+    #[arg(long, default_value = "inet:8891@127.0.0.1")]
+    target: String,
+    /// Concurrent connections.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    connections: usize,
+    /// Messages per connection.
+    #[arg(long, short = 'm', default_value_t = 100)]
+    messages: usize,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 10_000)]
+    size: usize,
+    /// Recipients per message.
+    #[arg(long, default_value_t = 1)]
+    rcpts: usize,
+    /// SASL login.
+    #[arg(long, default_value = "alice")]
+    login: String,
+    /// Header From and envelope sender.
+    #[arg(long, default_value = "alice@tugraz.at")]
+    from: String,
+    /// The milter's PID, for CPU and memory figures.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Instead of loading a milter, measure the signing ceiling of this key file: how
+    /// many signatures per second `--threads` threads make with nothing else to do.
+    #[arg(long, value_name = "KEY_FILE")]
+    ceiling: Option<PathBuf>,
+    /// Threads for `--ceiling`.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Seconds for `--ceiling`.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
 }
 
 #[derive(Subcommand)]
@@ -309,115 +313,80 @@ fn main() -> ExitCode {
                 }
                 Ok(report.render(format))
             };
-            match run() {
-                Ok(text) => {
-                    // A closed pipe (`| head`) is not an error worth a panic.
-                    let _ =
-                        std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            exit_code(run().map(|text| {
+                // A closed pipe (`| head`) is not an error worth a panic.
+                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+            }))
         }
-        Command::Bench {
-            target,
-            connections,
-            messages,
-            size,
-            rcpts,
-            login,
-            from,
-            pid,
-            ceiling,
-            threads,
-            seconds,
-        } => {
-            if let Some(key) = ceiling {
-                let duration = std::time::Duration::from_secs_f64(seconds.max(0.1));
-                return match relayguard::bench::signing_ceiling(&key, threads, duration) {
-                    Ok((algorithm, rate)) => {
-                        println!(
-                            "signing ceiling: {rate:.0} signatures/s ({algorithm}, {threads} threads, {:.3} ms CPU per signature)",
-                            threads as f64 * 1000.0 / rate.max(1.0)
-                        );
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
-                    }
-                };
-            }
-            let load = relayguard::bench::Load {
-                target,
-                connections,
-                messages,
-                size,
-                rcpts,
-                login,
-                from,
-            };
-            let before = pid.and_then(relayguard::bench::process_stats);
-            let results = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(relayguard::bench::run(&load)))
-            {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-            let n = results.latencies.len();
-            println!(
-                "{n} messages of {} bytes, {} connections, {:.2} s: {:.0} messages/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                load.size,
-                load.connections,
-                results.elapsed.as_secs_f64(),
-                results.rate(),
-                ms(results.percentile(0.5)),
-                ms(results.percentile(0.99)),
-                ms(results.percentile(1.0))
-            );
-            println!(
-                "signed {}, accepted unsigned {}, rejected {}, tempfailed {}",
-                results.signed, results.unsigned, results.rejected, results.tempfailed
-            );
-            if let (Some((cpu0, _)), Some((cpu1, hwm))) =
-                (before, pid.and_then(relayguard::bench::process_stats))
-            {
-                println!(
-                    "server: {:.3} ms CPU per message, peak RSS {:.1} MiB",
-                    (cpu1 - cpu0) * 1000.0 / n.max(1) as f64,
-                    hwm as f64 / 1024.0
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Command::Accounts { config, command } => match accounts_command(config, command) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Keys { command } => match keys_command(command) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Bench(args) => exit_code(bench_command(args)),
+        Command::Accounts { config, command } => exit_code(accounts_command(config, command)),
+        Command::Keys { command } => exit_code(keys_command(command)),
     }
+}
+
+/// Success, or the error on standard error and exit status 1.
+fn exit_code(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench_command(args: BenchArgs) -> Result<(), String> {
+    if let Some(key) = args.ceiling {
+        let duration = std::time::Duration::from_secs_f64(args.seconds.max(0.1));
+        let (algorithm, rate) = relayguard::bench::signing_ceiling(&key, args.threads, duration)?;
+        println!(
+            "signing ceiling: {rate:.0} signatures/s ({algorithm}, {} threads, {:.3} ms CPU per signature)",
+            args.threads,
+            args.threads as f64 * 1000.0 / rate.max(1.0)
+        );
+        return Ok(());
+    }
+    let load = relayguard::bench::Load {
+        target: args.target,
+        connections: args.connections,
+        messages: args.messages,
+        size: args.size,
+        rcpts: args.rcpts,
+        login: args.login,
+        from: args.from,
+    };
+    let before = args.pid.and_then(relayguard::bench::process_stats);
+    let results = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| rt.block_on(relayguard::bench::run(&load)))
+        .map_err(|e| e.to_string())?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let n = results.latencies.len();
+    println!(
+        "{n} messages of {} bytes, {} connections, {:.2} s: {:.0} messages/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        load.size,
+        load.connections,
+        results.elapsed.as_secs_f64(),
+        results.rate(),
+        ms(results.percentile(0.5)),
+        ms(results.percentile(0.99)),
+        ms(results.percentile(1.0))
+    );
+    println!(
+        "signed {}, accepted unsigned {}, rejected {}, tempfailed {}",
+        results.signed, results.unsigned, results.rejected, results.tempfailed
+    );
+    if let (Some((cpu0, _)), Some((cpu1, hwm))) =
+        (before, args.pid.and_then(relayguard::bench::process_stats))
+    {
+        println!(
+            "server: {:.3} ms CPU per message, peak RSS {:.1} MiB",
+            (cpu1 - cpu0) * 1000.0 / n.max(1) as f64,
+            hwm as f64 / 1024.0
+        );
+    }
+    Ok(())
 }
 
 /// Current counter values of a login: from Redis when configured; in-memory counters live
