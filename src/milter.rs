@@ -30,7 +30,8 @@ pub struct Session {
     /// Stages where the MTA expects no reply (negotiated to save round trips).
     noreply: ProtoOpts,
     client_addr: Option<IpAddr>,
-    client_name: String,
+    /// The client as logs show it: `name[addr]`, or `[addr]` when it has no name.
+    client: String,
     daemon_name: Option<String>,
     /// MAIL commands on this connection (for messages per connection).
     messages_on_connection: u64,
@@ -149,10 +150,14 @@ fn fault_reply(reply: &mut impl SetErrorReply, why: &str) -> Status {
 
 impl Session {
     fn connect(&mut self, hostname: &CStr, socket: SocketInfo, macros: &indymilter::Macros) {
-        self.client_name = hostname.to_string_lossy().into_owned();
+        let name = hostname.to_string_lossy();
         self.client_addr = match socket {
             SocketInfo::Inet(addr) => Some(addr.ip()),
             _ => macro_value(macros, c"{client_addr}").and_then(|a| a.parse().ok()),
+        };
+        self.client = match self.client_addr {
+            Some(addr) if name != format!("[{addr}]") => format!("{name}[{addr}]"),
+            _ => name.into_owned(),
         };
         self.daemon_name = macro_value(macros, c"{daemon_name}");
     }
@@ -248,11 +253,10 @@ impl Session {
         if let Err(refusal) = checked {
             return self.refuse(service, &message, refusal).await;
         }
-        if let (Some(limits), Some(limiter), Some(policy)) = (
-            message.limits.clone(),
-            &service.limiter,
-            message.snapshot.limits.clone(),
-        ) {
+        let snapshot = message.snapshot.clone();
+        if let (Some(limits), Some(limiter), Some(policy)) =
+            (message.limits, &service.limiter, snapshot.limits.as_ref())
+        {
             let subject = normalised
                 .clone()
                 .or_else(|| self.client_addr.map(|a| a.to_string()))
@@ -264,7 +268,7 @@ impl Session {
                 self.connection_counted = true;
                 result = check_connection(
                     &limiter.counters,
-                    &policy,
+                    policy,
                     &limits,
                     &subject,
                     normalised.is_some(),
@@ -625,7 +629,7 @@ impl Session {
         };
         info!(
             queue_id = message.queue_id.as_deref().unwrap_or("-"),
-            client = %self.client_display(),
+            client = %self.client,
             class = message.kind.name(),
             login = login_of(&message.kind),
             mail_from = %message.mail_from,
@@ -657,11 +661,14 @@ impl Session {
         let Some(audit) = &service.audit else {
             return true;
         };
-        let rcpts: Vec<String> = match d.rcpt {
-            Some(r) => vec![r.to_string()],
-            None => message.rcpts.clone(),
+        let full_recipients = audit.config().full_recipients;
+        let (rcpt_count, (rcpt_domains, full)) = match d.rcpt {
+            Some(r) => (1, recipient_fields(&[r], full_recipients)),
+            None => (
+                message.rcpts.len(),
+                recipient_fields(&message.rcpts, full_recipients),
+            ),
         };
-        let (rcpt_domains, full) = recipient_fields(&rcpts, audit.config().full_recipients);
         let record = Record {
             time: Cow::Owned(
                 jiff::Timestamp::now()
@@ -679,7 +686,7 @@ impl Session {
             mail_from: Some(Cow::Borrowed(&message.mail_from)),
             header_from: message.from.as_deref().map(Cow::Borrowed),
             header_sender: message.sender.as_deref().map(Cow::Borrowed),
-            rcpt_count: rcpts.len(),
+            rcpt_count,
             rcpt_domains,
             rcpts: full,
             size: (message.size > 0).then_some(message.size),
@@ -740,15 +747,6 @@ impl Session {
             });
         }
         None
-    }
-
-    fn client_display(&self) -> String {
-        match self.client_addr {
-            Some(addr) if self.client_name != format!("[{addr}]") => {
-                format!("{}[{addr}]", self.client_name)
-            }
-            _ => self.client_name.clone(),
-        }
     }
 }
 
@@ -894,7 +892,7 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
             Box::pin(async move {
                 if let Some(session) = cx.data.as_mut() {
                     if session.message.is_some() {
-                        warn!(client = %session.client_display(), "connection closed in the middle of a message");
+                        warn!(client = %session.client, "connection closed in the middle of a message");
                     }
                     session.abort();
                 }

@@ -114,13 +114,14 @@ pub fn host_name() -> String {
 
 /// Splits recipients into sorted unique domains (privacy default) and, optionally, full addresses.
 pub fn recipient_fields(
-    rcpts: &[String],
+    rcpts: &[impl AsRef<str>],
     full: bool,
 ) -> (Vec<Cow<'static, str>>, Vec<Cow<'static, str>>) {
     let mut domains: Vec<String> = rcpts
         .iter()
         .map(|r| {
-            r.trim_matches(['<', '>'])
+            r.as_ref()
+                .trim_matches(['<', '>'])
                 .rsplit_once('@')
                 .map(|(_, d)| d.to_ascii_lowercase())
                 .unwrap_or_default()
@@ -131,7 +132,7 @@ pub fn recipient_fields(
     let full = if full {
         rcpts
             .iter()
-            .map(|r| Cow::Owned(r.trim_matches(['<', '>']).to_string()))
+            .map(|r| Cow::Owned(r.as_ref().trim_matches(['<', '>']).to_string()))
             .collect()
     } else {
         Vec::new()

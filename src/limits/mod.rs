@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use store::{Counters, StoreDown};
 
 /// The limits of one class (or a per-login override); `None` means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClassLimits {
     /// New connections per second per login (or client address).
     pub connections_per_second: Option<u64>,
@@ -91,15 +91,15 @@ impl LimitsPolicy {
         daemon_name: Option<&str>,
         login: Option<&str>,
         internal: bool,
-    ) -> (String, ClassLimits) {
+    ) -> (&str, ClassLimits) {
         let named = self.classes.iter().find(|c| {
             daemon_name.is_some_and(|d| c.daemon_names.iter().any(|n| n == d))
                 || login.is_some_and(|l| c.logins.iter().any(|n| n == l))
         });
         let (name, base) = match named {
-            Some(c) => (c.name.clone(), c.limits.clone()),
-            None if internal => ("internal".to_string(), self.internal.clone()),
-            None => ("external".to_string(), self.external.clone()),
+            Some(c) => (c.name.as_str(), c.limits),
+            None if internal => ("internal", self.internal),
+            None => ("external", self.external),
         };
         let limits = match login.and_then(|l| self.overrides.get(l)) {
             Some(over) => base.overlay(over),
