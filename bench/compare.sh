@@ -86,7 +86,8 @@ measure() {
     grep -q "signed $total, accepted unsigned 0, rejected 0, tempfailed 0" <<<"$out" || { echo "$name: not every message was signed: $out" >&2; exit 1; }
     echo "$rate $cpu $rss"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# med FILE LABEL FIELD: the median of FIELD over the lines of FILE for LABEL.
+med() { awk -v k="$2" -v f="$3" '$1==k {print $f}' "$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 runs=$work/runs
 : > "$runs"
@@ -104,11 +105,6 @@ for _ in $(seq "$RUNS"); do
     once "relayguard-ed25519-10000" relayguard "$work/rg-ed.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 8 -m "$MSGS_ED" --size 10000
     once "relayguard-tcp-rsa-10000" relayguard "$work/rg-tcp.toml" "inet:18991@127.0.0.1" 18991 -c 8 -m "$MSGS_10K" --size 10000
 done
-results=$work/results
-for label in $(awk '{print $1}' "$runs" | sort -u); do
-    col() { awk -v k="$label" -v f="$1" '$1==k {print $f}' "$runs" | median; }
-    echo "$label $(col 2) $(col 3) $(col 4)"
-done > "$results"
 
 # The ceiling: ring signing the same RSA-2048 key on 2 threads with nothing else to do.
 ceiling=$("$RG" bench --ceiling "$work/keys/tugraz.at.rsa.pem" --threads 2 --seconds 3 | sed -n 's/^signing ceiling: \([0-9]*\) .*/\1/p')
@@ -165,9 +161,8 @@ for _ in $(seq "$RUNS"); do
         echo "$name $(postfix_run "$name")" >> "$work/pf-runs"
     done
 done
-pfget() { awk -v k="$1" -v f="${2:-2}" '$1==k {print $f}' "$work/pf-runs" | median; }
-
-get() { awk -v k="$1" -v f="$2" '$1==k {print $f}' "$results"; }
+pfget() { med "$work/pf-runs" "$1" "${2:-2}"; }
+get() { med "$runs" "$1" "$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 echo "| load | relayguard msg/s | OpenDKIM msg/s | ratio | relayguard CPU ms/msg | OpenDKIM CPU ms/msg | relayguard peak RSS MiB | OpenDKIM peak RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|"
