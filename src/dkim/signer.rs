@@ -70,7 +70,11 @@ pub struct SignerEntry {
     pub bits: Option<usize>,
     /// The DNS TXT record value for this key.
     pub dns_record: String,
+    /// Key and signature template (its `h=` is kept apart in `headers`, so that cloning
+    /// the template per message copies no header list).
     signer: DkimSigner<DkimKey, Done>,
+    /// The header names to sign, oversigned ones listed twice (lower case).
+    headers: Vec<String>,
 }
 
 impl std::fmt::Debug for SignerEntry {
@@ -131,6 +135,7 @@ impl KeySet {
         if let Some(x) = config.expiry {
             signer = signer.expiration(x);
         }
+        let headers = std::mem::take(&mut signer.template.h);
         SignerEntry {
             dns_record: format!(
                 "v=DKIM1; k={}; p={}",
@@ -140,6 +145,7 @@ impl KeySet {
             bits: key.bits,
             selector,
             signer,
+            headers,
         }
     }
 
@@ -255,7 +261,7 @@ impl MessageSigner {
         self.entries
             .iter()
             .map(|entry| {
-                let signature = sign(&entry.signer, &self.fields, body_hash.as_ref(), now)?;
+                let signature = sign(entry, &self.fields, body_hash.as_ref(), now)?;
                 Ok(MadeSignature {
                     domain: entry.selector.domain.clone(),
                     selector: entry.selector.name.clone(),
@@ -270,18 +276,17 @@ impl MessageSigner {
 /// One signature over the fields its `h=` list names (every instance, bottom-up, then the
 /// names not present, which oversigns them), as RFC 6376 section 5.4.2 describes.
 fn sign(
-    signer: &DkimSigner<DkimKey, Done>,
+    entry: &SignerEntry,
     fields: &[Field],
     body_hash: &[u8],
     now: u64,
 ) -> Result<Signature, mail_auth::Error> {
-    let template = &signer.template;
-    let mut found = vec![false; template.h.len()];
-    let mut signed = Vec::with_capacity(template.h.len());
-    let mut names = Vec::with_capacity(template.h.len());
+    let (template, headers) = (&entry.signer.template, &entry.headers);
+    let mut found = vec![false; headers.len()];
+    let mut signed = Vec::with_capacity(headers.len());
+    let mut names = Vec::with_capacity(headers.len());
     for (name, value) in fields {
-        if let Some(pos) = template
-            .h
+        if let Some(pos) = headers
             .iter()
             .position(|h| name.eq_ignore_ascii_case(h.as_bytes()))
         {
@@ -295,8 +300,7 @@ fn sign(
     }
     names.reverse();
     names.extend(
-        template
-            .h
+        headers
             .iter()
             .zip(found)
             .filter(|(_, found)| !found)
@@ -307,7 +311,7 @@ fn sign(
     signature.t = now;
     signature.x = if template.x > 0 { now + template.x } else { 0 };
     signature.h = names;
-    signature.b = signer.key.sign(Signed {
+    signature.b = entry.signer.key.sign(Signed {
         fields: &signed,
         signature: &signature,
     })?;
