@@ -58,6 +58,19 @@ pub enum ConfigError {
     /// One or more DKIM keys are unusable (each is listed).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Keys(Vec<KeyError>),
+    /// The configuration parses but fails its checks (each problem names its file).
+    #[error("{}", .0.join("\n"))]
+    Refused(Vec<String>),
+}
+
+/// What [`Config::check`] finds beyond parsing. Errors make `check-config` fail and a reload
+/// keep the previous configuration; warnings are printed or logged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// Problems that refuse the configuration.
+    pub errors: Vec<String>,
+    /// Advice.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -368,11 +381,61 @@ pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
 ) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Syntax {
-        path: path.to_path_buf(),
-        line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
-        message: e.message().trim().to_string(),
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+        let message = match e.span() {
+            Some(span) if e.message().trim() == "duplicate key" => duplicate(text, span),
+            _ => e.message().trim().to_string(),
+        };
+        ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            message,
+        }
     })
+}
+
+/// Names a duplicate key or table the TOML parser found at `span`, with its table and the
+/// line where it first appeared.
+fn duplicate(text: &str, span: std::ops::Range<usize>) -> String {
+    let name = text
+        .get(span.clone())
+        .unwrap_or("")
+        .trim_matches(['"', '\'']);
+    let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let is_table = text[line_start..span.start].trim_start().starts_with('[');
+    fn header(line: &str) -> Option<&str> {
+        let l = line.trim();
+        (l.starts_with('[') && !l.starts_with("[[")).then(|| l.trim_matches(['[', ']']).trim())
+    }
+    let lines: Vec<&str> = text[..line_start].lines().collect();
+    if is_table {
+        let first = lines.iter().position(|l| header(l) == Some(name));
+        return match first {
+            Some(i) => format!("duplicate table `[{name}]` (first at line {})", i + 1),
+            None => format!("duplicate table `[{name}]`"),
+        };
+    }
+    // The table the duplicate sits in, and the first line of the same key in that table.
+    let table_start = lines.iter().rposition(|l| header(l).is_some());
+    let table = table_start.and_then(|i| header(lines[i]));
+    let from = table_start.map_or(0, |i| i + 1);
+    let first = lines[from..].iter().position(|l| {
+        l.trim_start()
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with(['=', '.']))
+    });
+    let place = match table {
+        Some(t) => format!(" in `[{t}]`"),
+        None => String::new(),
+    };
+    match first {
+        Some(i) => format!(
+            "duplicate key `{name}`{place} (first at line {})",
+            from + i + 1
+        ),
+        None => format!("duplicate key `{name}`{place}"),
+    }
 }
 
 /// Turns a byte offset into a 1-based line number.
@@ -406,6 +469,15 @@ impl Config {
 
     /// As [`Config::parse`], at a given time.
     pub fn parse_at(path: &Path, text: &str, now: i64) -> Result<Self, ConfigError> {
+        // An empty file is what a non-atomic write leaves for a moment: never read it as
+        // "all defaults", which would turn signing and limits off.
+        if from_toml::<toml::Table>(path, text)?.is_empty() {
+            return Err(ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: 1,
+                message: "the file has no settings (empty or truncated); refusing to run on built-in defaults".into(),
+            });
+        }
         let raw: RawConfig = from_toml(path, text)?;
         let invalid =
             |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
@@ -819,6 +891,52 @@ impl Config {
         Ok((files, signing))
     }
 
+    /// The checks a loaded configuration must pass, beyond parsing; `check-config` and every
+    /// reload run exactly these: socket owner and group exist, the Redis URL is usable, every
+    /// signing domain has an active key now and later (a schedule gap is an error), and a
+    /// selector's DNS lead time (a warning).
+    pub fn check(&self, now: i64) -> Findings {
+        let mut found = Findings::default();
+        let here = self.path.display();
+        if let Some(owner) = &self.milter.socket_owner
+            && crate::listen::user_id(owner).is_none()
+        {
+            found.errors.push(format!(
+                "{here}: key `milter.socket_owner`: user `{owner}` does not exist"
+            ));
+        }
+        if let Some(group) = &self.milter.socket_group
+            && crate::listen::group_id(group).is_none()
+        {
+            found.errors.push(format!(
+                "{here}: key `milter.socket_group`: group `{group}` does not exist"
+            ));
+        }
+        if let Some(LimitStore {
+            redis: Some(redis), ..
+        }) = &self.limit_store
+            && let Err(e) = redis::Client::open(redis.url.as_str())
+        {
+            found
+                .errors
+                .push(format!("{here}: key `limits.redis.url`: {e}"));
+        }
+        if let (Some(keys), Some(files)) = (&self.keys, &self.dkim_files) {
+            let required =
+                crate::dkim::tooling::required_domains(keys, self.policy.protected.apexes());
+            let (errors, warnings) =
+                crate::dkim::tooling::check_schedule(keys, &required, files.min_publish_lead, now);
+            let at = files.selectors.display();
+            found
+                .errors
+                .extend(errors.into_iter().map(|e| format!("{at}: {e}")));
+            found
+                .warnings
+                .extend(warnings.into_iter().map(|w| format!("{at}: {w}")));
+        }
+        found
+    }
+
     /// Files whose change triggers a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::iter::once(self.path.clone())
@@ -845,8 +963,15 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_gives_defaults() {
-        let c = parse("").unwrap();
+    fn empty_file_is_an_error_and_a_near_empty_one_gives_defaults() {
+        for empty in ["", "\n\n", "# only a comment\n"] {
+            let e = parse(empty).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "/etc/relayguard/relayguard.toml:1: the file has no settings (empty or truncated); refusing to run on built-in defaults"
+            );
+        }
+        let c = parse("[senders]\n").unwrap();
         assert_eq!(
             c.milter.socket,
             SocketSpec::Inet("127.0.0.1:8891".parse().unwrap())
@@ -898,6 +1023,24 @@ mod tests {
         );
         let e = parse("[domains]\nprotected = [\"tugraz.at\", \"bad..at\"]\n").unwrap_err();
         assert!(e.to_string().contains(":2: key `domains.protected`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_and_tables_are_named_with_their_table_and_first_line() {
+        let e = parse(
+            "[milter]\nsocket = \"inet:1@127.0.0.1\"\nmax_connections = 5\n\nmax_connections = 6\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/relayguard/relayguard.toml:5: duplicate key `max_connections` in `[milter]` (first at line 3)"
+        );
+        let e = parse("[senders]\nown_local_part = true\n[clients]\n[senders]\nrobots = []\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/relayguard/relayguard.toml:4: duplicate table `[senders]` (first at line 1)"
+        );
     }
 
     #[test]

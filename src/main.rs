@@ -732,47 +732,12 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
 fn check_config(path: PathBuf, service_user: &str) -> ExitCode {
     match Config::load(&path) {
         Ok(config) => {
-            let mut problems = Vec::new();
-            let m = &config.milter;
-            if let Some(owner) = &m.socket_owner
-                && listen::user_id(owner).is_none()
-            {
-                problems.push(format!(
-                    "{}: key `milter.socket_owner`: user `{owner}` does not exist",
-                    path.display()
-                ));
-            }
-            if let Some(group) = &m.socket_group
-                && listen::group_id(group).is_none()
-            {
-                problems.push(format!(
-                    "{}: key `milter.socket_group`: group `{group}` does not exist",
-                    path.display()
-                ));
-            }
-            let (layout_errors, mut warnings) = layout_problems(&config, service_user);
+            // The same checks every reload runs, then what the service user needs.
+            let found = config.check(unix_now());
+            let mut problems = found.errors;
+            let (layout_errors, layout_warnings) = layout_problems(&config, service_user);
             problems.extend(layout_errors);
-            if let Some(store) = &config.limit_store
-                && let Err(e) = relayguard::service::Limiter::new(store)
-            {
-                problems.push(format!("{}: key `limits.redis.url`: {e}", path.display()));
-            }
-            if let (Some(keys), Some(files)) = (&config.keys, &config.dkim_files) {
-                let required = tooling::required_domains(keys, config.policy.protected.apexes());
-                let (errors, warns) =
-                    tooling::check_schedule(keys, &required, files.min_publish_lead, unix_now());
-                problems.extend(
-                    errors
-                        .into_iter()
-                        .map(|e| format!("{}: {e}", files.selectors.display())),
-                );
-                warnings.extend(
-                    warns
-                        .into_iter()
-                        .map(|w| format!("{}: {w}", files.selectors.display())),
-                );
-            }
-            for w in &warnings {
+            for w in found.warnings.iter().chain(&layout_warnings) {
                 eprintln!("warning: {w}");
             }
             if problems.is_empty() {
@@ -815,6 +780,15 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // What check-config would refuse is logged; the service still starts (a domain without
+    // a key is tempfailed and /healthz reports it), and reloads refuse such a configuration.
+    let found = config.check(unix_now());
+    for e in &found.errors {
+        error!("{e}");
+    }
+    for w in &found.warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,10 +1,16 @@
-//! Reload triggers: a debounced watch on the directories of the configuration files.
+//! Reload triggers: a debounced watch on the directories of the configuration files, and the
+//! fingerprint that tells a real change from a touch.
 //!
 //! Directories, not files, are watched: editors and deploy tools replace files by rename,
 //! and Kubernetes swaps a `..data` symlink; a file watch would die after the first swap.
+//! Only events that can change what a reload reads count (create, write, rename, remove,
+//! close after writing, permission changes); opens and reads do not, so the reload's own
+//! reads cannot trigger another one. A change event reloads only when the files' content,
+//! mode or owner differ from what the last reload read.
 
 use crate::service::Service;
 use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -31,8 +37,14 @@ pub fn watch_files(service: Arc<Service>) -> notify::Result<JoinHandle<()>> {
             None,
             move |result: DebounceEventResult| match result {
                 Ok(events) => {
-                    let paths = events.into_iter().flat_map(|e| e.event.paths).collect();
-                    let _ = tx.send(paths);
+                    let paths: Vec<PathBuf> = events
+                        .into_iter()
+                        .filter(|e| may_change_content(&e.event.kind))
+                        .flat_map(|e| e.event.paths)
+                        .collect();
+                    if !paths.is_empty() {
+                        let _ = tx.send(paths);
+                    }
                 }
                 Err(errors) => warn!(?errors, "file watch error"),
             },
@@ -44,11 +56,69 @@ pub fn watch_files(service: Arc<Service>) -> notify::Result<JoinHandle<()>> {
             if paths.iter().any(|p| relevant.matches(p)) {
                 debug!(?paths, "configuration files changed");
                 let reloading = service.clone();
-                let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+                let _ = tokio::task::spawn_blocking(move || reloading.reload_if_changed()).await;
                 relevant = update_watches(&mut debouncer, &service, &mut watched);
             }
         }
     }))
+}
+
+/// Whether a file event can change what a reload reads. Opens and reads cannot (and the
+/// reload itself opens every file); a touch can look like a write, which the fingerprint
+/// then tells apart.
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Any | EventKind::Other => true,
+    }
+}
+
+/// A digest of everything a reload reads: each watched file's and each watched directory's
+/// entries' content, mode and owner (not their times, so `touch` changes nothing). A
+/// missing or unreadable file counts as such, so its return is a change.
+pub fn fingerprint(files: &[PathBuf], dirs: &[PathBuf]) -> [u8; 32] {
+    use std::os::unix::fs::MetadataExt;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut add = |path: &Path| {
+        digest.update(path.as_os_str().as_encoded_bytes());
+        digest.update(b"\0");
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                digest.update(&meta.mode().to_le_bytes());
+                digest.update(&meta.uid().to_le_bytes());
+                digest.update(&meta.gid().to_le_bytes());
+                if meta.is_file() {
+                    match std::fs::read(path) {
+                        Ok(bytes) => {
+                            digest.update(&(bytes.len() as u64).to_le_bytes());
+                            digest.update(&bytes);
+                        }
+                        Err(e) => digest.update(format!("unreadable {:?}", e.kind()).as_bytes()),
+                    }
+                }
+            }
+            Err(e) => digest.update(format!("missing {:?}", e.kind()).as_bytes()),
+        }
+        digest.update(b"\0");
+    };
+    for file in files {
+        add(file);
+    }
+    for dir in dirs {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        add(dir);
+        for entry in &entries {
+            add(entry);
+        }
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.finish().as_ref());
+    out
 }
 
 /// Which changed paths trigger a reload.

@@ -24,6 +24,9 @@ pub struct ReloadStatus {
     pub applied: u64,
     /// The error of the latest attempt, if it failed.
     pub last_error: Option<String>,
+    /// File events that changed nothing a reload reads (a touch, a rewrite with the same
+    /// content): no reload was attempted.
+    pub unchanged: u64,
 }
 
 /// Everything a message is decided and signed with; one immutable snapshot per reload.
@@ -78,7 +81,7 @@ pub struct Service {
     startup: MilterConfig,
     snapshot: ArcSwap<Snapshot>,
     clock: Clock,
-    watched: Mutex<(Vec<PathBuf>, Vec<PathBuf>)>,
+    watched: Mutex<Watched>,
     reloads: watch::Sender<ReloadStatus>,
     in_flight: InFlight,
     /// Metrics.
@@ -91,6 +94,63 @@ pub struct Service {
     pub limiter: Option<Limiter>,
 }
 
+/// What the running configuration reads and what a reload may not take away from it.
+struct Watched {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    /// Digest of the files as the latest load read them.
+    fingerprint: [u8; 32],
+    shape: Shape,
+}
+
+/// The parts of a configuration that a reload must not silently drop: a truncated or
+/// emptied file would otherwise turn signing or limits off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shape {
+    dkim: bool,
+    limits: bool,
+    login_map: Option<PathBuf>,
+    map_entries: usize,
+    protected: Vec<String>,
+}
+
+impl Shape {
+    fn of(config: &Config) -> Self {
+        Shape {
+            dkim: config.keys.is_some(),
+            limits: config.limits.is_some(),
+            login_map: config.login_map.clone(),
+            map_entries: config.policy.owners.map.len(),
+            protected: config.policy.protected.apexes().to_vec(),
+        }
+    }
+
+    /// Why a reload from `self` to `new` must be refused, if it must.
+    fn dropped(&self, new: &Shape) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.dkim && !new.dkim {
+            why.push("[dkim] is missing: a reload may not turn DKIM signing off".to_string());
+        }
+        if self.limits && !new.limits {
+            why.push("[limits] is missing: a reload may not turn the sending limits off".into());
+        }
+        if self.login_map.is_some() && new.login_map.is_none() {
+            why.push("senders.login_map is missing: a reload may not drop the sender map".into());
+        } else if self.map_entries > 0 && new.map_entries == 0 {
+            why.push(format!(
+                "the sender map has no entries (it had {}): a reload may not empty it",
+                self.map_entries
+            ));
+        }
+        for domain in self.protected.iter().filter(|d| !new.protected.contains(d)) {
+            why.push(format!(
+                "protected domain {domain} is missing: a reload may not drop a protected domain"
+            ));
+        }
+        why
+    }
+}
+
 impl Service {
     /// Builds the service from a loaded configuration, on the system clock.
     pub fn new(config: Config) -> Arc<Self> {
@@ -100,8 +160,14 @@ impl Service {
     /// Builds the service with an injected clock.
     pub fn with_clock(config: Config, clock: Clock) -> Arc<Self> {
         let (reloads, _) = watch::channel(ReloadStatus::default());
+        let (files, dirs) = (config.watched_files(), config.watched_dirs());
         Arc::new(Self {
-            watched: Mutex::new((config.watched_files(), config.watched_dirs())),
+            watched: Mutex::new(Watched {
+                fingerprint: crate::reload::fingerprint(&files, &dirs),
+                shape: Shape::of(&config),
+                files,
+                dirs,
+            }),
             config_path: config.path,
             startup: config.milter,
             limiter: config
@@ -201,21 +267,68 @@ impl Service {
 
     /// The files whose change triggers a reload, and the directories where any change does.
     pub fn watched(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
-        self.watched.lock().expect("watched files lock").clone()
+        let watched = self.watched.lock().expect("watched files lock");
+        (watched.files.clone(), watched.dirs.clone())
     }
 
-    /// Re-reads the configuration and the files it names; swaps only if all of it is valid.
+    /// Reloads after a file event, unless nothing a reload reads has changed (content, mode
+    /// or owner): a touch, an open or a rewrite with the same bytes reloads nothing.
+    /// Returns `None` when it skipped.
+    pub fn reload_if_changed(&self) -> Option<Result<(), ConfigError>> {
+        let (files, dirs) = self.watched();
+        let now = crate::reload::fingerprint(&files, &dirs);
+        if self.watched.lock().expect("watched files lock").fingerprint == now {
+            self.reloads.send_modify(|s| s.unchanged += 1);
+            return None;
+        }
+        Some(self.reload())
+    }
+
+    /// Re-reads the configuration and the files it names (as SIGHUP asks); swaps only if all
+    /// of it is valid, passes the same checks as `check-config`, and keeps what the running
+    /// configuration has (signing, limits, the sender map, the protected domains).
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let result = Config::load_at(&self.config_path, self.now());
+        let (files, dirs) = self.watched();
+        let fingerprint = crate::reload::fingerprint(&files, &dirs);
+        let now = self.now();
+        let result = Config::load_at(&self.config_path, now).and_then(|config| {
+            let mut problems = config.check(now).errors;
+            let shape = Shape::of(&config);
+            problems.extend(
+                self.watched
+                    .lock()
+                    .expect("watched files lock")
+                    .shape
+                    .dropped(&shape)
+                    .into_iter()
+                    .map(|why| format!("{}: {why}", self.config_path.display())),
+            );
+            if problems.is_empty() {
+                Ok((config, shape))
+            } else {
+                Err(ConfigError::Refused(problems))
+            }
+        });
         let mut status = self.reloads.borrow().clone();
         status.attempts += 1;
         let outcome = match result {
-            Ok(config) => {
+            Ok((config, shape)) => {
                 if config.milter != self.startup {
                     warn!(file = %self.config_path.display(), "[milter] settings changed; they apply at the next restart");
                 }
-                *self.watched.lock().expect("watched files lock") =
-                    (config.watched_files(), config.watched_dirs());
+                let (new_files, new_dirs) = (config.watched_files(), config.watched_dirs());
+                // Taken before the load, so a change during the load still triggers one more.
+                let fingerprint = if (&new_files, &new_dirs) == (&files, &dirs) {
+                    fingerprint
+                } else {
+                    crate::reload::fingerprint(&new_files, &new_dirs)
+                };
+                *self.watched.lock().expect("watched files lock") = Watched {
+                    fingerprint,
+                    files: new_files,
+                    dirs: new_dirs,
+                    shape,
+                };
                 if config.limit_store.as_ref().map(|s| s.redis.is_some())
                     != self.limiter.as_ref().map(|l| l.counters.redis.is_some())
                 {
@@ -238,6 +351,8 @@ impl Service {
                 Ok(())
             }
             Err(e) => {
+                // The same files, unchanged, would fail the same way: only a change retries.
+                self.watched.lock().expect("watched files lock").fingerprint = fingerprint;
                 error!(error = %e, "reload failed; keeping the previous configuration");
                 status.last_error = Some(e.to_string());
                 self.metrics
