@@ -90,25 +90,96 @@ struct RawConfig {
     limits: Option<RawLimits>,
 }
 
+/// A numeric setting as written, with its place for errors.
+type Number = Option<Spanned<u64>>;
+
+/// The documented range of every numeric setting (README, relayguard.toml(5)); values
+/// outside are errors, so no setting can overflow arithmetic or a runtime structure.
+mod range {
+    use std::ops::RangeInclusive;
+    pub const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=65_536;
+    pub const SHUTDOWN_TIMEOUT_SECS: RangeInclusive<u64> = 0..=3_600;
+    pub const IDLE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=7_200;
+    pub const EXPIRY_DAYS: RangeInclusive<u64> = 0..=3_650;
+    pub const MIN_PUBLISH_LEAD_HOURS: RangeInclusive<u64> = 0..=8_760;
+    pub const REDIS_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+    pub const LOCK_COUNT: RangeInclusive<u64> = 1..=1_000_000;
+    pub const OWNERSHIP_WINDOW_MINUTES: RangeInclusive<u64> = 1..=10_080;
+    pub const CONNECTIONS_PER_SECOND: RangeInclusive<u64> = 1..=1_000;
+    pub const MESSAGES_PER_CONNECTION: RangeInclusive<u64> = 1..=1_000_000;
+    pub const MESSAGES_PER_HOUR: RangeInclusive<u64> = 1..=3_600_000;
+    pub const RECIPIENTS_PER_MESSAGE: RangeInclusive<u64> = 1..=100_000;
+    pub const AUTHENTICATIONS_PER_WINDOW: RangeInclusive<u64> = 1..=1_000_000;
+}
+
+/// A number within its range, or an error naming file, line, key and the range.
+fn number(
+    path: &Path,
+    text: &str,
+    value: &Number,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    match value {
+        Some(v) if !range.contains(v.get_ref()) => Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of(text, v.span().start),
+            key: key.to_string(),
+            reason: format!(
+                "{} is out of range: {}..={}",
+                v.get_ref(),
+                range.start(),
+                range.end()
+            ),
+        }),
+        Some(v) => Ok(Some(*v.get_ref())),
+        None => Ok(None),
+    }
+}
+
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawClassLimits {
-    connections_per_second: Option<u64>,
-    messages_per_connection: Option<u64>,
-    messages_per_hour: Option<u64>,
-    recipients_per_message: Option<u64>,
-    authentications_per_window: Option<u64>,
+    connections_per_second: Number,
+    messages_per_connection: Number,
+    messages_per_hour: Number,
+    recipients_per_message: Number,
+    authentications_per_window: Number,
 }
 
-impl From<&RawClassLimits> for ClassLimits {
-    fn from(r: &RawClassLimits) -> Self {
-        ClassLimits {
-            connections_per_second: r.connections_per_second,
-            messages_per_connection: r.messages_per_connection,
-            messages_per_hour: r.messages_per_hour,
-            recipients_per_message: r.recipients_per_message,
-            authentications_per_window: r.authentications_per_window,
-        }
+impl RawClassLimits {
+    /// The limits, each checked against its range; `table` names the section in errors.
+    fn limits(&self, path: &Path, text: &str, table: &str) -> Result<ClassLimits, ConfigError> {
+        let n = |value: &Number, key: &str, range| {
+            number(path, text, value, &format!("{table}.{key}"), range)
+        };
+        Ok(ClassLimits {
+            connections_per_second: n(
+                &self.connections_per_second,
+                "connections_per_second",
+                range::CONNECTIONS_PER_SECOND,
+            )?,
+            messages_per_connection: n(
+                &self.messages_per_connection,
+                "messages_per_connection",
+                range::MESSAGES_PER_CONNECTION,
+            )?,
+            messages_per_hour: n(
+                &self.messages_per_hour,
+                "messages_per_hour",
+                range::MESSAGES_PER_HOUR,
+            )?,
+            recipients_per_message: n(
+                &self.recipients_per_message,
+                "recipients_per_message",
+                range::RECIPIENTS_PER_MESSAGE,
+            )?,
+            authentications_per_window: n(
+                &self.authentications_per_window,
+                "authentications_per_window",
+                range::AUTHENTICATIONS_PER_WINDOW,
+            )?,
+        })
     }
 }
 
@@ -120,11 +191,24 @@ struct RawClassRule {
     daemon_names: Vec<String>,
     #[serde(default)]
     logins: Vec<String>,
-    connections_per_second: Option<u64>,
-    messages_per_connection: Option<u64>,
-    messages_per_hour: Option<u64>,
-    recipients_per_message: Option<u64>,
-    authentications_per_window: Option<u64>,
+    connections_per_second: Number,
+    messages_per_connection: Number,
+    messages_per_hour: Number,
+    recipients_per_message: Number,
+    authentications_per_window: Number,
+}
+
+impl RawClassRule {
+    fn limits(&self, path: &Path, text: &str) -> Result<ClassLimits, ConfigError> {
+        RawClassLimits {
+            connections_per_second: self.connections_per_second.clone(),
+            messages_per_connection: self.messages_per_connection.clone(),
+            messages_per_hour: self.messages_per_hour.clone(),
+            recipients_per_message: self.recipients_per_message.clone(),
+            authentications_per_window: self.authentications_per_window.clone(),
+        }
+        .limits(path, text, "limits.class")
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,16 +216,16 @@ struct RawClassRule {
 struct RawRedis {
     url: Option<String>,
     prefix: Option<String>,
-    timeout_ms: Option<u64>,
+    timeout_ms: Number,
     on_failure: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLock {
-    ownership_refusals: Option<u64>,
-    ownership_window_minutes: Option<u64>,
-    limit_hits_per_day: Option<u64>,
+    ownership_refusals: Number,
+    ownership_window_minutes: Number,
+    limit_hits_per_day: Number,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,10 +268,10 @@ struct RawDkim {
     keys_dir: Option<String>,
     headers: Option<Vec<String>>,
     oversign: Option<Vec<String>>,
-    expiry_days: Option<u64>,
+    expiry_days: Number,
     without_key: Option<Spanned<String>>,
     allow_unsafe_key_permissions: Option<bool>,
-    min_publish_lead_hours: Option<u64>,
+    min_publish_lead_hours: Number,
     signing_domains: Option<std::collections::BTreeMap<String, Spanned<String>>>,
 }
 
@@ -198,8 +282,9 @@ struct RawMilter {
     socket_mode: Option<Spanned<String>>,
     socket_owner: Option<String>,
     socket_group: Option<String>,
-    max_connections: Option<Spanned<usize>>,
-    shutdown_timeout_secs: Option<u64>,
+    max_connections: Number,
+    shutdown_timeout_secs: Number,
+    idle_timeout_secs: Number,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +379,8 @@ pub struct MilterConfig {
     pub max_connections: usize,
     /// How long a shutdown waits for messages in flight.
     pub shutdown_timeout: Duration,
+    /// How long a connection may wait for the MTA's next command before it is closed.
+    pub idle_timeout: Duration,
 }
 
 /// DKIM file locations and checks, besides the loaded [`KeySet`].
@@ -471,7 +558,11 @@ impl Config {
     pub fn parse_at(path: &Path, text: &str, now: i64) -> Result<Self, ConfigError> {
         // An empty file is what a non-atomic write leaves for a moment: never read it as
         // "all defaults", which would turn signing and limits off.
-        if from_toml::<toml::Table>(path, text)?.is_empty() {
+        let no_settings = text
+            .lines()
+            .map(str::trim)
+            .all(|l| l.is_empty() || l.starts_with('#'));
+        if no_settings {
             return Err(ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line: 1,
@@ -507,24 +598,34 @@ impl Config {
                 })?,
             None => 0o660,
         };
-        let max_connections = match &raw.milter.max_connections {
-            Some(n) if *n.get_ref() == 0 => {
-                return Err(invalid(
-                    n.span(),
-                    "milter.max_connections",
-                    "must be at least 1".into(),
-                ));
-            }
-            Some(n) => *n.get_ref(),
-            None => 256,
-        };
+        let n = |value: &Number, key: &str, range| number(path, text, value, key, range);
         let milter = MilterConfig {
             socket,
             socket_mode,
             socket_owner: raw.milter.socket_owner,
             socket_group: raw.milter.socket_group,
-            max_connections,
-            shutdown_timeout: Duration::from_secs(raw.milter.shutdown_timeout_secs.unwrap_or(30)),
+            max_connections: n(
+                &raw.milter.max_connections,
+                "milter.max_connections",
+                range::MAX_CONNECTIONS,
+            )?
+            .unwrap_or(256) as usize,
+            shutdown_timeout: Duration::from_secs(
+                n(
+                    &raw.milter.shutdown_timeout_secs,
+                    "milter.shutdown_timeout_secs",
+                    range::SHUTDOWN_TIMEOUT_SECS,
+                )?
+                .unwrap_or(30),
+            ),
+            idle_timeout: Duration::from_secs(
+                n(
+                    &raw.milter.idle_timeout_secs,
+                    "milter.idle_timeout_secs",
+                    range::IDLE_TIMEOUT_SECS,
+                )?
+                .unwrap_or(600),
+            ),
         };
 
         let domains = |list: &[Spanned<String>], key: &str| -> Result<Vec<String>, ConfigError> {
@@ -701,49 +802,61 @@ impl Config {
                     Some(w) => Window::parse(w.get_ref(), tz)
                         .map_err(|e| invalid(w.span(), "limits.auth_window", e))?,
                 };
-                let lock = l.lock.as_ref().map(|k| LockRules {
-                    ownership_refusals: k.ownership_refusals,
-                    ownership_window_ms: k.ownership_window_minutes.unwrap_or(10) as i64 * 60_000,
-                    limit_hits_per_day: k.limit_hits_per_day,
-                });
+                let lock = match &l.lock {
+                    None => LockRules::default(),
+                    Some(k) => LockRules {
+                        ownership_refusals: n(
+                            &k.ownership_refusals,
+                            "limits.lock.ownership_refusals",
+                            range::LOCK_COUNT,
+                        )?,
+                        ownership_window_ms: n(
+                            &k.ownership_window_minutes,
+                            "limits.lock.ownership_window_minutes",
+                            range::OWNERSHIP_WINDOW_MINUTES,
+                        )?
+                        .unwrap_or(10) as i64
+                            * 60_000,
+                        limit_hits_per_day: n(
+                            &k.limit_hits_per_day,
+                            "limits.lock.limit_hits_per_day",
+                            range::LOCK_COUNT,
+                        )?,
+                    },
+                };
+                let class_limits = |raw: &Option<RawClassLimits>, table: &str| {
+                    raw.as_ref()
+                        .map(|r| r.limits(path, text, table))
+                        .transpose()
+                        .map(Option::unwrap_or_default)
+                };
+                let mut classes = Vec::new();
+                for c in &l.class {
+                    classes.push(ClassRule {
+                        name: c.name.clone(),
+                        daemon_names: c.daemon_names.clone(),
+                        logins: c
+                            .logins
+                            .iter()
+                            .map(|x| logins_rules_normalise(&policy, x))
+                            .collect(),
+                        limits: c.limits(path, text)?,
+                    });
+                }
+                let mut overrides = std::collections::BTreeMap::new();
+                for (login, raw) in &l.login {
+                    overrides.insert(
+                        logins_rules_normalise(&policy, login),
+                        raw.limits(path, text, &format!("limits.login.{login}"))?,
+                    );
+                }
                 let policy = LimitsPolicy {
-                    internal: l
-                        .internal
-                        .as_ref()
-                        .map(ClassLimits::from)
-                        .unwrap_or_default(),
-                    external: l
-                        .external
-                        .as_ref()
-                        .map(ClassLimits::from)
-                        .unwrap_or_default(),
-                    classes: l
-                        .class
-                        .iter()
-                        .map(|c| ClassRule {
-                            name: c.name.clone(),
-                            daemon_names: c.daemon_names.clone(),
-                            logins: c
-                                .logins
-                                .iter()
-                                .map(|x| logins_rules_normalise(&policy, x))
-                                .collect(),
-                            limits: ClassLimits {
-                                connections_per_second: c.connections_per_second,
-                                messages_per_connection: c.messages_per_connection,
-                                messages_per_hour: c.messages_per_hour,
-                                recipients_per_message: c.recipients_per_message,
-                                authentications_per_window: c.authentications_per_window,
-                            },
-                        })
-                        .collect(),
-                    overrides: l
-                        .login
-                        .iter()
-                        .map(|(k, v)| (logins_rules_normalise(&policy, k), ClassLimits::from(v)))
-                        .collect(),
+                    internal: class_limits(&l.internal, "limits.internal")?,
+                    external: class_limits(&l.external, "limits.external")?,
+                    classes,
+                    overrides,
                     auth_window,
-                    lock: lock.unwrap_or_default(),
+                    lock,
                     contact: l
                         .contact
                         .clone()
@@ -769,7 +882,15 @@ impl Config {
                                 .and_then(|r| r.prefix.clone())
                                 .unwrap_or_else(|| "relayguard:".into()),
                             timeout: Duration::from_millis(
-                                r.and_then(|r| r.timeout_ms).unwrap_or(50),
+                                match r {
+                                    Some(r) => n(
+                                        &r.timeout_ms,
+                                        "limits.redis.timeout_ms",
+                                        range::REDIS_TIMEOUT_MS,
+                                    )?,
+                                    None => None,
+                                }
+                                .unwrap_or(50),
                             ),
                             on_failure,
                         })
@@ -875,15 +996,24 @@ impl Config {
             }
             signing_domains.push((from, dn));
         }
+        let n = |value: &Number, key: &str, range| number(path, text, value, key, range);
         let files = DkimFiles {
             selectors: base.join(d.selectors.as_deref().unwrap_or("selectors.toml")),
             keys_dir: base.join(d.keys_dir.as_deref().unwrap_or("keys")),
-            min_publish_lead: d.min_publish_lead_hours.unwrap_or(48) as i64 * 3600,
+            min_publish_lead: n(
+                &d.min_publish_lead_hours,
+                "dkim.min_publish_lead_hours",
+                range::MIN_PUBLISH_LEAD_HOURS,
+            )?
+            .unwrap_or(48) as i64
+                * 3600,
         };
         let signing = SigningConfig {
             headers,
             oversign,
-            expiry: d.expiry_days.filter(|&x| x > 0).map(|x| x * 86_400),
+            expiry: n(&d.expiry_days, "dkim.expiry_days", range::EXPIRY_DAYS)?
+                .filter(|&x| x > 0)
+                .map(|x| x * 86_400),
             signing_domains,
             without_key,
             require_safe_keys: !d.allow_unsafe_key_permissions.unwrap_or(false),
@@ -1041,6 +1171,51 @@ mod tests {
             e.to_string(),
             "/etc/relayguard/relayguard.toml:4: duplicate table `[senders]` (first at line 1)"
         );
+    }
+
+    #[test]
+    fn numbers_outside_their_documented_range_are_refused() {
+        for (text, expected) in [
+            (
+                "[milter]\nmax_connections = 18446744073709551615\n",
+                ":2: key `milter.max_connections`: 18446744073709551615 is out of range: 1..=65536",
+            ),
+            (
+                "[milter]\nmax_connections = 0\n",
+                ":2: key `milter.max_connections`: 0 is out of range: 1..=65536",
+            ),
+            (
+                "[milter]\nidle_timeout_secs = 0\n",
+                ":2: key `milter.idle_timeout_secs`: 0 is out of range: 1..=7200",
+            ),
+            (
+                "[limits]\n[limits.lock]\nownership_window_minutes = 18446744073709551615\n",
+                ":3: key `limits.lock.ownership_window_minutes`: 18446744073709551615 is out of range: 1..=10080",
+            ),
+            (
+                "[limits]\n[limits.external]\nmessages_per_hour = 0\n",
+                ":3: key `limits.external.messages_per_hour`: 0 is out of range: 1..=3600000",
+            ),
+            (
+                "[limits]\n[limits.login.alice]\nrecipients_per_message = 100001\n",
+                ":3: key `limits.login.alice.recipients_per_message`: 100001 is out of range: 1..=100000",
+            ),
+            (
+                "[limits]\n[[limits.class]]\nname = \"eas\"\nconnections_per_second = 1001\n",
+                ":4: key `limits.class.connections_per_second`: 1001 is out of range: 1..=1000",
+            ),
+            (
+                "[limits]\nstore = \"redis\"\n[limits.redis]\ntimeout_ms = 0\n",
+                ":4: key `limits.redis.timeout_ms`: 0 is out of range: 1..=60000",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.ends_with(expected), "{text}: {e}");
+        }
+        let e = parse("[milter]\nmax_connections = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2: "), "{e}");
     }
 
     #[test]

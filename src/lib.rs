@@ -34,9 +34,16 @@ pub async fn serve(
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     listener.stop_on(stop_rx);
+    listener.count_in(listen::Slots::new(
+        service.milter_config().max_connections,
+        service.metrics.connections.clone(),
+        service.metrics.slots_full.clone(),
+    ));
     let socket_file = listener.socket_file();
     let config = indymilter::Config {
         max_connections: service.milter_config().max_connections,
+        // An MTA that stops talking (or a slowloris) gives its slot back after this.
+        connection_timeout: service.milter_config().idle_timeout,
         ..Default::default()
     };
     let grace = service.milter_config().shutdown_timeout;

@@ -1,5 +1,5 @@
-//! The listening socket: binding unix or TCP sockets, socket file hygiene, and a listener
-//! that stops accepting when shutdown begins.
+//! The listening socket: binding unix or TCP sockets, socket file hygiene, a listener that
+//! stops accepting when shutdown begins, and the count of open MTA connections.
 
 use crate::config::{MilterConfig, SocketSpec};
 use indymilter::{EitherListener, EitherStream, Listener};
@@ -7,7 +7,12 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 
@@ -35,11 +40,108 @@ impl Drop for SocketFile {
     }
 }
 
+/// Open MTA connections against the configured maximum. When every slot is taken, new
+/// connections wait in the kernel's backlog until one closes (idle ones close after the idle
+/// timeout): that is logged (at most every 10 s) and counted.
+pub struct Slots {
+    open: AtomicUsize,
+    max: usize,
+    last_warning: std::sync::Mutex<Option<Instant>>,
+    /// `relayguard_milter_connections`.
+    pub gauge: prometheus_client::metrics::gauge::Gauge,
+    /// `relayguard_connection_slots_full_total`.
+    pub full: prometheus_client::metrics::counter::Counter,
+}
+
+impl Slots {
+    /// Slots for `max` connections, reporting into the given metrics.
+    pub fn new(
+        max: usize,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+        full: prometheus_client::metrics::counter::Counter,
+    ) -> Arc<Self> {
+        Arc::new(Slots {
+            open: AtomicUsize::new(0),
+            max,
+            last_warning: std::sync::Mutex::new(None),
+            gauge,
+            full,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    fn taken(self: &Arc<Self>) -> SlotGuard {
+        let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.gauge.set(open as i64);
+        if open >= self.max {
+            self.full.inc();
+            let mut last = self.last_warning.lock().expect("slots lock");
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                tracing::warn!(
+                    max_connections = self.max,
+                    "all milter connection slots are taken: new MTA connections wait until one closes (idle connections close after milter.idle_timeout_secs)"
+                );
+            }
+        }
+        SlotGuard(self.clone())
+    }
+}
+
+/// One open connection in [`Slots`]; released on drop.
+struct SlotGuard(Arc<Slots>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let open = self.0.open.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.0.gauge.set(open as i64);
+    }
+}
+
+/// An accepted MTA connection, counted in [`Slots`] while it is open.
+pub struct Connection {
+    stream: EitherStream<TcpStream, UnixStream>,
+    _slot: Option<SlotGuard>,
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// The milter's listener: accepts until told to stop, then closes its socket.
 pub struct MilterListener {
     inner: Option<EitherListener<TcpListener, UnixListener>>,
     socket_file: Option<std::sync::Arc<SocketFile>>,
     stop: Option<watch::Receiver<bool>>,
+    slots: Option<Arc<Slots>>,
 }
 
 impl MilterListener {
@@ -49,6 +151,7 @@ impl MilterListener {
             inner: Some(EitherListener::Tcp(listener)),
             socket_file: None,
             stop: None,
+            slots: None,
         }
     }
 
@@ -69,10 +172,15 @@ impl MilterListener {
     pub fn stop_on(&mut self, stop: watch::Receiver<bool>) {
         self.stop = Some(stop);
     }
+
+    /// Counts accepted connections in `slots` while they are open.
+    pub fn count_in(&mut self, slots: Arc<Slots>) {
+        self.slots = Some(slots);
+    }
 }
 
 impl Listener for MilterListener {
-    type Io = EitherStream<TcpStream, UnixStream>;
+    type Io = Connection;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
         if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
@@ -85,14 +193,19 @@ impl Listener for MilterListener {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Pending;
         };
-        match inner.poll_accept(cx) {
-            Poll::Ready(Ok(EitherStream::Tcp(stream))) => {
-                // The end-of-message reply must not wait for a delayed ACK.
-                let _ = stream.set_nodelay(true);
-                Poll::Ready(Ok(EitherStream::Tcp(stream)))
-            }
-            other => other,
+        let stream = match inner.poll_accept(cx) {
+            Poll::Ready(Ok(stream)) => stream,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let EitherStream::Tcp(tcp) = &stream {
+            // The end-of-message reply must not wait for a delayed ACK.
+            let _ = tcp.set_nodelay(true);
         }
+        Poll::Ready(Ok(Connection {
+            stream,
+            _slot: self.slots.as_ref().map(|s| s.taken()),
+        }))
     }
 }
 
@@ -119,6 +232,7 @@ pub async fn bind(config: &MilterConfig) -> io::Result<MilterListener> {
                 inner: Some(EitherListener::Unix(listener)),
                 socket_file: Some(std::sync::Arc::new(file)),
                 stop: None,
+                slots: None,
             })
         }
     }

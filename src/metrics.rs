@@ -68,6 +68,10 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Audit records not written.
     pub audit_failures: Counter,
+    /// Open MTA connections.
+    pub connections: Gauge,
+    /// Times a connection took the last free slot.
+    pub slots_full: Counter,
     registry: Registry,
 }
 
@@ -88,6 +92,8 @@ impl Default for Metrics {
             redis_errors: Counter::default(),
             in_flight: Gauge::default(),
             audit_failures: Counter::default(),
+            connections: Gauge::default(),
+            slots_full: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -139,6 +145,16 @@ impl Default for Metrics {
             "audit_failures",
             "Audit records that could not be written",
             m.audit_failures.clone(),
+        );
+        registry.register(
+            "milter_connections",
+            "Open MTA connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connection_slots_full",
+            "Times every milter connection slot was taken (new MTA connections wait)",
+            m.slots_full.clone(),
         );
         Metrics { registry, ..m }
     }

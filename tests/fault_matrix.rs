@@ -6,15 +6,17 @@
 //! | the config is edited | the new policy, from the next message | exactly one reload |
 //! | `relayguard.toml` is emptied or truncated mid-write | mail signed as before | `reloads_total{result="failed"}` |
 //! | a schedule retires every key | mail signed as before | the reload is refused like `check-config` |
+//! | 300 connections negotiate and go silent (slowloris) | a real one waits at most the idle timeout | `connection_slots_full_total`; the idle ones are closed |
 //!
 //! Each test here failed on the code before its fix.
 
 mod common;
 
 use common::dkim::{sign, standard_setup};
-use common::{Milter, config_text};
+use common::{Milter, Txn, config_text, send};
 use indymilter_test::Status;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RAW: &[u8] =
     b"From: Alice <alice@tugraz.at>\r\nTo: friend@example.org\r\nSubject: fault\r\n\r\nhello\r\n";
@@ -205,5 +207,69 @@ async fn a_reload_refuses_what_check_config_refuses() {
         "{error}"
     );
     assert_eq!(signed_by(&milter).await, ["rsa-a", "ed-a"]);
+    milter.stop().await.unwrap();
+}
+
+/// Connects and negotiates as an MTA would, then says nothing more.
+async fn silent_connection(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut packet = 13u32.to_be_bytes().to_vec();
+    packet.push(b'O');
+    for word in [6u32, 0x1ff, 0x1f_ffff] {
+        packet.extend_from_slice(&word.to_be_bytes());
+    }
+    stream.write_all(&packet).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_give_their_slots_back_after_the_idle_timeout() {
+    let milter = Milter::with_config(|_| {
+        config_text("inet:0@127.0.0.1").replace(
+            "shutdown_timeout_secs = 10\n",
+            "shutdown_timeout_secs = 10\nidle_timeout_secs = 2\nmax_connections = 256\n",
+        )
+    })
+    .await;
+    let addr = milter.tcp.unwrap();
+    // A slowloris takes every slot and more: connect, negotiate, then nothing.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(silent_connection(addr).await);
+    }
+    let started = Instant::now();
+    // A real MTA connection still gets its message through, once idle slots free up.
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), milter.connect())
+        .await
+        .expect("a real connection is served within the idle timeout and a margin");
+    let outcome = send(
+        &mut conn,
+        &Txn::authenticated("alice", "<alice@tugraz.at>", "alice@tugraz.at"),
+    )
+    .await;
+    assert_eq!(outcome.status, Status::Accept);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(6), "waited {waited:?}");
+    conn.close().await.unwrap();
+    // Every silent connection is closed by relayguard: reads see the end of the stream
+    // (after the negotiation reply, for those that got a slot).
+    for stream in &mut idle {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an idle connection stayed open");
+    }
+    let metrics = milter.service.metrics_text();
+    assert!(
+        !metrics.contains("relayguard_connection_slots_full_total 0"),
+        "{metrics}"
+    );
     milter.stop().await.unwrap();
 }
