@@ -614,19 +614,33 @@ impl Session {
         );
     }
 
-    /// Logs, counts and audits one decision; returns whether the audit record was written.
+    /// Audits, logs and counts one decision; returns whether the audit record was written.
+    /// An acceptance whose record cannot be written and may not leave unaudited is logged
+    /// and counted as the tempfail the MTA will see.
     fn record(&self, service: &Service, message: &Message, d: Decided<'_>) -> bool {
+        let written = self.audit(service, message, &d);
+        let unaudited = !written
+            && d.verdict == Verdict::Accept
+            && service
+                .audit
+                .as_ref()
+                .is_some_and(|a| a.config().on_error == OnError::Tempfail);
+        let (verdict, reason) = if unaudited {
+            ("tempfail", "audit_unwritable")
+        } else {
+            let verdict = match d.verdict {
+                Verdict::Accept => "accept",
+                Verdict::Reject => "reject",
+                Verdict::Tempfail => "tempfail",
+                Verdict::Lock => "lock",
+            };
+            (verdict, &*d.reason)
+        };
         let dkim: Vec<String> = d
             .signatures
             .iter()
             .map(|s| format!("d={} s={} a={}", s.domain, s.selector, s.algorithm))
             .collect();
-        let verdict = match d.verdict {
-            Verdict::Accept => "accept",
-            Verdict::Reject => "reject",
-            Verdict::Tempfail => "tempfail",
-            Verdict::Lock => "lock",
-        };
         info!(
             queue_id = message.queue_id.as_deref().unwrap_or("-"),
             client = %self.client,
@@ -637,7 +651,7 @@ impl Session {
             rcpts = message.rcpts.len(),
             rcpt = d.rcpt.unwrap_or(""),
             verdict,
-            reason = %d.reason,
+            reason,
             dkim = %dkim.join(", "),
             text = %d.text,
             "decision"
@@ -647,17 +661,24 @@ impl Session {
             .messages
             .get_or_create(&VerdictLabels {
                 verdict: verdict.into(),
-                reason: d.reason.to_string(),
+                reason: reason.to_string(),
             })
             .inc();
-        for s in d.signatures {
-            let labels = KeyLabels {
-                domain: s.domain.clone(),
-                selector: s.selector.clone(),
-                algorithm: s.algorithm.tag().into(),
-            };
-            service.metrics.signatures.get_or_create(&labels).inc();
+        if !unaudited {
+            for s in d.signatures {
+                let labels = KeyLabels {
+                    domain: s.domain.clone(),
+                    selector: s.selector.clone(),
+                    algorithm: s.algorithm.tag().into(),
+                };
+                service.metrics.signatures.get_or_create(&labels).inc();
+            }
         }
+        written
+    }
+
+    /// Writes the audit record of a decision; `true` when written (or no audit log is set).
+    fn audit(&self, service: &Service, message: &Message, d: &Decided<'_>) -> bool {
         let Some(audit) = &service.audit else {
             return true;
         };
@@ -691,8 +712,8 @@ impl Session {
             rcpts: full,
             size: (message.size > 0).then_some(message.size),
             verdict: d.verdict,
-            reason: d.reason,
-            text: Cow::Owned(d.text),
+            reason: Cow::Borrowed(&d.reason),
+            text: Cow::Borrowed(&d.text),
             dkim: d
                 .signatures
                 .iter()

@@ -7,6 +7,7 @@
 //! | `relayguard.toml` is emptied or truncated mid-write | mail signed as before | `reloads_total{result="failed"}` |
 //! | a schedule retires every key | mail signed as before | the reload is refused like `check-config` |
 //! | 300 connections negotiate and go silent (slowloris) | a real one waits at most the idle timeout | `connection_slots_full_total`; the idle ones are closed |
+//! | the audit log's disk fills up | `451 4.3.0` while full, accepted again once there is room | one whole record per accepted message, no partial line; counted as `tempfail`/`audit_unwritable` |
 //!
 //! Each test here failed on the code before its fix.
 
@@ -272,4 +273,103 @@ async fn idle_connections_give_their_slots_back_after_the_idle_timeout() {
         "{metrics}"
     );
     milter.stop().await.unwrap();
+}
+
+/// A 16 KB tmpfs mounted for one test (root only), unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount() -> Self {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "the full-disk test mounts a tmpfs: run it as root (scripts/test does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16k,mode=0755", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_disk_tempfails_and_leaves_no_partial_record() {
+    let disk = SmallDisk::mount();
+    let audit = disk.0.path().join("audit.log");
+    // Room to free later.
+    std::fs::write(disk.0.path().join("filler"), vec![b'x'; 8 * 1024]).unwrap();
+    let milter = Milter::with_config(|dir| {
+        format!(
+            "{}\n{}\n[audit]\nfile = \"{}\"\n",
+            config_text("inet:0@127.0.0.1"),
+            standard_setup(dir),
+            audit.display()
+        )
+    })
+    .await;
+    let (mut accepted, mut tempfailed) = (0u64, 0u64);
+    // The audit log fills the disk: the MTA hears 451 4.3.0 from then on.
+    while tempfailed < 3 {
+        let mut conn = milter.connect().await;
+        let (status, _) = sign(&mut conn, "alice", "<alice@tugraz.at>", RAW).await;
+        conn.close().await.unwrap();
+        match status {
+            Status::Accept => accepted += 1,
+            Status::Tempfail { message } => {
+                let text = message.unwrap().to_string_lossy().into_owned();
+                assert_eq!(
+                    text,
+                    "451 4.3.0 temporary local problem (audit log unwritable), try again later"
+                );
+                tempfailed += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(accepted < 1000, "the disk never filled");
+    }
+    // Room again: mail flows, and its records start on lines of their own.
+    std::fs::remove_file(disk.0.path().join("filler")).unwrap();
+    for _ in 0..3 {
+        let mut conn = milter.connect().await;
+        let (status, signatures) = sign(&mut conn, "alice", "<alice@tugraz.at>", RAW).await;
+        conn.close().await.unwrap();
+        assert_eq!((status, signatures.len()), (Status::Accept, 2));
+        accepted += 1;
+    }
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("partial record `{l}`: {e}")))
+        .collect();
+    let accepts = records.iter().filter(|r| r["verdict"] == "accept").count() as u64;
+    assert_eq!(accepts, accepted, "one record per accepted message");
+    let report = relayguard::audit::report::Report::read(
+        std::slice::from_ref(&audit),
+        &relayguard::audit::report::Filter::default(),
+    )
+    .unwrap();
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(report.logins["alice"].messages, accepted);
+    let metrics = milter.service.metrics_text();
+    for line in [
+        format!("relayguard_messages_total{{verdict=\"accept\",reason=\"ok\"}} {accepted}"),
+        format!(
+            "relayguard_messages_total{{verdict=\"tempfail\",reason=\"audit_unwritable\"}} {tempfailed}"
+        ),
+    ] {
+        assert!(metrics.contains(&line), "missing `{line}` in\n{metrics}");
+    }
+    milter.stop().await.unwrap();
+    drop(disk);
 }

@@ -1,5 +1,6 @@
 //! The audit log writer: one JSON line per record, appended with a single write so lines
-//! never interleave; reopened on SIGHUP/SIGUSR1 for logrotate; fsync as configured.
+//! never interleave; reopened on SIGHUP/SIGUSR1 for logrotate; fsync as configured. A write
+//! cut short (a full disk) is cut back off, so the next record starts on its own line.
 
 use super::Record;
 use std::fs::{File, OpenOptions};
@@ -53,8 +54,33 @@ pub struct AuditConfig {
 /// The open audit log.
 pub struct AuditLog {
     config: AuditConfig,
-    file: Mutex<Option<File>>,
+    file: Mutex<Open>,
     failures: AtomicU64,
+}
+
+/// The open file, and whether a failed write may have left a partial line at its end.
+#[derive(Default)]
+struct Open {
+    file: Option<File>,
+    partial: bool,
+}
+
+/// Appends `line` to `file`; on a short or failed write, truncates the file back to its length
+/// before the write. If even that fails, returns `true` in the error's place so the caller
+/// starts the next record on a fresh line.
+fn append(file: &mut File, line: &[u8], fsync: bool) -> Result<(), (io::Error, bool)> {
+    let before = file.metadata().map(|m| m.len()).map_err(|e| (e, false))?;
+    match file.write_all(line) {
+        Ok(()) if fsync => file.sync_data().map_err(|e| (e, false)),
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let cut = file.set_len(before).is_ok();
+            if !cut {
+                tracing::error!(error = %e, "cannot cut a partial audit record off; the next record starts on a new line");
+            }
+            Err((e, !cut))
+        }
+    }
 }
 
 impl AuditLog {
@@ -72,7 +98,10 @@ impl AuditLog {
         };
         AuditLog {
             config,
-            file: Mutex::new(file),
+            file: Mutex::new(Open {
+                file,
+                partial: false,
+            }),
             failures: AtomicU64::new(0),
         }
     }
@@ -95,17 +124,26 @@ impl AuditLog {
             Destination::Stdout => io::stdout().lock().write_all(&line),
             Destination::File(path) => {
                 let mut guard = self.file.lock().expect("audit lock");
-                if guard.is_none() {
-                    *guard = open_append(path).ok();
+                if guard.file.is_none() {
+                    guard.file = open_append(path).ok();
                 }
-                match guard.as_mut() {
-                    Some(file) => file.write_all(&line).and_then(|()| {
-                        if self.config.fsync == Fsync::Always {
-                            file.sync_data()
-                        } else {
-                            Ok(())
+                let Open { file, partial } = &mut *guard;
+                match file.as_mut() {
+                    Some(file) => {
+                        if *partial {
+                            line.insert(0, b'\n');
                         }
-                    }),
+                        match append(file, &line, self.config.fsync == Fsync::Always) {
+                            Ok(()) => {
+                                *partial = false;
+                                Ok(())
+                            }
+                            Err((e, left_partial)) => {
+                                *partial |= left_partial;
+                                Err(e)
+                            }
+                        }
+                    }
                     None => Err(io::Error::new(
                         io::ErrorKind::NotFound,
                         format!("{} cannot be opened", path.display()),
@@ -125,10 +163,13 @@ impl AuditLog {
         if let Destination::File(path) = &self.config.destination {
             let file = open_append(path)?;
             let mut guard = self.file.lock().expect("audit lock");
-            if let Some(old) = guard.as_mut() {
+            if let Some(old) = guard.file.as_mut() {
                 let _ = old.sync_data();
             }
-            *guard = Some(file);
+            *guard = Open {
+                file: Some(file),
+                partial: false,
+            };
             tracing::info!(file = %path.display(), "audit log reopened");
         }
         Ok(())
@@ -136,7 +177,7 @@ impl AuditLog {
 
     /// Forces written records to disk.
     pub fn sync(&self) {
-        if let Some(file) = self.file.lock().expect("audit lock").as_mut()
+        if let Some(file) = self.file.lock().expect("audit lock").file.as_mut()
             && let Err(e) = file.sync_data()
         {
             tracing::error!(error = %e, "audit log fsync failed");
