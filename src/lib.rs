@@ -11,6 +11,7 @@ pub mod dkim;
 pub mod explain;
 pub mod limits;
 pub mod listen;
+pub mod log;
 pub mod metrics;
 pub mod milter;
 pub mod policy;

@@ -9,6 +9,7 @@ use crate::dkim::signer::{Field, MadeSignature, MessageSigner, SigningPlan, With
 use crate::limits::{
     ClassLimits, LimitError, Used, abuse_signal, check_connection, check_message, check_recipient,
 };
+use crate::log::Escaped;
 use crate::metrics::{KeyLabels, LimitLabels, VerdictLabels};
 use crate::policy::mailbox::HeaderSet;
 use crate::policy::{Client, ClientKind, Refusal};
@@ -379,8 +380,8 @@ impl Session {
                 .lock(limiter.counters.redis.as_ref(), login, &reason)
                 .await
             {
-                Ok(()) => warn!(login, reason, "account locked"),
-                Err(e) => error!(login, error = %e, "cannot lock account"),
+                Ok(()) => warn!(login = %Escaped(login), reason, "account locked"),
+                Err(e) => error!(login = %Escaped(login), error = %e, "cannot lock account"),
             },
             Ok(None) => {}
             Err(e) => warn!(error = %e, "cannot count abuse signal"),
@@ -495,7 +496,7 @@ impl Session {
                     let why = format!("no valid DKIM key for {domain}");
                     error!(
                         domain,
-                        queue_id = message.queue_id.as_deref().unwrap_or("-"),
+                        queue_id = %Escaped(message.queue_id.as_deref().unwrap_or("-")),
                         "no valid active DKIM key: tempfailing"
                     );
                     let decided = Decided {
@@ -642,18 +643,18 @@ impl Session {
             .map(|s| format!("d={} s={} a={}", s.domain, s.selector, s.algorithm))
             .collect();
         info!(
-            queue_id = message.queue_id.as_deref().unwrap_or("-"),
-            client = %self.client,
+            queue_id = %Escaped(message.queue_id.as_deref().unwrap_or("-")),
+            client = %Escaped(&self.client),
             class = message.kind.name(),
-            login = login_of(&message.kind),
-            mail_from = %message.mail_from,
-            from = message.from.as_deref().unwrap_or(""),
+            login = %Escaped(login_of(&message.kind)),
+            mail_from = %Escaped(&message.mail_from),
+            from = %Escaped(message.from.as_deref().unwrap_or("")),
             rcpts = message.rcpts.len(),
-            rcpt = d.rcpt.unwrap_or(""),
+            rcpt = %Escaped(d.rcpt.unwrap_or("")),
             verdict,
-            reason,
+            reason = %Escaped(reason),
             dkim = %dkim.join(", "),
-            text = %d.text,
+            text = %Escaped(&d.text),
             "decision"
         );
         service
@@ -890,7 +891,7 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
                 let signatures = match session.eom(&service) {
                     Ok(done) => done,
                     Err(why) => {
-                        error!(why, "cannot sign; tempfailing");
+                        error!(why = %Escaped(&why), "cannot sign; tempfailing");
                         return fault_reply(&mut cx.reply, &why);
                     }
                 };
@@ -913,7 +914,7 @@ pub fn callbacks(service: Arc<Service>) -> Callbacks<Session> {
             Box::pin(async move {
                 if let Some(session) = cx.data.as_mut() {
                     if session.message.is_some() {
-                        warn!(client = %session.client, "connection closed in the middle of a message");
+                        warn!(client = %Escaped(&session.client), "connection closed in the middle of a message");
                     }
                     session.abort();
                 }

@@ -7,12 +7,14 @@
 //! | `relayguard.toml` is emptied or truncated mid-write | mail signed as before | `reloads_total{result="failed"}` |
 //! | a schedule retires every key | mail signed as before | the reload is refused like `check-config` |
 //! | 300 connections negotiate and go silent (slowloris) | a real one waits at most the idle timeout | `connection_slots_full_total`; the idle ones are closed |
+//! | a client puts CR/LF into its login or envelope address | the usual refusal | one log line per decision, the CR/LF escaped |
 //! | the audit log's disk fills up | `451 4.3.0` while full, accepted again once there is room | one whole record per accepted message, no partial line; counted as `tempfail`/`audit_unwritable` |
 //!
 //! Each test here failed on the code before its fix.
 
 mod common;
 
+use common::daemon::Daemon;
 use common::dkim::{sign, standard_setup};
 use common::{Milter, Txn, config_text, send};
 use indymilter_test::Status;
@@ -372,4 +374,28 @@ async fn a_full_audit_disk_tempfails_and_leaves_no_partial_record() {
     }
     milter.stop().await.unwrap();
     drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crlf_in_client_fields_cannot_forge_a_log_line() {
+    let daemon = Daemon::start(|_, socket| config_text(socket));
+    let mut conn = indymilter_test::TestConnection::open(daemon.addr())
+        .await
+        .unwrap();
+    let txn = Txn {
+        login: Some("mallory\r\n2026-11-30T00:00:00Z INFO FORGED decision verdict=accept"),
+        mail_from: "<mallory\r\n2026-11-30T00:00:00Z INFO FORGED@tugraz.at>",
+        ..Txn::authenticated("x", "<x@tugraz.at>", "x@tugraz.at")
+    };
+    let outcome = send(&mut conn, &txn).await;
+    assert_eq!(outcome.stage, "mail");
+    let log = daemon.wait_log("decision").await;
+    for line in log.lines().filter(|l| l.contains("FORGED")) {
+        assert!(
+            line.contains(" decision "),
+            "forged line in the log: {line}\n{log}"
+        );
+        assert!(line.contains("mallory\\r\\n2026"), "{line}");
+    }
+    conn.close().await.unwrap();
 }

@@ -127,7 +127,7 @@ pub fn parse(path: &Path, pem: &[u8], expected: Algorithm) -> Result<LoadedKey, 
         path: path.to_path_buf(),
         reason,
     };
-    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| parse_err(format!("{e:?}")))?;
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| parse_err(pem_error(&e)))?;
     let loaded = match &der {
         PrivateKeyDer::Pkcs8(pkcs8)
             if Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der()).is_ok() =>
@@ -184,6 +184,26 @@ pub fn parse(path: &Path, pem: &[u8], expected: Algorithm) -> Result<LoadedKey, 
         });
     }
     Ok(loaded)
+}
+
+/// A PEM reading error in words an operator acts on (the library prints byte arrays).
+fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_string();
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "the PEM block has no `-----END {}-----` line: the file is truncated or still being written",
+            text(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => {
+            format!("malformed PEM begin line `{}`", text(line))
+        }
+        Error::Base64Decode(e) => format!("the PEM block is not valid base64 ({e})"),
+        Error::NoItemsFound => {
+            "no PEM private key (`-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----`) in the file".into()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Key kinds `keys generate` makes.
@@ -273,14 +293,17 @@ mod tests {
     fn half_written_and_weak_keys_are_refused() {
         let ed = generate(KeyKind::Ed25519).unwrap();
         let half = &ed.as_bytes()[..ed.len() / 2];
-        assert!(matches!(
-            parse(Path::new("k"), half, Algorithm::Ed25519Sha256),
-            Err(KeyError::Parse { .. })
-        ));
-        assert!(matches!(
-            parse(Path::new("k"), b"", Algorithm::Ed25519Sha256),
-            Err(KeyError::Parse { .. })
-        ));
+        let e = parse(Path::new("k.pem"), half, Algorithm::Ed25519Sha256).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "k.pem: not a usable private key: the PEM block has no `-----END PRIVATE KEY-----` line: the file is truncated or still being written"
+        );
+        let e = parse(Path::new("k.pem"), b"", Algorithm::Ed25519Sha256).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("k.pem: not a usable private key: no PEM private key"),
+            "{e}"
+        );
         let weak = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024)
             .unwrap()
             .to_pkcs8_pem(LineEnding::LF)
