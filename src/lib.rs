@@ -26,8 +26,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// Serves the milter protocol until `shutdown` completes, then stops accepting, lets
-/// messages in flight finish (up to the configured timeout) and returns.
+/// Serves the milter protocol until `shutdown` completes, then stops accepting, answers new
+/// transactions on open connections with `421 4.3.2`, lets messages in flight finish (up to
+/// the configured timeout) and returns.
 pub async fn serve(
     service: Arc<Service>,
     mut listener: MilterListener,
@@ -51,6 +52,7 @@ pub async fn serve(
     let drain_service = service.clone();
     let drain = async move {
         shutdown.await;
+        drain_service.begin_drain();
         let _ = stop_tx.send(true);
         if let Some(file) = &socket_file {
             file.remove();

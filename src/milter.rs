@@ -206,6 +206,23 @@ impl Session {
             used: Used::new(),
             _in_flight: service.begin_message(),
         };
+        // Shutting down: only messages already in flight finish. 421 makes the MTA close
+        // this connection and try again later (on another relay host, or after the restart).
+        if service.is_draining() {
+            let text = "relayguard is shutting down; try again later".to_string();
+            self.record(
+                service,
+                &message,
+                Decided {
+                    verdict: Verdict::Tempfail,
+                    reason: "shutting_down".into(),
+                    text: format!("421 4.3.2 {text}"),
+                    signatures: &[],
+                    rcpt: None,
+                },
+            );
+            return Reply::Custom("421", "4.3.2", text);
+        }
         // A locked account sends nothing.
         if let (Some(login), Some(limiter)) = (&normalised, &service.limiter) {
             match limiter

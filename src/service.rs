@@ -84,6 +84,7 @@ pub struct Service {
     watched: Mutex<Watched>,
     reloads: watch::Sender<ReloadStatus>,
     in_flight: InFlight,
+    draining: std::sync::atomic::AtomicBool,
     /// Metrics.
     pub metrics: Metrics,
     /// The audit log, when configured.
@@ -190,6 +191,7 @@ impl Service {
             clock,
             reloads,
             in_flight: InFlight::default(),
+            draining: Default::default(),
             metrics: Metrics::default(),
             audit: config.audit.map(AuditLog::open),
             host: crate::audit::host_name(),
@@ -371,6 +373,16 @@ impl Service {
     /// Subscribes to reload outcomes.
     pub fn reload_status(&self) -> watch::Receiver<ReloadStatus> {
         self.reloads.subscribe()
+    }
+
+    /// From now on new transactions are refused (shutdown); those in flight finish.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the service is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Marks a message as in flight until the guard is dropped.

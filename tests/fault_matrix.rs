@@ -8,6 +8,7 @@
 //! | a schedule retires every key | mail signed as before | the reload is refused like `check-config` |
 //! | 300 connections negotiate and go silent (slowloris) | a real one waits at most the idle timeout | `connection_slots_full_total`; the idle ones are closed |
 //! | a client puts CR/LF into its login or envelope address | the usual refusal | one log line per decision, the CR/LF escaped |
+//! | SIGTERM while MTAs keep sending | messages in flight are accepted; new ones get `421 4.3.2` | the process exits as soon as those in flight are done |
 //! | the audit log's disk fills up | `451 4.3.0` while full, accepted again once there is room | one whole record per accepted message, no partial line; counted as `tempfail`/`audit_unwritable` |
 //!
 //! Each test here failed on the code before its fix.
@@ -16,8 +17,10 @@ mod common;
 
 use common::daemon::Daemon;
 use common::dkim::{sign, standard_setup};
-use common::{Milter, Txn, config_text, send};
+use common::{Milter, Txn, config_text, send, try_send_message};
 use indymilter_test::Status;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -398,4 +401,95 @@ async fn crlf_in_client_fields_cannot_forge_a_log_line() {
         assert!(line.contains("mallory\\r\\n2026"), "{line}");
     }
     conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_messages_in_flight_and_refuses_new_ones() {
+    const CONNECTIONS: u64 = 4;
+    let mut daemon =
+        Daemon::start(|dir, socket| format!("{}\n{}", config_text(socket), standard_setup(dir)));
+    let txn = Txn::authenticated("alice", "<alice@tugraz.at>", "alice@tugraz.at");
+    // One MTA connection is in the middle of a message (MAIL and RCPT given) at SIGTERM.
+    let mut slow = indymilter_test::TestConnection::open(daemon.addr())
+        .await
+        .unwrap();
+    assert_eq!(send(&mut slow, &txn).await.status, Status::Accept);
+    slow.macros(
+        indymilter_test::MacroStage::Mail,
+        [("{auth_authen}", "alice")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        slow.mail(["<alice@tugraz.at>"]).await.unwrap(),
+        Status::Continue
+    );
+    assert_eq!(
+        slow.rcpt(["<friend@example.org>"]).await.unwrap(),
+        Status::Continue
+    );
+    // Others keep sending on their connections until they are told to stop.
+    let accepted = Arc::new(AtomicU64::new(0));
+    let signalled = Arc::new(AtomicBool::new(false));
+    let after_signal = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (accepted, signalled, after_signal) =
+            (accepted.clone(), signalled.clone(), after_signal.clone());
+        let (addr, txn) = (daemon.addr(), txn.clone());
+        senders.push(tokio::spawn(async move {
+            let mut conn = indymilter_test::TestConnection::open(addr).await.unwrap();
+            let mut outcome = send(&mut conn, &txn).await;
+            loop {
+                match (outcome.stage, &outcome.status) {
+                    ("eom", Status::Accept) => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        if signalled.load(Ordering::SeqCst) {
+                            after_signal.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    ("mail", Status::Tempfail { .. }) => return outcome.reply().unwrap(),
+                    _ => panic!("a message was cut off: {outcome:?}"),
+                }
+                outcome = try_send_message(&mut conn, &txn).await.unwrap();
+            }
+        }));
+    }
+    while accepted.load(Ordering::SeqCst) < 40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signalled.store(true, Ordering::SeqCst);
+    daemon.signal(libc::SIGTERM);
+    for sender in senders {
+        let reply = tokio::time::timeout(Duration::from_secs(5), sender)
+            .await
+            .expect("every connection is refused a new message soon after SIGTERM")
+            .unwrap();
+        assert_eq!(
+            reply,
+            "421 4.3.2 relayguard is shutting down; try again later"
+        );
+    }
+    // At most the message each connection had in flight (and one it began before the
+    // signal reached the process) was accepted after SIGTERM.
+    let late = after_signal.load(Ordering::SeqCst);
+    assert!(
+        late <= 2 * CONNECTIONS,
+        "{late} messages accepted after SIGTERM"
+    );
+    // The message in flight finishes, signed, and then the process exits.
+    for (name, value) in &txn.headers {
+        slow.header(*name, *value).await.unwrap();
+    }
+    slow.eoh().await.unwrap();
+    slow.body("Hello.\r\n").await.unwrap();
+    let (actions, status) = slow.eom().await.unwrap();
+    assert_eq!(status, Status::Accept);
+    assert_eq!(actions.actions.len(), 2, "signed twice: {actions:?}");
+    let _ = slow.abort().await;
+    let status = daemon
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("exits once the message in flight is done, long before the 10 s timeout");
+    assert!(status.success(), "{status}");
 }

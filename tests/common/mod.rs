@@ -333,6 +333,14 @@ pub async fn send(conn: &mut TestConnection, txn: &Txn) -> Outcome {
 
 /// Sends one message on an open connection (MAIL..EOM), then ABORT as Postfix does.
 pub async fn send_message(conn: &mut TestConnection, txn: &Txn) -> Outcome {
+    try_send_message(conn, txn).await.unwrap()
+}
+
+/// As [`send_message`], with the error when the milter closes the connection.
+pub async fn try_send_message(
+    conn: &mut TestConnection,
+    txn: &Txn,
+) -> indymilter_test::TestResult<Outcome> {
     let mut mail_macros = vec![(
         "{mail_addr}",
         txn.mail_from.trim_matches(['<', '>']).to_string(),
@@ -341,14 +349,14 @@ pub async fn send_message(conn: &mut TestConnection, txn: &Txn) -> Outcome {
         mail_macros.push(("{auth_authen}", login.to_string()));
         mail_macros.push(("{auth_type}", "PLAIN".to_string()));
     }
-    conn.macros(MacroStage::Mail, mail_macros).await.unwrap();
-    let status = conn.mail([txn.mail_from]).await.unwrap();
+    conn.macros(MacroStage::Mail, mail_macros).await?;
+    let status = conn.mail([txn.mail_from]).await?;
     if refused(&status) {
-        conn.abort().await.unwrap();
-        return Outcome {
+        conn.abort().await?;
+        return Ok(Outcome {
             stage: "mail",
             status,
-        };
+        });
     }
     let mut accepted = 0;
     let mut last_refusal = None;
@@ -360,9 +368,8 @@ pub async fn send_message(conn: &mut TestConnection, txn: &Txn) -> Outcome {
                 ("{rcpt_addr}", rcpt.trim_matches(['<', '>'])),
             ],
         )
-        .await
-        .unwrap();
-        let status = conn.rcpt([*rcpt]).await.unwrap();
+        .await?;
+        let status = conn.rcpt([*rcpt]).await?;
         if refused(&status) {
             last_refusal = Some(status);
         } else {
@@ -370,53 +377,51 @@ pub async fn send_message(conn: &mut TestConnection, txn: &Txn) -> Outcome {
         }
     }
     if accepted == 0 {
-        conn.abort().await.unwrap();
-        return Outcome {
+        conn.abort().await?;
+        return Ok(Outcome {
             stage: "rcpt",
             status: last_refusal.unwrap_or(Status::Continue),
-        };
+        });
     }
     for (name, value) in &txn.headers {
-        let status = conn.header(*name, *value).await.unwrap();
+        let status = conn.header(*name, *value).await?;
         if refused(&status) {
-            conn.abort().await.unwrap();
-            return Outcome {
+            conn.abort().await?;
+            return Ok(Outcome {
                 stage: "header",
                 status,
-            };
+            });
         }
     }
-    conn.macros(MacroStage::Eoh, [("i", "4XyZ1")])
-        .await
-        .unwrap();
+    conn.macros(MacroStage::Eoh, [("i", "4XyZ1")]).await?;
     // relayguard asks the MTA not to wait at end of headers and per body chunk where it may:
     // then the verdict on the headers comes at end of message.
-    let status = conn.eoh().await.unwrap();
+    let status = conn.eoh().await?;
     if !matches!(status, Status::Continue | Status::Noreply) {
-        conn.abort().await.unwrap();
+        conn.abort().await?;
         let outcome = Outcome {
             stage: "eoh",
             status,
         };
-        return match (&outcome.status, last_refusal) {
+        return Ok(match (&outcome.status, last_refusal) {
             (Status::Accept, Some(r)) => Outcome {
                 stage: "rcpt-partial",
                 status: r,
             },
             _ => outcome,
-        };
+        });
     }
-    let status = conn.body("Hello.\r\n").await.unwrap();
+    let status = conn.body("Hello.\r\n").await?;
     if !matches!(status, Status::Continue | Status::Noreply) {
-        conn.abort().await.unwrap();
-        return Outcome {
+        conn.abort().await?;
+        return Ok(Outcome {
             stage: "body",
             status,
-        };
+        });
     }
-    let (_, status) = conn.eom().await.unwrap();
-    conn.abort().await.unwrap();
-    match (&status, last_refusal) {
+    let (_, status) = conn.eom().await?;
+    conn.abort().await?;
+    Ok(match (&status, last_refusal) {
         (Status::Accept, Some(r)) => Outcome {
             stage: "rcpt-partial",
             status: r,
@@ -425,5 +430,5 @@ pub async fn send_message(conn: &mut TestConnection, txn: &Txn) -> Outcome {
             stage: "eom",
             status,
         },
-    }
+    })
 }
