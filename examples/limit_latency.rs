@@ -56,12 +56,17 @@ async fn main() {
     let memory = Counters::memory();
     run(&memory, 1000).await;
     println!("memory: {}", percentiles(run(&memory, n).await));
-    let redis = RedisStore::new(RedisConfig {
-        url,
-        prefix: "rgbench:".into(),
-        timeout: Duration::from_millis(50),
-        on_failure: OnFailure::FailClosed,
-    })
+    let redis = RedisStore::new(
+        RedisConfig {
+            url,
+            prefix: "rgbench:".into(),
+            timeout: Duration::from_millis(50),
+            on_failure: OnFailure::FailClosed,
+            sentinels: Vec::new(),
+            master_name: String::new(),
+        },
+        Default::default(),
+    )
     .unwrap();
     let redis = Counters::redis(redis);
     run(&redis, 1000).await;

@@ -218,6 +218,8 @@ struct RawRedis {
     prefix: Option<String>,
     timeout_ms: Number,
     on_failure: Option<Spanned<String>>,
+    sentinels: Option<Vec<Spanned<String>>>,
+    master_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -874,6 +876,50 @@ impl Config {
                             ],
                             |sp, r| invalid(sp, "limits.redis.on_failure", r),
                         )?;
+                        let sentinels: Vec<String> = r
+                            .and_then(|r| r.sentinels.as_ref())
+                            .into_iter()
+                            .flatten()
+                            .map(|s| {
+                                use redis::IntoConnectionInfo;
+                                let url = s.get_ref();
+                                let url = if url.contains("://") {
+                                    url.clone()
+                                } else {
+                                    format!("redis://{url}")
+                                };
+                                match url.as_str().into_connection_info() {
+                                    Ok(_) => Ok(url),
+                                    Err(e) => Err(invalid(
+                                        s.span(),
+                                        "limits.redis.sentinels",
+                                        format!("`{}` is not a sentinel address: {e}", s.get_ref()),
+                                    )),
+                                }
+                            })
+                            .collect::<Result<_, _>>()?;
+                        let master_name = match r.and_then(|r| r.master_name.as_ref()) {
+                            Some(name) if name.get_ref().trim().is_empty() => {
+                                return Err(invalid(
+                                    name.span(),
+                                    "limits.redis.master_name",
+                                    "must not be empty".into(),
+                                ));
+                            }
+                            Some(name) => name.get_ref().clone(),
+                            None if !sentinels.is_empty() => {
+                                return Err(invalid(
+                                    r.and_then(|r| r.sentinels.as_ref())
+                                        .and_then(|s| s.first())
+                                        .map(|s| s.span())
+                                        .unwrap_or(0..0),
+                                    "limits.redis.master_name",
+                                    "is needed with sentinels: the name the sentinels monitor"
+                                        .into(),
+                                ));
+                            }
+                            None => String::new(),
+                        };
                         Some(RedisConfig {
                             url: r
                                 .and_then(|r| r.url.clone())
@@ -893,6 +939,8 @@ impl Config {
                                 .unwrap_or(50),
                             ),
                             on_failure,
+                            sentinels,
+                            master_name,
                         })
                     }
                     Some((other, span)) => {

@@ -396,7 +396,7 @@ fn current_counters(store: &relayguard::config::LimitStore, login: &str) -> Stri
         return "counters: in memory inside the running service (not visible here)\n".into();
     };
     let run = async {
-        let limiter = relayguard::service::Limiter::new(store)?;
+        let limiter = relayguard::service::Limiter::new(store, Default::default())?;
         let r = limiter.counters.redis.as_ref().expect("redis store");
         let now = relayguard::service::unix_now_ms();
         let mut out = String::from("counters:");
@@ -456,7 +456,7 @@ fn accounts_command(path: PathBuf, command: AccountsCommand) -> Result<(), Strin
             path.display()
         )
     })?;
-    let limiter = relayguard::service::Limiter::new(store)?;
+    let limiter = relayguard::service::Limiter::new(store, Default::default())?;
     let redis = limiter.counters.redis.as_ref();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub limit_hits: Family<LimitLabels, Counter>,
     /// Redis errors.
     pub redis_errors: Counter,
+    /// 1 while Redis is considered down (calls skip it).
+    pub redis_unavailable: Gauge,
     /// Messages in flight.
     pub in_flight: Gauge,
     /// Audit records not written.
@@ -90,6 +92,7 @@ impl Default for Metrics {
             key_age: Family::default(),
             limit_hits: Family::default(),
             redis_errors: Counter::default(),
+            redis_unavailable: Gauge::default(),
             in_flight: Gauge::default(),
             audit_failures: Counter::default(),
             connections: Gauge::default(),
@@ -131,10 +134,11 @@ impl Default for Metrics {
             "Sending limit hits by limit",
             m.limit_hits.clone(),
         );
+        registry.register("redis_errors", "Failed Redis calls", m.redis_errors.clone());
         registry.register(
-            "redis_errors",
-            "Errors talking to Redis",
-            m.redis_errors.clone(),
+            "redis_unavailable",
+            "1 while Redis is considered down and calls skip it (the failure policy applies)",
+            m.redis_unavailable.clone(),
         );
         registry.register(
             "messages_in_flight",

@@ -253,10 +253,8 @@ impl Session {
                     return Reply::Custom("550", "5.7.1", text);
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    service.metrics.redis_errors.inc();
-                    warn!(error = %e, "cannot read account locks");
-                }
+                // The store has logged and counted it; a lock cannot be read, so none applies.
+                Err(_) => {}
             }
         }
         let started = Instant::now();
@@ -313,7 +311,6 @@ impl Session {
                     return self.limit_hit(service, &message, &subject, hit, None).await;
                 }
                 Err(LimitError::Down(down)) => {
-                    service.metrics.redis_errors.inc();
                     let why = down.to_string();
                     self.record(
                         service,

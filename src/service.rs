@@ -5,7 +5,7 @@ use crate::config::{Config, ConfigError, LimitStore, MilterConfig};
 use crate::dkim::signer::KeySet;
 use crate::limits::LimitsPolicy;
 use crate::limits::locks::LockStore;
-use crate::limits::store::{Counters, RedisStore};
+use crate::limits::store::{Counters, RedisStore, StoreMetrics};
 use crate::metrics::{KeyLabels, Metrics, ResultLabels};
 use crate::policy::Policy;
 use arc_swap::ArcSwap;
@@ -49,11 +49,11 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// Builds the stores described by the configuration.
-    pub fn new(store: &LimitStore) -> Result<Self, String> {
+    /// Builds the stores described by the configuration, reporting into `metrics`.
+    pub fn new(store: &LimitStore, metrics: StoreMetrics) -> Result<Self, String> {
         Ok(match &store.redis {
             Some(redis) => Limiter {
-                counters: Counters::redis(RedisStore::new(redis.clone())?),
+                counters: Counters::redis(RedisStore::new(redis.clone(), metrics)?),
                 locks: LockStore::Redis,
             },
             None => Limiter {
@@ -162,6 +162,11 @@ impl Service {
     pub fn with_clock(config: Config, clock: Clock) -> Arc<Self> {
         let (reloads, _) = watch::channel(ReloadStatus::default());
         let (files, dirs) = (config.watched_files(), config.watched_dirs());
+        let metrics = Metrics::default();
+        let store_metrics = StoreMetrics {
+            errors: metrics.redis_errors.clone(),
+            unavailable: metrics.redis_unavailable.clone(),
+        };
         Arc::new(Self {
             watched: Mutex::new(Watched {
                 fingerprint: crate::reload::fingerprint(&files, &dirs),
@@ -171,10 +176,8 @@ impl Service {
             }),
             config_path: config.path,
             startup: config.milter,
-            limiter: config
-                .limit_store
-                .as_ref()
-                .and_then(|s| match Limiter::new(s) {
+            limiter: config.limit_store.as_ref().and_then(|s| {
+                match Limiter::new(s, store_metrics) {
                     Ok(l) => Some(l),
                     Err(e) => {
                         tracing::error!(
@@ -182,7 +185,8 @@ impl Service {
                         );
                         None
                     }
-                }),
+                }
+            }),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 policy: config.policy,
                 keys: config.keys,
@@ -192,7 +196,7 @@ impl Service {
             reloads,
             in_flight: InFlight::default(),
             draining: Default::default(),
-            metrics: Metrics::default(),
+            metrics,
             audit: config.audit.map(AuditLog::open),
             host: crate::audit::host_name(),
         })

@@ -9,6 +9,7 @@
 //! | 300 connections negotiate and go silent (slowloris) | a real one waits at most the idle timeout | `connection_slots_full_total`; the idle ones are closed |
 //! | a client puts CR/LF into its login or envelope address | the usual refusal | one log line per decision, the CR/LF escaped |
 //! | SIGTERM while MTAs keep sending | messages in flight are accepted; new ones get `421 4.3.2` | the process exits as soon as those in flight are done |
+//! | Redis dies under load (fail_open) | every message accepted, no timeout waited after the first three | counted locally; one WARN when it goes, one INFO when it is back; `redis_unavailable` 1 meanwhile |
 //! | the audit log's disk fills up | `451 4.3.0` while full, accepted again once there is room | one whole record per accepted message, no partial line; counted as `tempfail`/`audit_unwritable` |
 //!
 //! Each test here failed on the code before its fix.
@@ -382,9 +383,7 @@ async fn a_full_audit_disk_tempfails_and_leaves_no_partial_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crlf_in_client_fields_cannot_forge_a_log_line() {
     let daemon = Daemon::start(|_, socket| config_text(socket));
-    let mut conn = indymilter_test::TestConnection::open(daemon.addr())
-        .await
-        .unwrap();
+    let mut conn = daemon.connect().await;
     let txn = Txn {
         login: Some("mallory\r\n2026-11-30T00:00:00Z INFO FORGED decision verdict=accept"),
         mail_from: "<mallory\r\n2026-11-30T00:00:00Z INFO FORGED@tugraz.at>",
@@ -410,9 +409,7 @@ async fn sigterm_finishes_messages_in_flight_and_refuses_new_ones() {
         Daemon::start(|dir, socket| format!("{}\n{}", config_text(socket), standard_setup(dir)));
     let txn = Txn::authenticated("alice", "<alice@tugraz.at>", "alice@tugraz.at");
     // One MTA connection is in the middle of a message (MAIL and RCPT given) at SIGTERM.
-    let mut slow = indymilter_test::TestConnection::open(daemon.addr())
-        .await
-        .unwrap();
+    let mut slow = daemon.connect().await;
     assert_eq!(send(&mut slow, &txn).await.status, Status::Accept);
     slow.macros(
         indymilter_test::MacroStage::Mail,
@@ -436,9 +433,8 @@ async fn sigterm_finishes_messages_in_flight_and_refuses_new_ones() {
     for _ in 0..CONNECTIONS {
         let (accepted, signalled, after_signal) =
             (accepted.clone(), signalled.clone(), after_signal.clone());
-        let (addr, txn) = (daemon.addr(), txn.clone());
+        let (mut conn, txn) = (daemon.connect().await, txn.clone());
         senders.push(tokio::spawn(async move {
-            let mut conn = indymilter_test::TestConnection::open(addr).await.unwrap();
             let mut outcome = send(&mut conn, &txn).await;
             loop {
                 match (outcome.stage, &outcome.status) {
@@ -492,4 +488,77 @@ async fn sigterm_finishes_messages_in_flight_and_refuses_new_ones() {
         .await
         .expect("exits once the message in flight is done, long before the 10 s timeout");
     assert!(status.success(), "{status}");
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_skipped_not_waited_for_and_logged_once() {
+    let mut redis = common::redis::Redis::start();
+    let metrics_port = common::free_port();
+    let url = redis.url();
+    let daemon = Daemon::start(|_, socket| {
+        format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n[limits]\nstore = \"redis\"\ntimezone = \"UTC\"\n\n[limits.redis]\nurl = \"{url}\"\nprefix = \"rgfault:\"\ntimeout_ms = 200\non_failure = \"fail_open\"\n\n[limits.external]\nmessages_per_hour = 1000\n",
+            config_text(socket)
+        )
+    });
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let txn = Txn::authenticated("alice", "<alice@tugraz.at>", "alice@tugraz.at");
+    let mut conn = daemon.connect().await;
+    assert_eq!(send(&mut conn, &txn).await.status, Status::Accept);
+
+    redis.stop();
+    let started = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(
+            try_send_message(&mut conn, &txn).await.unwrap().status,
+            Status::Accept
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let text = http_get(metrics_addr, "/metrics").await;
+    // Three failures open the breaker; after that one probe a second at most.
+    let errors = metric(&text, "relayguard_redis_errors_total");
+    assert!(
+        errors <= 3.0 + elapsed.ceil() + 1.0,
+        "{errors} Redis calls failed in {elapsed:.1} s for 100 messages"
+    );
+    assert_eq!(metric(&text, "relayguard_redis_unavailable"), 1.0);
+    let warnings = daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("Redis") && l.contains("WARN"))
+        .count();
+    assert_eq!(warnings, 1, "{}", daemon.log());
+
+    // Redis returns: within a probe period the counters are shared again.
+    redis.restart();
+    let back = Instant::now();
+    while !daemon.log().contains("Redis answers again") {
+        assert!(back.elapsed() < Duration::from_secs(10), "{}", daemon.log());
+        assert_eq!(
+            try_send_message(&mut conn, &txn).await.unwrap().status,
+            Status::Accept
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = http_get(metrics_addr, "/metrics").await;
+    assert_eq!(metric(&text, "relayguard_redis_unavailable"), 0.0);
+    conn.close().await.unwrap();
 }

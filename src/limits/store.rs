@@ -1,13 +1,15 @@
 //! Counter stores: in memory (one host) or Redis (a cluster), with the failure policy.
 //!
 //! Every Redis update is one Lua script (atomic), every key has a TTL and the configured
-//! prefix, calls have a millisecond timeout, and the connection is a multiplexed,
-//! self-reconnecting manager shared by all sessions.
+//! prefix, calls have a millisecond timeout and pass a circuit breaker, and the connection
+//! is a multiplexed, self-reconnecting manager shared by all sessions, found through Redis
+//! Sentinel when configured.
 
+use super::breaker::{Allow, Breaker, Transition};
 use super::rate::{Gcra, Rate, gcra};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What happens when Redis cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,11 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Failure policy.
     pub on_failure: OnFailure,
+    /// Sentinel addresses (`redis://host:port`); when given, the primary is the one they
+    /// name for `master_name`, and a failover is followed.
+    pub sentinels: Vec<String>,
+    /// The sentinels' name of the primary.
+    pub master_name: String,
 }
 
 /// Redis is down and the policy is fail-closed.
@@ -104,27 +111,64 @@ if v == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1],
 return v
 ";
 
-/// Redis-backed counters.
+/// Metrics the Redis store reports into.
+#[derive(Clone, Default)]
+pub struct StoreMetrics {
+    /// Failed Redis calls (`relayguard_redis_errors_total`).
+    pub errors: prometheus_client::metrics::counter::Counter,
+    /// 1 while the circuit breaker skips Redis (`relayguard_redis_unavailable`).
+    pub unavailable: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// Where the Redis primary is: one fixed address, or whatever the sentinels say.
+enum Target {
+    Fixed(redis::Client),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+/// Redis-backed counters, behind a circuit breaker.
 pub struct RedisStore {
     config: RedisConfig,
-    client: redis::Client,
+    target: Target,
     conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
-    /// When the last connection attempt failed: no new attempt for a second, so that an
-    /// unreachable Redis costs each message no more than a lock check.
-    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
+    breaker: Mutex<Breaker>,
+    metrics: StoreMetrics,
     gcra: redis::Script,
     incr: redis::Script,
 }
 
 impl RedisStore {
-    /// Prepares the store; the connection is made on first use and re-made after failures.
-    pub fn new(config: RedisConfig) -> Result<Self, String> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| e.to_string())?;
+    /// Prepares the store; the connection is made on first use and re-made after failures
+    /// (through the sentinels, when configured, so a failover is followed).
+    pub fn new(config: RedisConfig, metrics: StoreMetrics) -> Result<Self, String> {
+        let target = if config.sentinels.is_empty() {
+            Target::Fixed(redis::Client::open(config.url.as_str()).map_err(|e| e.to_string())?)
+        } else {
+            use redis::IntoConnectionInfo;
+            let info = config
+                .url
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| e.to_string())?;
+            let node = redis::sentinel::SentinelNodeConnectionInfo {
+                tls_mode: None,
+                redis_connection_info: Some(info.redis),
+            };
+            let client = redis::sentinel::SentinelClient::build(
+                config.sentinels.clone(),
+                config.master_name.clone(),
+                Some(node),
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(|e| e.to_string())?;
+            Target::Sentinel(tokio::sync::Mutex::new(client))
+        };
         Ok(RedisStore {
             config,
-            client,
+            target,
             conn: tokio::sync::Mutex::new(None),
-            failed_at: std::sync::Mutex::new(None),
+            breaker: Mutex::new(Breaker::default()),
+            metrics,
             gcra: redis::Script::new(GCRA_SCRIPT),
             incr: redis::Script::new(INCR_SCRIPT),
         })
@@ -140,26 +184,35 @@ impl RedisStore {
         format!("{}{key}", self.config.prefix)
     }
 
+    /// Whether Redis is considered down (the breaker skips it).
+    pub fn is_unavailable(&self) -> bool {
+        self.breaker.lock().expect("breaker lock").is_open()
+    }
+
     async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        if self
-            .failed_at
-            .lock()
-            .expect("backoff lock")
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return Err("not connected (retrying every second)".into());
-        }
+        let client = match &self.target {
+            Target::Fixed(client) => client.clone(),
+            Target::Sentinel(sentinel) => {
+                let mut sentinel = sentinel.lock().await;
+                tokio::time::timeout(self.config.timeout * 4, sentinel.async_get_client())
+                    .await
+                    .map_err(|_| "no sentinel named a primary in time".to_string())?
+                    .map_err(|e| format!("sentinels: {e}"))?
+            }
+        };
+        // One attempt: the breaker paces retries, so a probe of a dead Redis costs one
+        // refused connect (or one timeout), not a backoff schedule.
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(self.config.timeout)
             .set_response_timeout(self.config.timeout)
-            .set_number_of_retries(1);
+            .set_number_of_retries(0);
         let made = tokio::time::timeout(
-            self.config.timeout * 4,
-            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
+            self.config.timeout * 2,
+            redis::aio::ConnectionManager::new_with_config(client, config),
         )
         .await
         .map_err(|_| "connect timeout".to_string())?
@@ -168,19 +221,70 @@ impl RedisStore {
         Ok(made)
     }
 
-    async fn run<T: redis::FromRedisValue>(
-        &self,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<T, String> {
-        let mut conn = self.connection().await?;
-        match tokio::time::timeout(self.config.timeout, invocation.invoke_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within {} ms",
-                self.config.timeout.as_millis()
-            )),
+    /// Runs one Redis call through the breaker: skipped at once while Redis is down, else
+    /// bounded by the timeout; failures and recoveries are logged once, not per call.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, String>
+    where
+        F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let allow = self
+            .breaker
+            .lock()
+            .expect("breaker lock")
+            .allow(Instant::now());
+        if allow == Allow::Skip {
+            return Err("Redis unavailable (not tried: it failed moments ago)".into());
         }
+        let result = match self.connection().await {
+            Ok(conn) => match tokio::time::timeout(self.config.timeout, f(conn)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {} ms",
+                    self.config.timeout.as_millis()
+                )),
+            },
+            Err(e) => Err(e),
+        };
+        let now = Instant::now();
+        let transition = match &result {
+            Ok(_) => self.breaker.lock().expect("breaker lock").succeeded(now),
+            Err(_) => {
+                self.metrics.errors.inc();
+                self.breaker.lock().expect("breaker lock").failed(now)
+            }
+        };
+        let policy = match self.config.on_failure {
+            OnFailure::FailOpen => "counting locally (fail_open)",
+            OnFailure::FailClosed => "tempfailing mail (fail_closed)",
+        };
+        match (transition, &result) {
+            (Some(Transition::Opened), Err(error)) => {
+                // A new connection next time: after a failover the primary is elsewhere.
+                *self.conn.lock().await = None;
+                self.metrics.unavailable.set(1);
+                tracing::warn!(%error, "Redis unavailable: {policy}; retrying once a second");
+            }
+            (Some(Transition::StillDown { down_for, skipped }), Err(error)) => {
+                tracing::warn!(
+                    %error,
+                    down_s = down_for.as_secs(),
+                    skipped,
+                    "Redis still unavailable: {policy}"
+                );
+            }
+            (Some(Transition::Closed { down_for, skipped }), _) => {
+                self.metrics.unavailable.set(0);
+                tracing::info!(
+                    down_ms = down_for.as_millis() as u64,
+                    skipped,
+                    "Redis answers again: counters are shared again"
+                );
+            }
+            _ => {}
+        }
+        result
     }
 
     /// One GCRA step, atomically in Redis.
@@ -190,7 +294,9 @@ impl RedisStore {
             .arg(now)
             .arg(rate.interval())
             .arg(rate.tolerance());
-        let (allowed, retry, tat): (i64, i64, i64) = self.run(inv).await?;
+        let (allowed, retry, tat): (i64, i64, i64) = self
+            .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
+            .await?;
         let interval = rate.interval();
         Ok(Gcra {
             allowed: allowed == 1,
@@ -208,20 +314,14 @@ impl RedisStore {
     pub async fn incr(&self, key: &str, ttl_ms: i64) -> Result<u64, String> {
         let mut inv = self.incr.prepare_invoke();
         inv.key(self.key(key)).arg(ttl_ms);
-        self.run(inv).await
+        self.call(|mut conn| async move { inv.invoke_async(&mut conn).await })
+            .await
     }
 
-    /// Runs a plain command (locks).
+    /// Runs a plain command (locks, inspection).
     pub async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
-        let mut conn = self.connection().await?;
-        match tokio::time::timeout(self.config.timeout, cmd.query_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within {} ms",
-                self.config.timeout.as_millis()
-            )),
-        }
+        self.call(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 }
 
@@ -254,18 +354,13 @@ impl Counters {
         }
     }
 
+    /// Applies the failure policy (the store has logged the failure).
     fn failed(&self, redis: &RedisStore, error: String) -> Result<(), StoreDown> {
         self.failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match redis.config.on_failure {
-            OnFailure::FailOpen => {
-                tracing::warn!(%error, "Redis unavailable: counting locally (fail_open)");
-                Ok(())
-            }
-            OnFailure::FailClosed => {
-                tracing::error!(%error, "Redis unavailable: tempfailing (fail_closed)");
-                Err(StoreDown(error))
-            }
+            OnFailure::FailOpen => Ok(()),
+            OnFailure::FailClosed => Err(StoreDown(error)),
         }
     }
 

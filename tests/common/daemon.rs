@@ -1,4 +1,4 @@
-//! The real `relayguard run` binary as a child process on a loopback port: for faults that
+//! The real `relayguard run` binary as a child process on a unix socket: for faults that
 //! need the whole process (signals, restarts, its log), stopped by the PID it was given.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 /// A running relayguard process; killed on drop.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
-    pub port: u16,
+    pub socket: PathBuf,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -19,13 +19,13 @@ impl Daemon {
     pub fn start(config: impl Fn(&Path, &str) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("sender_login_maps"), super::MAP).unwrap();
-        let port = super::free_port();
-        let text = config(dir.path(), &format!("inet:{port}@127.0.0.1"));
+        let socket = dir.path().join("relayguard.sock");
+        let text = config(dir.path(), &format!("unix:{}", socket.display()));
         std::fs::write(dir.path().join("relayguard.toml"), text).unwrap();
         let mut daemon = Daemon {
             log: dir.path().join("relayguard.log"),
             dir,
-            port,
+            socket,
             child: None,
         };
         daemon.restart();
@@ -51,7 +51,7 @@ impl Daemon {
             .expect("relayguard starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(self.addr()).is_err() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("relayguard exited with {status}:\n{}", self.log());
             }
@@ -64,9 +64,12 @@ impl Daemon {
         }
     }
 
-    /// The milter address.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    /// Opens a milter connection as an MTA would.
+    pub async fn connect(&self) -> indymilter_test::TestConnection {
+        indymilter_test::TestConnection::configure()
+            .open_unix(&self.socket)
+            .await
+            .expect("connect to relayguard")
     }
 
     /// The process ID.
