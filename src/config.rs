@@ -11,6 +11,7 @@ use crate::limits::store::{OnFailure, RedisConfig};
 use crate::limits::{ClassLimits, ClassRule, LimitsPolicy, LockRules};
 use crate::policy::Policy;
 use crate::policy::domains::{ProtectedDomains, normalise_domain};
+use crate::policy::hosts::{RequireName, ServerSenders};
 use crate::policy::senders::{LoginRules, Owners, SenderMap, SenderMapError};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -110,6 +111,7 @@ mod range {
     pub const MESSAGES_PER_HOUR: RangeInclusive<u64> = 1..=3_600_000;
     pub const RECIPIENTS_PER_MESSAGE: RangeInclusive<u64> = 1..=100_000;
     pub const AUTHENTICATIONS_PER_WINDOW: RangeInclusive<u64> = 1..=1_000_000;
+    pub const OWN_NAME_PARENTS: RangeInclusive<u64> = 0..=5;
 }
 
 /// A number within its range, or an error naming file, line, key and the range.
@@ -310,6 +312,9 @@ struct RawSenders {
 #[serde(deny_unknown_fields)]
 struct RawClients {
     internal_networks: Option<Vec<Spanned<String>>>,
+    require_name: Option<Spanned<String>>,
+    own_name_parents: Number,
+    status_senders: Option<Vec<Spanned<String>>>,
 }
 
 /// Where the milter listens, in OpenDKIM's spelling.
@@ -723,7 +728,47 @@ impl Config {
                 .collect(),
             delimiter,
         };
+        let mut servers = ServerSenders {
+            require_name: choose(
+                raw.clients.require_name.as_ref(),
+                &[
+                    ("verified", RequireName::Verified),
+                    ("reverse", RequireName::Reverse),
+                    ("none", RequireName::None),
+                ],
+                |sp, r| invalid(sp, "clients.require_name", r),
+            )?,
+            parents: n(
+                &raw.clients.own_name_parents,
+                "clients.own_name_parents",
+                range::OWN_NAME_PARENTS,
+            )?
+            .unwrap_or(0) as u8,
+            ..Default::default()
+        };
+        for entry in raw.clients.status_senders.iter().flatten() {
+            let bad = |e: String| invalid(entry.span(), "clients.status_senders", e);
+            match entry.get_ref().strip_prefix('@') {
+                Some(domain) => servers.status_domains.push(
+                    normalise_domain(domain)
+                        .map_err(|e| bad(format!("`{}`: {e}", entry.get_ref())))?,
+                ),
+                None => servers.status_addresses.push(
+                    crate::policy::address::Address::parse_addr_spec(entry.get_ref())
+                        .ok()
+                        .filter(|a| a.domain().is_some())
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "`{}` is neither `user@domain` nor `@domain`",
+                                entry.get_ref()
+                            ))
+                        })?
+                        .canonical(),
+                ),
+            }
+        }
         let policy = Policy {
+            servers,
             protected: ProtectedDomains::new(protected),
             internal_networks,
             owners,

@@ -43,6 +43,8 @@ pub struct Question {
     pub login: Option<String>,
     /// Client IP address.
     pub client: Option<IpAddr>,
+    /// The client's forward-confirmed host name (`{client_name}`), if it has one.
+    pub client_name: Option<String>,
     /// MAIL FROM address, with or without angle brackets; empty for `<>`.
     pub mail_from: String,
     /// RCPT TO addresses.
@@ -122,6 +124,10 @@ pub fn explain(policy: &Policy, question: &Question) -> (String, bool) {
         client: Client {
             addr: question.client,
             login: question.login.as_deref(),
+            name: crate::policy::hosts::HostName {
+                verified: question.client_name.as_deref(),
+                reverse: question.client_name.as_deref(),
+            },
         },
         mail_from: &mail_from,
         rcpts: rcpts.iter().map(String::as_str).collect(),
@@ -134,6 +140,13 @@ pub fn explain(policy: &Policy, question: &Question) -> (String, bool) {
         .map(|c| c.to_string())
         .unwrap_or_else(|| "unknown".into());
     let _ = writeln!(out, "client {client}: {}", decision.kind.name());
+    if let crate::policy::ClientKind::Internal { host } = &decision.kind {
+        let _ = writeln!(
+            out,
+            "host name: {}",
+            host.as_deref().unwrap_or("none (give --client-name)")
+        );
+    }
     if let crate::policy::ClientKind::Authenticated { given, login } = &decision.kind {
         let _ = writeln!(out, "login {given} (matched as `{login}`)");
     }
@@ -158,7 +171,12 @@ pub fn explain(policy: &Policy, question: &Question) -> (String, bool) {
                 refusal.field,
                 refusal.reason.code()
             );
-            let _ = writeln!(out, "verdict: reject: {refusal}");
+            let verdict = if refusal.smtp_codes().0.starts_with('4') {
+                "tempfail"
+            } else {
+                "reject"
+            };
+            let _ = writeln!(out, "verdict: {verdict}: {refusal}");
         }
     }
     (out, decision.outcome.is_ok())

@@ -53,6 +53,9 @@ enum Command {
         /// Client IP address.
         #[arg(long)]
         client: Option<IpAddr>,
+        /// The client's forward-confirmed host name, as Postfix's `{client_name}`.
+        #[arg(long)]
+        client_name: Option<String>,
         /// Envelope sender (MAIL FROM); empty for the null sender.
         #[arg(long, default_value = "")]
         mail_from: String,
@@ -227,6 +230,7 @@ fn main() -> ExitCode {
             config,
             login,
             client,
+            client_name,
             mail_from,
             rcpt,
             daemon_name,
@@ -252,6 +256,7 @@ fn main() -> ExitCode {
             let question = Question {
                 login,
                 client,
+                client_name,
                 mail_from,
                 rcpts: rcpt,
                 message,

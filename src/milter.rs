@@ -11,6 +11,7 @@ use crate::limits::{
 };
 use crate::log::Escaped;
 use crate::metrics::{KeyLabels, LimitLabels, VerdictLabels};
+use crate::policy::hosts::HostName;
 use crate::policy::mailbox::HeaderSet;
 use crate::policy::{Client, ClientKind, Refusal};
 use crate::service::{InFlightGuard, Service, Snapshot};
@@ -33,6 +34,11 @@ pub struct Session {
     client_addr: Option<IpAddr>,
     /// The client as logs show it: `name[addr]`, or `[addr]` when it has no name.
     client: String,
+    /// Its forward-confirmed host name (`{client_name}`; not with `{client_resolve}` other
+    /// than `OK`, as Sendmail reports a forged name).
+    client_name: Option<String>,
+    /// Its PTR name (`{client_ptr}`, else the name the MTA gave at connect).
+    client_ptr: Option<String>,
     daemon_name: Option<String>,
     /// MAIL commands on this connection (for messages per connection).
     messages_on_connection: u64,
@@ -125,6 +131,7 @@ fn send(reply: &mut impl SetErrorReply, outcome: Reply) -> Status {
         Reply::Refuse(refusal) => {
             let (code, status) = refusal.smtp_codes();
             match reply.set_error_reply(code, Some(status), [reply_text(&refusal.text)]) {
+                Ok(()) if code.starts_with('4') => Status::Tempfail,
                 Ok(()) => Status::Reject,
                 Err(e) => {
                     error!(error = %e, "cannot set reply text; tempfailing");
@@ -158,9 +165,15 @@ impl Session {
         };
         self.client = match self.client_addr {
             Some(addr) if name != format!("[{addr}]") => format!("{name}[{addr}]"),
-            _ => name.into_owned(),
+            _ => name.to_string(),
         };
         self.daemon_name = macro_value(macros, c"{daemon_name}");
+        let resolved = macro_value(macros, c"{client_resolve}").is_none_or(|r| r == "OK");
+        self.client_name = macro_value(macros, c"{client_name}").filter(|_| resolved);
+        self.client_ptr = macro_value(macros, c"{client_ptr}").or_else(|| {
+            let name = name.trim();
+            (!name.is_empty() && !name.starts_with('[')).then(|| name.to_string())
+        });
     }
 
     async fn mail(
@@ -174,6 +187,10 @@ impl Session {
         let kind = snapshot.policy.classify(Client {
             addr: self.client_addr,
             login: login.as_deref(),
+            name: HostName {
+                verified: self.client_name.as_deref(),
+                reverse: self.client_ptr.as_deref(),
+            },
         });
         let Some(mail_from) = args.first().map(|a| a.to_string_lossy().into_owned()) else {
             return Reply::Fault("MAIL without an address".into());
@@ -795,7 +812,10 @@ fn login_of(kind: &ClientKind) -> &str {
 
 /// The macros relayguard asks the MTA for, per stage.
 pub const REQUESTED_MACROS: &[(MacroStage, &CStr)] = &[
-    (MacroStage::Connect, c"{client_addr} {daemon_name}"),
+    (
+        MacroStage::Connect,
+        c"{client_addr} {daemon_name} {client_name} {client_ptr} {client_resolve}",
+    ),
     (MacroStage::Mail, c"{auth_authen} {auth_type}"),
     (MacroStage::Rcpt, c"i"),
     (MacroStage::Eoh, c"i"),

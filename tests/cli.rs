@@ -64,20 +64,42 @@ fn explain_shows_the_decision_and_its_reasons() {
         "{report}"
     );
     assert!(report.contains("verdict: reject: 550 5.7.1 <rector@tugraz.at> is not owned by authenticated user mallory"), "{report}");
-    let out = relayguard(&[
-        "explain",
-        "--config",
-        REPO_CONFIG,
-        "--client",
-        "129.27.1.2",
-        "--mail-from",
-        "root@srv.tugraz.at",
-        "--rcpt",
-        "admin@tugraz.at",
-    ]);
+    let server = |name: Option<&str>| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            REPO_CONFIG,
+            "--client",
+            "129.27.1.2",
+            "--mail-from",
+            "root@srv.tugraz.at",
+            "--rcpt",
+            "admin@tugraz.at",
+        ];
+        if let Some(name) = name {
+            args.extend(["--client-name", name]);
+        }
+        relayguard(&args)
+    };
+    let out = server(Some("srv.tugraz.at"));
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("client 129.27.1.2: internal"),
+        text(&out).contains("client 129.27.1.2: internal\nhost name: srv.tugraz.at\n"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("MAIL FROM <root@srv.tugraz.at>: ok, unauthenticated server srv.tugraz.at sending as itself"),
+        "{}",
+        text(&out)
+    );
+    // Without a name in DNS, an unauthenticated server is told so (and may retry).
+    let out = server(None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "verdict: tempfail: 450 4.7.25 Client host rejected: cannot find your hostname"
+        ),
         "{}",
         text(&out)
     );

@@ -2,6 +2,7 @@
 //! of "Composition Kills" (USENIX Security 2020) refused with its reason.
 
 use relayguard::config::Config;
+use relayguard::policy::hosts::HostName;
 use relayguard::policy::mailbox::HeaderSet;
 use relayguard::policy::{Client, Field, Policy, Reason, Request};
 use std::path::Path;
@@ -23,6 +24,8 @@ struct Case {
     name: &'static str,
     login: Option<&'static str>,
     client: &'static str,
+    /// The client's forward-confirmed host name (`{client_name}`).
+    host: Option<&'static str>,
     mail_from: &'static str,
     rcpts: &'static [&'static str],
     headers: &'static [(&'static str, &'static [u8])],
@@ -43,8 +46,31 @@ fn auth(
         name,
         login: Some(login),
         client: OUTSIDE,
+        host: None,
         mail_from,
         rcpts: &["<friend@example.org>"],
+        headers,
+        expect,
+    }
+}
+
+/// An unauthenticated client at `client` with host name `host`.
+fn server(
+    name: &'static str,
+    client: &'static str,
+    host: Option<&'static str>,
+    mail_from: &'static str,
+    rcpts: &'static [&'static str],
+    headers: &'static [(&'static str, &'static [u8])],
+    expect: Expect,
+) -> Case {
+    Case {
+        name,
+        login: None,
+        client,
+        host,
+        mail_from,
+        rcpts,
         headers,
         expect,
     }
@@ -332,65 +358,169 @@ fn cases() -> Vec<Case> {
             &[("From", b"alice@tugraz.at")],
             Refuse(Field::From, "sender_not_owned"),
         ),
-        // Unauthenticated clients.
-        Case {
-            name: "internal server to admin",
-            login: None,
-            client: CAMPUS,
-            mail_from: "<root@server.tugraz.at>",
-            rcpts: &["<admin@tugraz.at>", "<ops@zid.tugraz.at>"],
-            headers: &[("From", b"root@server.tugraz.at (Cron Daemon)")],
-            expect: Accept,
-        },
-        Case {
-            name: "internal server, From of anyone",
-            login: None,
-            client: "10.1.2.3",
-            mail_from: "<>",
-            rcpts: &["<admin@tu-graz.ac.at>"],
-            headers: &[("From", b"rector@tugraz.at")],
-            expect: Accept,
-        },
-        Case {
-            name: "internal server over IPv4-mapped IPv6",
-            login: None,
-            client: "::ffff:129.27.1.1",
-            mail_from: "<root@x.tugraz.at>",
-            rcpts: &["<admin@tugraz.at>"],
-            headers: &[("From", b"root@x.tugraz.at")],
-            expect: Accept,
-        },
-        Case {
-            name: "internal server to outside",
-            login: None,
-            client: CAMPUS,
-            mail_from: "<root@server.tugraz.at>",
-            rcpts: &["<admin@tugraz.at>", "<someone@gmail.com>"],
-            headers: &[],
-            expect: Refuse(Field::Rcpt, "recipient_not_protected"),
-        },
-        Case {
-            name: "internal server to lookalike",
-            login: None,
-            client: CAMPUS,
-            mail_from: "<root@server.tugraz.at>",
-            rcpts: &["<admin@eviltugraz.at>"],
-            headers: &[],
-            expect: Refuse(Field::Rcpt, "recipient_not_protected"),
-        },
-        Case {
-            name: "internal server, ambiguous From",
-            login: None,
-            client: CAMPUS,
-            mail_from: "<>",
-            rcpts: &["<admin@tugraz.at>"],
-            headers: &[("From", b"a@tugraz.at"), ("from", b"b@tugraz.at")],
-            expect: Refuse(Field::From, "ambiguous_header"),
-        },
+        // Unauthenticated internal servers: status mail to internal recipients, with a
+        // name in DNS, only as themselves (or as a configured status sender).
+        server(
+            "internal server to admin",
+            CAMPUS,
+            Some("server.tugraz.at"),
+            "<root@server.tugraz.at>",
+            &["<admin@tugraz.at>", "<ops@zid.tugraz.at>"],
+            &[("From", b"root@server.tugraz.at (Cron Daemon)")],
+            Accept,
+        ),
+        server(
+            "internal server bounces with the null sender",
+            CAMPUS,
+            Some("server.tugraz.at"),
+            "<>",
+            &["<admin@tugraz.at>"],
+            &[("From", b"MAILER-DAEMON@server.tugraz.at")],
+            Accept,
+        ),
+        server(
+            "internal server may not use anyone's From",
+            "10.1.2.3",
+            Some("srv1.iaik.tugraz.at"),
+            "<>",
+            &["<admin@tu-graz.ac.at>"],
+            &[("From", b"rector@tugraz.at")],
+            Refuse(Field::From, "sender_not_owned"),
+        ),
+        server(
+            "internal server forging the rector with its own envelope",
+            CAMPUS,
+            Some("srv1.iaik.tugraz.at"),
+            "<root@srv1.iaik.tugraz.at>",
+            &["<staff@tugraz.at>"],
+            &[("From", b"Rector <rector@tugraz.at>")],
+            Refuse(Field::From, "sender_not_owned"),
+        ),
+        server(
+            "internal server, Sender of someone else",
+            CAMPUS,
+            Some("srv1.iaik.tugraz.at"),
+            "<root@srv1.iaik.tugraz.at>",
+            &["<staff@tugraz.at>"],
+            &[
+                ("From", b"root@srv1.iaik.tugraz.at"),
+                ("Sender", b"rector@tugraz.at"),
+            ],
+            Refuse(Field::Sender, "sender_not_owned"),
+        ),
+        server(
+            "internal server, envelope of another host",
+            CAMPUS,
+            Some("srv1.iaik.tugraz.at"),
+            "<root@srv2.iaik.tugraz.at>",
+            &["<admin@tugraz.at>"],
+            &[],
+            Refuse(Field::MailFrom, "sender_not_owned"),
+        ),
+        server(
+            "internal server, its parent domain (not configured)",
+            CAMPUS,
+            Some("srv1.iaik.tugraz.at"),
+            "<noreply@iaik.tugraz.at>",
+            &["<admin@tugraz.at>"],
+            &[],
+            Refuse(Field::MailFrom, "sender_not_owned"),
+        ),
+        server(
+            "internal server, unqualified root@localhost",
+            CAMPUS,
+            Some("srv1.iaik.tugraz.at"),
+            "<root@localhost>",
+            &["<admin@tugraz.at>"],
+            &[],
+            Refuse(Field::MailFrom, "sender_not_owned"),
+        ),
+        server(
+            "internal server named like the apex",
+            CAMPUS,
+            Some("tugraz.at"),
+            "<rector@tugraz.at>",
+            &["<admin@tugraz.at>"],
+            &[],
+            Refuse(Field::MailFrom, "sender_not_owned"),
+        ),
+        server(
+            "internal server as a status sender address",
+            CAMPUS,
+            Some("srv1.iaik.tugraz.at"),
+            "<monitoring@tugraz.at>",
+            &["<admin@tugraz.at>"],
+            &[("From", b"Monitoring <Monitoring@TUGraz.at>")],
+            Accept,
+        ),
+        server(
+            "internal server in a status sender domain",
+            CAMPUS,
+            Some("srv1.iaik.tugraz.at"),
+            "<check@nagios.tugraz.at>",
+            &["<admin@tugraz.at>"],
+            &[("From", b"check@nagios.tugraz.at")],
+            Accept,
+        ),
+        server(
+            "internal server without a host name",
+            CAMPUS,
+            None,
+            "<root@server.tugraz.at>",
+            &["<admin@tugraz.at>"],
+            &[("From", b"root@server.tugraz.at")],
+            Refuse(Field::MailFrom, "unknown_client_name"),
+        ),
+        server(
+            "internal server whose name did not resolve",
+            CAMPUS,
+            Some("unknown"),
+            "<>",
+            &["<admin@tugraz.at>"],
+            &[],
+            Refuse(Field::MailFrom, "unknown_client_name"),
+        ),
+        server(
+            "internal server over IPv4-mapped IPv6",
+            "::ffff:129.27.1.1",
+            Some("x.tugraz.at"),
+            "<root@x.tugraz.at>",
+            &["<admin@tugraz.at>"],
+            &[("From", b"root@x.tugraz.at")],
+            Accept,
+        ),
+        server(
+            "internal server to outside",
+            CAMPUS,
+            Some("server.tugraz.at"),
+            "<root@server.tugraz.at>",
+            &["<admin@tugraz.at>", "<someone@gmail.com>"],
+            &[],
+            Refuse(Field::Rcpt, "recipient_not_protected"),
+        ),
+        server(
+            "internal server to lookalike",
+            CAMPUS,
+            Some("server.tugraz.at"),
+            "<root@server.tugraz.at>",
+            &["<admin@eviltugraz.at>"],
+            &[],
+            Refuse(Field::Rcpt, "recipient_not_protected"),
+        ),
+        server(
+            "internal server, ambiguous From",
+            CAMPUS,
+            Some("server.tugraz.at"),
+            "<>",
+            &["<admin@tugraz.at>"],
+            &[("From", b"a@tugraz.at"), ("from", b"b@tugraz.at")],
+            Refuse(Field::From, "ambiguous_header"),
+        ),
         Case {
             name: "external unauthenticated",
             login: None,
             client: OUTSIDE,
+            host: None,
             mail_from: "<alice@tugraz.at>",
             rcpts: &["<admin@tugraz.at>"],
             headers: &[],
@@ -400,6 +530,7 @@ fn cases() -> Vec<Case> {
             name: "unknown client address",
             login: None,
             client: "",
+            host: None,
             mail_from: "<alice@tugraz.at>",
             rcpts: &["<admin@tugraz.at>"],
             headers: &[],
@@ -409,6 +540,7 @@ fn cases() -> Vec<Case> {
             name: "empty login is no login",
             login: Some(" "),
             client: OUTSIDE,
+            host: None,
             mail_from: "<alice@tugraz.at>",
             rcpts: &[],
             headers: &[],
@@ -661,6 +793,10 @@ fn policy_table() {
             client: Client {
                 addr: case.client.parse().ok(),
                 login: case.login,
+                name: HostName {
+                    verified: case.host,
+                    reverse: case.host,
+                },
             },
             mail_from: case.mail_from,
             rcpts: case.rcpts.to_vec(),
@@ -699,6 +835,7 @@ fn spoofer_reply_names_address_and_login() {
         client: Client {
             addr: OUTSIDE.parse().ok(),
             login: Some("mallory"),
+            ..Default::default()
         },
         mail_from: "<mallory@tugraz.at>",
         rcpts: vec!["<victim@example.org>"],
@@ -720,6 +857,7 @@ fn ambiguity_reply_says_what_is_wrong() {
     let kind = policy.classify(Client {
         addr: None,
         login: Some("alice"),
+        ..Default::default()
     });
     let refusal = policy.check_headers(&kind, &headers).unwrap_err();
     assert_eq!(
@@ -741,6 +879,7 @@ fn foreign_senders_pass_when_allowed() {
         client: Client {
             addr: None,
             login: Some("alice"),
+            ..Default::default()
         },
         mail_from: "<alice@gmail.com>",
         rcpts: vec![],
@@ -755,6 +894,7 @@ fn malformed_envelope_gets_a_syntax_reply() {
     let kind = policy.classify(Client {
         addr: None,
         login: Some("alice"),
+        ..Default::default()
     });
     let refusal = policy
         .check_mail(&kind, "<@relay.example:alice@tugraz.at>")
@@ -764,5 +904,36 @@ fn malformed_envelope_gets_a_syntax_reply() {
         refusal.text.contains("source routes are not accepted"),
         "{}",
         refusal.text
+    );
+}
+
+#[test]
+fn unauthenticated_server_replies_say_why() {
+    let policy = policy();
+    let server = |host: Option<&'static str>, from: &'static [u8]| {
+        let mut headers = HeaderSet::default();
+        headers.add(b"From", from);
+        let request = Request {
+            client: Client {
+                addr: CAMPUS.parse().ok(),
+                login: None,
+                name: HostName {
+                    verified: host,
+                    reverse: host,
+                },
+            },
+            mail_from: "<>",
+            rcpts: vec!["<staff@tugraz.at>"],
+            headers: Some(headers),
+        };
+        policy.decide(&request).outcome.unwrap_err().to_string()
+    };
+    assert_eq!(
+        server(Some("srv1.iaik.tugraz.at"), b"Rector <rector@tugraz.at>"),
+        "550 5.7.1 <rector@tugraz.at> is not an address of unauthenticated host srv1.iaik.tugraz.at; a server without authentication may send only as itself"
+    );
+    assert_eq!(
+        server(None, b"root@srv1.iaik.tugraz.at"),
+        "450 4.7.25 Client host rejected: cannot find your hostname"
     );
 }

@@ -9,8 +9,13 @@ use common::smtp::{Smtp, submit};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 
+/// An internal server named server.tugraz.at (common::postfix::HOSTS).
 const INTERNAL: &str = "127.0.0.2";
 const EXTERNAL: &str = "127.0.0.3";
+/// An internal server named srv1.iaik.tugraz.at.
+const SRV1: &str = "127.0.0.4";
+/// An internal address without a name in DNS.
+const NAMELESS: &str = "127.0.0.5";
 
 fn message(from: &str, to: &str, id: &str) -> String {
     format!(
@@ -34,7 +39,7 @@ async fn postfix_end_to_end() {
     let milter = Milter::with_config(|dir| {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         format!(
-            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\nsocket_group = \"postfix\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"{INTERNAL}/32\"]\n\n[limits]\ntimezone = \"UTC\"\n\n[limits.external]\nrecipients_per_message = 20\n\n{}",
+            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\nsocket_group = \"postfix\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"{INTERNAL}/32\", \"{SRV1}/32\", \"{NAMELESS}/32\"]\n\n[limits]\ntimezone = \"UTC\"\n\n[limits.external]\nrecipients_per_message = 20\n\n{}",
             dir.display(),
             common::dkim::standard_setup(dir)
         )
@@ -214,7 +219,67 @@ async fn postfix_end_to_end() {
         "r21 was delivered"
     );
 
-    // 10. With the milter gone, Postfix tempfails (milter_default_action = tempfail): nothing is
+    // 10. An internal server without a name in DNS hears 450 4.7.25 at MAIL FROM, as from
+    //     Postfix's own reject_unknown_client_hostname (DNS trouble is often temporary).
+    let mut smtp = session(&postfix, NAMELESS, None).await;
+    let sent = submit(
+        &mut smtp,
+        "root@server.tugraz.at",
+        &["admin@tugraz.at"],
+        &message("root@server.tugraz.at", "admin@tugraz.at", "nameless-1"),
+    )
+    .await;
+    assert_eq!(sent.mail.code, 450, "{sent:?}\n{}", postfix.log());
+    assert!(
+        sent.mail
+            .text
+            .contains("4.7.25 Client host rejected: cannot find your hostname"),
+        "{sent:?}"
+    );
+    smtp.quit().await;
+
+    // 11. A named server may not forge a person for its status mail: the From is refused,
+    //     not signed with the university's key ...
+    let mut smtp = session(&postfix, SRV1, None).await;
+    let sent = submit(
+        &mut smtp,
+        "root@srv1.iaik.tugraz.at",
+        &["staff@tugraz.at"],
+        &message("Rector <rector@tugraz.at>", "staff@tugraz.at", "forgery-1"),
+    )
+    .await;
+    assert_eq!(
+        sent.last().text,
+        "550 5.7.1 <rector@tugraz.at> is not an address of unauthenticated host srv1.iaik.tugraz.at; a server without authentication may send only as itself",
+        "{sent:?}\n{}",
+        postfix.log()
+    );
+    // ... while as itself it is delivered and signed, and dkimpy verifies it.
+    let sent = submit(
+        &mut smtp,
+        "root@srv1.iaik.tugraz.at",
+        &["staff@tugraz.at"],
+        &message("root@srv1.iaik.tugraz.at", "staff@tugraz.at", "status-1"),
+    )
+    .await;
+    assert_eq!(sent.last().code, 250, "{sent:?}\n{}", postfix.log());
+    smtp.quit().await;
+    let delivered = postfix.wait_delivered("status-1@e2e.tugraz.test").await;
+    let file = out.path().join("status-1.eml");
+    std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
+    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
+    postfix.wait_queue_empty().await;
+    for id in ["nameless-1", "forgery-1"] {
+        assert!(
+            postfix
+                .delivered(&format!("{id}@e2e.tugraz.test"))
+                .is_empty(),
+            "{id} was delivered"
+        );
+    }
+
+    // 12. With the milter gone, Postfix tempfails (milter_default_action = tempfail): nothing is
     //    accepted unchecked.
     milter.stop().await.unwrap();
     let mut smtp = Smtp::connect(postfix.submit, EXTERNAL.parse().unwrap()).await;

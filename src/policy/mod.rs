@@ -5,11 +5,13 @@
 
 pub mod address;
 pub mod domains;
+pub mod hosts;
 pub mod mailbox;
 pub mod senders;
 
 use address::{Address, AddressError};
 use domains::ProtectedDomains;
+use hosts::{HostName, ServerPermit, ServerSenders};
 use ipnet::IpNet;
 use mailbox::{Ambiguity, HeaderSet};
 use senders::{LoginRules, Owners, Ownership};
@@ -29,6 +31,8 @@ pub struct Policy {
     pub logins: LoginRules,
     /// Whether authenticated users may use addresses outside the protected domains (unsigned).
     pub allow_foreign_senders: bool,
+    /// What unauthenticated internal servers need and may use.
+    pub servers: ServerSenders,
 }
 
 /// What the MTA told us about the client.
@@ -38,6 +42,8 @@ pub struct Client<'a> {
     pub addr: Option<IpAddr>,
     /// `{auth_authen}`, when the session authenticated.
     pub login: Option<&'a str>,
+    /// The client's host name as the MTA resolved it.
+    pub name: HostName<'a>,
 }
 
 /// How the policy sees a client.
@@ -51,7 +57,10 @@ pub enum ClientKind {
         login: String,
     },
     /// Unauthenticated, from an internal network.
-    Internal,
+    Internal {
+        /// Its host name, if it has one the policy may rely on (normalised).
+        host: Option<String>,
+    },
     /// Unauthenticated, from anywhere else (or an unknown address).
     External,
 }
@@ -61,7 +70,7 @@ impl ClientKind {
     pub fn name(&self) -> &'static str {
         match self {
             ClientKind::Authenticated { .. } => "authenticated",
-            ClientKind::Internal => "internal",
+            ClientKind::Internal { .. } => "internal",
             ClientKind::External => "external",
         }
     }
@@ -98,6 +107,8 @@ pub enum Reason {
     AuthRequired,
     /// Unauthenticated internal client writing to a recipient outside the protected domains.
     RecipientNotProtected,
+    /// Unauthenticated internal client without the host name it needs.
+    UnknownClientName,
     /// The login does not own a protected address it uses.
     SenderNotOwned,
     /// An authenticated login uses an address outside the protected domains.
@@ -116,6 +127,7 @@ impl Reason {
         match self {
             Reason::AuthRequired => "auth_required",
             Reason::RecipientNotProtected => "recipient_not_protected",
+            Reason::UnknownClientName => "unknown_client_name",
             Reason::SenderNotOwned => "sender_not_owned",
             Reason::ForeignSender => "foreign_sender",
             Reason::FromMissing => "from_missing",
@@ -142,6 +154,8 @@ impl Refusal {
         match self.reason {
             Reason::MalformedAddress(_) if self.field == Field::MailFrom => ("553", "5.1.7"),
             Reason::MalformedAddress(_) => ("553", "5.1.3"),
+            // As Postfix's reject_unknown_client_hostname: DNS trouble is often temporary.
+            Reason::UnknownClientName => ("450", "4.7.25"),
             _ => ("550", "5.7.1"),
         }
     }
@@ -159,8 +173,8 @@ impl fmt::Display for Refusal {
 pub enum Permit {
     /// The null sender `<>`.
     NullSender,
-    /// Unauthenticated internal client: no ownership applies.
-    Unauthenticated,
+    /// Unauthenticated internal server: its own name, or a status sender.
+    Server(ServerPermit),
     /// The login owns the protected address.
     Owned(Ownership),
     /// Outside the protected domains, and the configuration allows that.
@@ -175,8 +189,11 @@ impl fmt::Display for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Permit::NullSender => f.write_str("null sender"),
-            Permit::Unauthenticated => {
-                f.write_str("unauthenticated internal client: no ownership check")
+            Permit::Server(ServerPermit::OwnName(host)) => {
+                write!(f, "unauthenticated server {host} sending as itself")
+            }
+            Permit::Server(ServerPermit::StatusSender) => {
+                f.write_str("a configured status sender of unauthenticated servers")
             }
             Permit::Owned(Ownership::MapEntry(key)) => {
                 write!(f, "owned through sender map entry `{key}`")
@@ -215,7 +232,9 @@ impl Policy {
                 given: given.to_string(),
                 login: self.logins.normalise(given),
             },
-            None if client.addr.is_some_and(|a| self.is_internal(a)) => ClientKind::Internal,
+            None if client.addr.is_some_and(|a| self.is_internal(a)) => ClientKind::Internal {
+                host: self.servers.usable_name(client.name),
+            },
             None => ClientKind::External,
         }
     }
@@ -229,17 +248,27 @@ impl Policy {
         self.internal_networks.iter().any(|n| n.contains(&addr))
     }
 
-    /// MAIL FROM: refuses unauthenticated external clients and envelope senders the login
-    /// does not own.
+    /// MAIL FROM: refuses unauthenticated external clients, internal ones without the host
+    /// name they need, and envelope senders the client may not use.
     pub fn check_mail(&self, kind: &ClientKind, mail_from: &str) -> Result<Permit, Refusal> {
-        if *kind == ClientKind::External {
-            return Err(Refusal {
-                reason: Reason::AuthRequired,
-                field: Field::MailFrom,
-                text:
-                    "authentication required: this relay accepts mail only from authenticated users"
-                        .into(),
-            });
+        match kind {
+            ClientKind::External => {
+                return Err(Refusal {
+                    reason: Reason::AuthRequired,
+                    field: Field::MailFrom,
+                    text:
+                        "authentication required: this relay accepts mail only from authenticated users"
+                            .into(),
+                });
+            }
+            ClientKind::Internal { host: None } if self.servers.name_required() => {
+                return Err(Refusal {
+                    reason: Reason::UnknownClientName,
+                    field: Field::MailFrom,
+                    text: "Client host rejected: cannot find your hostname".into(),
+                });
+            }
+            _ => {}
         }
         let address = Address::parse_envelope(mail_from).map_err(|e| Refusal {
             text: format!(
@@ -270,10 +299,12 @@ impl Policy {
             .ok_or_else(|| malformed(AddressError::Empty))?;
         match kind {
             ClientKind::Authenticated { .. } => Ok(Permit::Recipient),
-            ClientKind::Internal if address.domain().is_some_and(|d| self.protected.covers(d)) => {
+            ClientKind::Internal { .. }
+                if address.domain().is_some_and(|d| self.protected.covers(d)) =>
+            {
                 Ok(Permit::Recipient)
             }
-            ClientKind::Internal => Err(Refusal {
+            ClientKind::Internal { .. } => Err(Refusal {
                 reason: Reason::RecipientNotProtected,
                 field: Field::Rcpt,
                 text: format!(
@@ -336,7 +367,26 @@ impl Policy {
     ) -> Result<Permit, Refusal> {
         let (given, login) = match kind {
             ClientKind::Authenticated { given, login } => (given, login),
-            ClientKind::Internal => return Ok(Permit::Unauthenticated),
+            ClientKind::Internal { host } => {
+                return match self
+                    .servers
+                    .permit(host.as_deref(), address, &self.protected)
+                {
+                    Some(permit) => Ok(Permit::Server(permit)),
+                    None => Err(Refusal {
+                        reason: Reason::SenderNotOwned,
+                        field,
+                        text: match host {
+                            Some(host) => format!(
+                                "<{address}> is not an address of unauthenticated host {host}; a server without authentication may send only as itself"
+                            ),
+                            None => format!(
+                                "<{address}> may not be used by an unauthenticated client without a host name; authenticate to send"
+                            ),
+                        },
+                    }),
+                };
+            }
             ClientKind::External => {
                 return Err(Refusal {
                     reason: Reason::AuthRequired,

@@ -246,6 +246,8 @@ impl Milter {
 #[derive(Clone, Debug)]
 pub struct Txn {
     pub client: IpAddr,
+    /// The forward-confirmed host name the MTA reports (`{client_name}`), if any.
+    pub client_name: Option<&'static str>,
     pub login: Option<&'static str>,
     pub mail_from: &'static str,
     pub rcpts: Vec<&'static str>,
@@ -257,6 +259,7 @@ impl Txn {
     pub fn authenticated(login: &'static str, mail_from: &'static str, from: &'static str) -> Self {
         Txn {
             client: "203.0.113.7".parse().unwrap(),
+            client_name: None,
             login: Some(login),
             mail_from,
             rcpts: vec!["<friend@example.org>"],
@@ -268,18 +271,22 @@ impl Txn {
         }
     }
 
-    /// An unauthenticated session from the given address.
+    /// An unauthenticated server at the given address sending as itself: its host name is
+    /// the envelope sender's domain (`root@srv.tugraz.at` comes from `srv.tugraz.at`), and
+    /// so is its From.
     pub fn unauthenticated(
         client: &str,
         mail_from: &'static str,
         rcpts: Vec<&'static str>,
     ) -> Self {
+        let address = mail_from.trim_matches(['<', '>']);
         Txn {
             client: client.parse().unwrap(),
+            client_name: address.split_once('@').map(|(_, domain)| domain),
             login: None,
             mail_from,
             rcpts,
-            headers: vec![("From", "root@server.tugraz.at"), ("Subject", "cron")],
+            headers: vec![("From", address), ("Subject", "cron")],
         }
     }
 }
@@ -309,15 +316,15 @@ fn refused(status: &Status) -> bool {
 
 /// Sends a connection's worth of commands for one transaction, as Postfix does.
 pub async fn send(conn: &mut TestConnection, txn: &Txn) -> Outcome {
-    conn.macros(
-        MacroStage::Connect,
-        [("{client_addr}", txn.client.to_string())],
-    )
-    .await
-    .unwrap();
+    let mut macros = vec![("{client_addr}", txn.client.to_string())];
+    if let Some(name) = txn.client_name {
+        macros.push(("{client_name}", name.to_string()));
+        macros.push(("{client_ptr}", name.to_string()));
+    }
+    conn.macros(MacroStage::Connect, macros).await.unwrap();
     let status = conn
         .connect(
-            "client.example",
+            txn.client_name.unwrap_or("client.example"),
             SocketInfo::Inet(SocketAddr::new(txn.client, 40000)),
         )
         .await

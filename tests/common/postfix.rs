@@ -1,5 +1,8 @@
 //! A private Postfix instance on loopback for end-to-end tests: SASL users in a sasldb2,
 //! a submission listener, relayguard as milter, everything relayed to a local smtp-sink.
+//! Postfix runs in a mount namespace of its own with a private `/etc/hosts` (the test's
+//! client names) and a resolver that answers nothing, so it looks up client names as in
+//! production without touching the machine's files or the network.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -37,6 +40,10 @@ fn chown_postfix(path: &Path) {
         .unwrap();
     assert!(status.success(), "chown postfix {}", path.display());
 }
+
+/// Client names Postfix finds for the test's loopback addresses (forward and reverse).
+pub const HOSTS: &str =
+    "127.0.0.1 localhost\n127.0.0.2 server.tugraz.at\n127.0.0.4 srv1.iaik.tugraz.at\n";
 
 /// A running Postfix instance; stopped on drop.
 pub struct Postfix {
@@ -93,10 +100,24 @@ impl Postfix {
             sink,
             dir,
         };
-        let out = Command::new("postfix")
-            .arg("-c")
+        let hosts = postfix.dir.path().join("hosts");
+        let resolv = postfix.dir.path().join("resolv.conf");
+        std::fs::write(&hosts, HOSTS).unwrap();
+        // Port 53 on loopback is closed: a name not in `hosts` fails at once.
+        std::fs::write(
+            &resolv,
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(
+                "mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/resolv.conf && exec postfix -c \"$3\" start",
+            )
+            .arg("postfix-start")
+            .arg(&hosts)
+            .arg(&resolv)
             .arg(&postfix.conf)
-            .arg("start")
             .output()
             .unwrap();
         assert!(
