@@ -10,9 +10,13 @@
 //! | a client puts CR/LF into its login or envelope address | the usual refusal | one log line per decision, the CR/LF escaped |
 //! | SIGTERM while MTAs keep sending | messages in flight are accepted; new ones get `421 4.3.2` | the process exits as soon as those in flight are done |
 //! | Redis dies under load (fail_open) | every message accepted, no timeout waited after the first three | counted locally; one WARN when it goes, one INFO when it is back; `redis_unavailable` 1 meanwhile |
+//! | the Redis primary's host fails under load (Sentinel) | every message accepted | counters move to the new primary within seconds; the outage was counted locally, never twice |
 //! | the audit log's disk fills up | `451 4.3.0` while full, accepted again once there is room | one whole record per accepted message, no partial line; counted as `tempfail`/`audit_unwritable` |
+//! | relayguard is killed (SIGKILL) and restarted | tempfail while down (`milter_default_action`); signed again at once | the stale socket is replaced |
+//! | keys replaced under load (rename, partial write, corruption, deletion) | every message signed and verifiable | see `tests/dkim_signing.rs` |
+//! | Redis down, `fail_open` / `fail_closed` | accepted (counted locally) / `451 4.3.0` | see `tests/limits.rs` |
 //!
-//! Each test here failed on the code before its fix.
+//! Each test of a defect here failed on the code before its fix.
 
 mod common;
 
@@ -561,4 +565,117 @@ async fn a_redis_outage_is_skipped_not_waited_for_and_logged_once() {
     let text = http_get(metrics_addr, "/metrics").await;
     assert_eq!(metric(&text, "relayguard_redis_unavailable"), 0.0);
     conn.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_redis_primary_is_followed_through_the_sentinels_under_load() {
+    use common::redis::{Sentinels, cli};
+    let mut cluster = Sentinels::start();
+    // 2026-11-28T19:00:00Z: inside the watched night, so every connection counts.
+    let clock: relayguard::service::Clock = Arc::new(|| 1_795_892_400_000);
+    let sentinels = cluster.toml_list();
+    let milter = Milter::with_clock(
+        |dir| {
+            format!(
+                "{}\n[limits]\nstore = \"redis\"\ntimezone = \"UTC\"\n\n[limits.redis]\nsentinels = {sentinels}\nmaster_name = \"{}\"\nprefix = \"rgsent:\"\ntimeout_ms = 200\non_failure = \"fail_open\"\n\n[limits.external]\nauthentications_per_window = 1000000\n",
+                config_text(&format!("unix:{}/relayguard.sock", dir.display())),
+                Sentinels::MASTER
+            )
+        },
+        Some(clock),
+    )
+    .await;
+    let milter = Arc::new(milter);
+    // An MTA opening one connection per message, as fast as relayguard answers.
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (milter, sent, stop) = (milter.clone(), sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let txn = Txn::authenticated("alice", "<alice@tugraz.at>", "alice@tugraz.at");
+            while !stop.load(Ordering::SeqCst) {
+                let mut conn = milter.connect().await;
+                let outcome = send(&mut conn, &txn).await;
+                conn.close().await.unwrap();
+                assert_eq!(outcome.status, Status::Accept, "{outcome:?}");
+                sent.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let key = "rgsent:auth:alice:2026-11-28";
+    let count = |port: u16| -> u64 {
+        cli(port, &["GET", key])
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(cluster.replica) < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "counters never reached the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The primary's host fails.
+    let killed = Instant::now();
+    let sent_at_kill = sent.load(Ordering::SeqCst);
+    let replicated = count(cluster.replica);
+    cluster.kill(cluster.primary);
+    // The sentinels promote the replica; relayguard finds it and counts there again.
+    loop {
+        let promoted = cluster.current_primary() == Some(cluster.replica);
+        if promoted && count(cluster.replica) > replicated + 5 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "counters did not continue on the new primary (sentinels name {:?})",
+            cluster.current_primary()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let followed = killed.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    let total = sent.load(Ordering::SeqCst);
+    let counted = count(cluster.replica);
+    eprintln!(
+        "failover followed {:.1} s after the primary died; {} messages sent during it; {counted} of {total} counted in Redis",
+        followed.as_secs_f64(),
+        total - sent_at_kill
+    );
+    // Nothing is counted twice: the outage's local counts are not replayed into Redis.
+    assert!(counted <= total, "{counted} counted for {total} sent");
+    assert!(
+        counted > replicated,
+        "counting continued on the new primary"
+    );
+}
+
+/// Signs one message from alice through a running daemon: the status and the signature count.
+async fn signed_through(daemon: &Daemon) -> (Status, usize) {
+    let mut conn = daemon.connect().await;
+    let (status, signatures) = sign(&mut conn, "alice", "<alice@tugraz.at>", RAW).await;
+    conn.close().await.unwrap();
+    (status, signatures.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_restarted_it_signs_again_at_once() {
+    let mut daemon =
+        Daemon::start(|dir, socket| format!("{}\n{}", config_text(socket), standard_setup(dir)));
+    assert_eq!(signed_through(&daemon).await, (Status::Accept, 2));
+    daemon.signal(libc::SIGKILL);
+    assert!(daemon.wait_exit(Duration::from_secs(5)).await.is_some());
+    // The socket file is left behind by a killed process; the new one replaces it.
+    assert!(daemon.socket.exists());
+    let restarted = Instant::now();
+    daemon.restart();
+    assert_eq!(signed_through(&daemon).await, (Status::Accept, 2));
+    eprintln!(
+        "signing again {:.2} s after the restart began",
+        restarted.elapsed().as_secs_f64()
+    );
 }
