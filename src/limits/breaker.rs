@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 /// Failures in a row that open the breaker.
 pub const FAILURES: u32 = 3;
-/// How long an open breaker skips Redis before one call probes it.
-pub const OPEN_FOR: Duration = Duration::from_secs(1);
+/// How long an open breaker skips Redis before one call probes it: short, so that counts
+/// are shared again soon after Redis returns (a probe of a dead Redis costs one refused
+/// connect, or one `timeout_ms` if it hangs).
+pub const OPEN_FOR: Duration = Duration::from_millis(250);
 /// How often a still-failing probe is logged.
 pub const REMIND_EVERY: Duration = Duration::from_secs(60);
 
