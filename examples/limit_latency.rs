@@ -4,7 +4,7 @@
 //! Usage: cargo run --release --example limit_latency -- redis://127.0.0.1:6379/0 [N]
 
 use relayguard::limits::rate::Rate;
-use relayguard::limits::store::{Counters, OnFailure, RedisConfig, RedisStore};
+use relayguard::limits::store::{CounterStore, Counters, OnFailure, RedisConfig, RedisStore};
 use std::time::{Duration, Instant};
 
 fn percentiles(mut v: Vec<Duration>) -> String {
@@ -68,7 +68,7 @@ async fn main() {
         Default::default(),
     )
     .unwrap();
-    let redis = Counters::redis(redis);
+    let redis = Counters::redis(std::sync::Arc::new(redis));
     run(&redis, 1000).await;
     println!("redis:  {}", percentiles(run(&redis, n).await));
 }

@@ -1,18 +1,17 @@
-//! The relayguard command line: run the milter, check the configuration, explain a decision.
+//! The relayguard command line: arguments in, a library call, its result out.
 
 use clap::{Parser, Subcommand};
-use relayguard::config::{Config, SocketSpec, unix_now};
-use relayguard::dkim::keys::{self, KeyKind};
+use relayguard::clock::{unix_now, unix_now_ms};
+use relayguard::dkim::keys::KeyKind;
 use relayguard::dkim::schedule::format_time;
 use relayguard::dkim::tooling;
 use relayguard::explain::{Question, explain};
-use relayguard::service::Service;
-use relayguard::{listen, reload};
+use relayguard::limits::locks::Lock;
+use relayguard::limits::store::Stores;
+use relayguard::runtime::assemble::{self, Loaded};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
 
 #[derive(Parser)]
 #[command(
@@ -221,11 +220,14 @@ enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => run(config),
+        Command::Run { config } => {
+            init_logging();
+            relayguard::runtime::run(&config)
+        }
         Command::CheckConfig {
             config,
             service_user,
-        } => check_config(config, &service_user),
+        } => check_config(&config, &service_user),
         Command::Explain {
             config,
             login,
@@ -236,13 +238,6 @@ fn main() -> ExitCode {
             daemon_name,
             message,
         } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
             let message = match message
                 .map(|m| std::fs::read(&m).map_err(|e| (m, e)))
                 .transpose()
@@ -261,30 +256,7 @@ fn main() -> ExitCode {
                 rcpts: rcpt,
                 message,
             };
-            let (report, accepted) = explain(&config.policy, &question);
-            print!("{report}");
-            if let Some(limits) = &config.limits {
-                print!(
-                    "{}",
-                    relayguard::explain::explain_limits(
-                        limits,
-                        &config.policy,
-                        &question,
-                        daemon_name.as_deref()
-                    )
-                );
-                if let (Some(store), Some(login)) = (&config.limit_store, &question.login) {
-                    print!(
-                        "{}",
-                        current_counters(store, &config.policy.logins.normalise(login))
-                    );
-                }
-            }
-            if accepted {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            explain_command(&config, &question, daemon_name.as_deref())
         }
         Command::Audit {
             command:
@@ -295,38 +267,21 @@ fn main() -> ExitCode {
                     format,
                     files,
                 },
-        } => {
-            use relayguard::audit::report::{Filter, Format, Report};
-            let run = || -> Result<String, String> {
-                let format = match format.as_str() {
-                    "table" => Format::Table,
-                    "json" => Format::Json,
-                    "csv" => Format::Csv,
-                    other => return Err(format!("--format `{other}`: use table, json or csv")),
-                };
-                let filter = Filter {
-                    since: since.as_deref().map(parse_time).transpose()?,
-                    until: until.as_deref().map(parse_time).transpose()?,
-                    login,
-                };
-                let report = Report::read(&files, &filter).map_err(|e| e.to_string())?;
-                for s in &report.skipped {
-                    eprintln!(
-                        "warning: {}:{}: skipped malformed record: {}",
-                        s.file, s.line, s.error
-                    );
-                }
-                Ok(report.render(format))
-            };
-            exit_code(run().map(|text| {
-                // A closed pipe (`| head`) is not an error worth a panic.
-                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-            }))
-        }
+        } => exit_code(audit_report(since, until, login, &format, &files)),
         Command::Bench(args) => exit_code(bench_command(args)),
-        Command::Accounts { config, command } => exit_code(accounts_command(config, command)),
+        Command::Accounts { config, command } => exit_code(accounts_command(&config, command)),
         Command::Keys { command } => exit_code(keys_command(command)),
     }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 /// Success, or the error on standard error and exit status 1.
@@ -338,6 +293,148 @@ fn exit_code(result: Result<(), String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads the configuration and every file it names.
+fn load(path: &Path) -> Result<Loaded, String> {
+    assemble::load(path, unix_now()).map_err(|e| e.to_string())
+}
+
+/// A single-threaded runtime for one command's I/O.
+fn block_on<T>(future: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(future)
+}
+
+fn check_config(path: &Path, service_user: &str) -> ExitCode {
+    let loaded = match load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The same checks every reload runs, then what the service user needs.
+    let found = relayguard::runtime::preflight::check_config(&loaded, service_user, unix_now());
+    for w in &found.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !found.errors.is_empty() {
+        for e in &found.errors {
+            eprintln!("error: {e}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let p = &loaded.snapshot.policy;
+    println!(
+        "{}: ok ({} protected domains, {} sender map entries, {} internal networks, {} DKIM keys)",
+        path.display(),
+        p.protected.apexes().len(),
+        p.owners.map.len(),
+        p.internal_networks.len(),
+        loaded
+            .snapshot
+            .keys
+            .as_ref()
+            .map_or(0, |k| k.entries().len())
+    );
+    ExitCode::SUCCESS
+}
+
+fn explain_command(path: &Path, question: &Question, daemon_name: Option<&str>) -> ExitCode {
+    let loaded = match load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let policy = &loaded.snapshot.policy;
+    let (report, accepted) = explain(policy, question);
+    print!("{report}");
+    if let Some(limits) = &loaded.snapshot.limits {
+        print!(
+            "{}",
+            relayguard::explain::explain_limits(limits, policy, question, daemon_name)
+        );
+        if let (Some(settings), Some(login)) = (&loaded.config.limit_store, &question.login) {
+            let login = policy.logins.normalise(login);
+            print!("{}", current_counters(settings, limits, &login));
+        }
+    }
+    if accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// A login's counters as they stand: from Redis when configured; in-memory counters live
+/// only inside the running service.
+fn current_counters(
+    settings: &relayguard::limits::store::StoreSettings,
+    limits: &relayguard::limits::LimitsPolicy,
+    login: &str,
+) -> String {
+    if settings.redis.is_none() {
+        return "counters: in memory inside the running service (not visible here)\n".into();
+    }
+    let read = async {
+        let stores = Stores::open(settings, Default::default())?;
+        let now = unix_now_ms();
+        let counters = relayguard::limits::inspect(stores.counters.as_ref(), limits, login, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        let lock = stores.locks.get(login).await?;
+        let mut out = String::from("counters:");
+        for (name, value) in counters {
+            out.push_str(&format!(" {name} {value}"));
+        }
+        out.push_str(&format!(
+            "; lock: {}\n",
+            lock.map(|l| format!("locked since {} ({})", l.since, l.reason))
+                .unwrap_or_else(|| "none".into())
+        ));
+        Ok(out)
+    };
+    block_on(read).unwrap_or_else(|e| format!("counters: cannot read Redis: {e}\n"))
+}
+
+fn audit_report(
+    since: Option<String>,
+    until: Option<String>,
+    login: Option<String>,
+    format: &str,
+    files: &[PathBuf],
+) -> Result<(), String> {
+    use relayguard::audit::report::{Filter, Format, Report};
+    let format = match format {
+        "table" => Format::Table,
+        "json" => Format::Json,
+        "csv" => Format::Csv,
+        other => return Err(format!("--format `{other}`: use table, json or csv")),
+    };
+    let filter = Filter {
+        since: since.as_deref().map(parse_time).transpose()?,
+        until: until.as_deref().map(parse_time).transpose()?,
+        login,
+    };
+    let report = Report::read(files, &filter).map_err(|e| e.to_string())?;
+    for s in &report.skipped {
+        eprintln!(
+            "warning: {}:{}: skipped malformed record: {}",
+            s.file, s.line, s.error
+        );
+    }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        report.render(format).as_bytes(),
+    );
+    Ok(())
 }
 
 fn bench_command(args: BenchArgs) -> Result<(), String> {
@@ -394,96 +491,36 @@ fn bench_command(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Current counter values of a login: from Redis when configured; in-memory counters live
-/// only inside the running service.
-fn current_counters(store: &relayguard::config::LimitStore, login: &str) -> String {
-    if store.redis.is_none() {
-        return "counters: in memory inside the running service (not visible here)\n".into();
-    };
-    let run = async {
-        let limiter = relayguard::service::Limiter::new(store, Default::default())?;
-        let r = limiter.counters.redis.as_ref().expect("redis store");
-        let now = relayguard::service::unix_now_ms();
-        let mut out = String::from("counters:");
-        for (name, key) in [
-            ("messages_per_hour", format!("msg:{login}")),
-            ("connections_per_second", format!("conn:{login}")),
-        ] {
-            let tat: Option<i64> = r.command(redis::cmd("GET").arg(r.key(&key))).await?;
-            out.push_str(&format!(
-                " {name} tat={}",
-                tat.map(|t| format!("{} ms ahead", (t - now).max(0)))
-                    .unwrap_or_else(|| "unset".into())
-            ));
-        }
-        let lock = limiter.locks.get(Some(r), login).await?;
-        out.push_str(&format!(
-            "; lock: {}\n",
-            lock.map(|l| format!("locked since {} ({})", l.since, l.reason))
-                .unwrap_or_else(|| "none".into())
-        ));
-        Ok::<String, String>(out)
-    };
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt
-            .block_on(run)
-            .unwrap_or_else(|e| format!("counters: cannot read Redis: {e}\n")),
-        Err(e) => format!("counters: {e}\n"),
-    }
-}
-
-/// Tells systemd (Type=notify) about the service state; a no-op outside systemd.
-fn systemd(state: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(state) {
-        tracing::warn!("cannot notify systemd: {e}");
-    }
-}
-
-/// CLOCK_MONOTONIC in microseconds, as systemd wants it with RELOADING=1.
-fn monotonic_usec() -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000 + ts.tv_nsec as i128 / 1000
-}
-
-fn accounts_command(path: PathBuf, command: AccountsCommand) -> Result<(), String> {
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
-    let store = config.limit_store.as_ref().ok_or_else(|| {
+fn accounts_command(path: &Path, command: AccountsCommand) -> Result<(), String> {
+    let loaded = load(path)?;
+    let settings = loaded.config.limit_store.as_ref().ok_or_else(|| {
         format!(
             "{}: no [limits] section: locks are not configured",
             path.display()
         )
     })?;
-    let limiter = relayguard::service::Limiter::new(store, Default::default())?;
-    let redis = limiter.counters.redis.as_ref();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
+    let stores = Stores::open(settings, Default::default())?;
+    let logins = &loaded.snapshot.policy.logins;
+    block_on(async {
         match command {
             AccountsCommand::List => {
-                for (login, lock) in limiter.locks.list(redis).await? {
+                for (login, lock) in stores.locks.list().await? {
                     println!("{login}\tlocked since {}\t{}", lock.since, lock.reason);
                 }
                 Ok(())
             }
             AccountsCommand::Lock { login, reason } => {
-                let login = config.policy.logins.normalise(&login);
-                limiter.locks.lock(redis, &login, &reason).await?;
+                let login = logins.normalise(&login);
+                stores
+                    .locks
+                    .lock(&login, Lock::new(&reason, unix_now_ms()))
+                    .await?;
                 println!("{login} locked");
                 Ok(())
             }
             AccountsCommand::Unlock { login } => {
-                let login = config.policy.logins.normalise(&login);
-                if limiter.locks.unlock(redis, &login).await? {
+                let login = logins.normalise(&login);
+                if stores.locks.unlock(&login).await? {
                     println!("{login} unlocked");
                     Ok(())
                 } else {
@@ -503,18 +540,20 @@ fn parse_time(text: &str) -> Result<i64, String> {
         .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))
 }
 
+/// The configuration with its keys; an error when `[dkim]` is not configured.
+fn load_with_keys(path: &Path) -> Result<Loaded, String> {
+    let loaded = load(path)?;
+    if loaded.snapshot.keys.is_none() {
+        return Err(format!(
+            "{}: no [dkim] section: signing is not configured",
+            path.display()
+        ));
+    }
+    Ok(loaded)
+}
+
 fn keys_command(command: KeysCommand) -> Result<(), String> {
     let now = unix_now();
-    let load = |path: &PathBuf| -> Result<Config, String> {
-        let config = Config::load(path).map_err(|e| e.to_string())?;
-        if config.keys.is_none() {
-            return Err(format!(
-                "{}: no [dkim] section: signing is not configured",
-                path.display()
-            ));
-        }
-        Ok(config)
-    };
     match command {
         KeysCommand::Generate {
             config,
@@ -525,8 +564,8 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
             active_from,
             print,
         } => {
-            let loaded = load(&config)?;
-            let files = loaded.dkim_files.as_ref().expect("dkim configured");
+            let loaded = load_with_keys(&config)?;
+            let dkim = loaded.config.dkim.as_ref().expect("dkim configured");
             let kind = match algorithm.as_str() {
                 "rsa-2048" => KeyKind::Rsa(2048),
                 "rsa-3072" => KeyKind::Rsa(3072),
@@ -549,38 +588,23 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
                 .as_deref()
                 .map(parse_time)
                 .transpose()?
-                .unwrap_or(publish + files.min_publish_lead);
-            let file_name = format!("{domain}.{selector}.pem");
-            let key_path = files.keys_dir.join(&file_name);
-            let pem = keys::generate(kind)?;
-            keys::write_new(&key_path, &pem).map_err(|e| e.to_string())?;
-            let key = keys::parse(&key_path, pem.as_bytes(), kind.algorithm())
-                .map_err(|e| e.to_string())?;
-            let stanza = tooling::stanza(
+                .unwrap_or(publish + dkim.min_publish_lead);
+            let key = tooling::create_key(
+                &dkim.keys_dir,
                 &domain,
                 &selector,
-                kind.algorithm(),
-                &file_name,
+                kind,
                 publish,
                 active_from,
-            );
-            eprintln!("wrote {} (mode 0600)", key_path.display());
+            )?;
+            eprintln!("wrote {} (mode 0600)", key.path.display());
             if print {
-                print!("{stanza}");
+                print!("{}", key.stanza);
             } else {
-                use std::io::Write;
-                let mut file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&files.selectors)
-                    .map_err(|e| format!("{}: {e}", files.selectors.display()))?;
-                file.write_all(stanza.as_bytes())
-                    .map_err(|e| format!("{}: {e}", files.selectors.display()))?;
-                eprintln!("added selector {selector} to {}", files.selectors.display());
+                tooling::append_stanza(&dkim.selectors, &key.stanza)?;
+                eprintln!("added selector {selector} to {}", dkim.selectors.display());
             }
-            println!(
-                "{}",
-                tooling::txt_record(&selector, &domain, &key.dns_record())
-            );
+            println!("{}", key.record);
             eprintln!(
                 "publish the record by {}; it signs from {}",
                 format_time(publish),
@@ -589,309 +613,37 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
             Ok(())
         }
         KeysCommand::Bootstrap { config } => {
-            let loaded = load(&config)?;
-            let files = loaded.dkim_files.as_ref().expect("dkim configured");
-            let keys = loaded.keys.as_ref().expect("dkim configured");
-            let month = jiff::Timestamp::now().strftime("%Y%m").to_string();
-            for domain in tooling::required_domains(keys, loaded.policy.protected.apexes()) {
-                if keys.schedule.selectors.iter().any(|s| s.domain == domain) {
-                    continue;
-                }
-                let selector = format!("rg{month}");
-                let file_name = format!("{domain}.{selector}.pem");
-                let key_path = files.keys_dir.join(&file_name);
-                let pem = keys::generate(KeyKind::Rsa(2048))?;
-                keys::write_new(&key_path, &pem).map_err(|e| e.to_string())?;
-                let stanza = tooling::stanza(
-                    &domain,
-                    &selector,
-                    KeyKind::Rsa(2048).algorithm(),
-                    &file_name,
-                    now,
-                    now,
-                );
-                use std::io::Write;
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&files.selectors)
-                    .and_then(|mut f| f.write_all(stanza.as_bytes()))
-                    .map_err(|e| format!("{}: {e}", files.selectors.display()))?;
+            let loaded = load_with_keys(&config)?;
+            let dkim = loaded.config.dkim.as_ref().expect("dkim configured");
+            let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
+            let made = tooling::bootstrap(
+                keys,
+                loaded.snapshot.policy.protected.apexes(),
+                &dkim.keys_dir,
+                &dkim.selectors,
+                now,
+            )?;
+            for (domain, key) in made {
                 eprintln!(
-                    "{domain}: generated selector {selector} ({}); publish its record: relayguard keys dns",
-                    key_path.display()
+                    "{domain}: generated {}; publish its record: relayguard keys dns",
+                    key.path.display()
                 );
             }
             Ok(())
         }
         KeysCommand::Dns { config } => {
-            let loaded = load(&config)?;
-            print!(
-                "{}",
-                tooling::dns_report(loaded.keys.as_ref().expect("dkim configured"), now)
-            );
+            let loaded = load_with_keys(&config)?;
+            let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
+            print!("{}", tooling::dns_report(keys, now));
             Ok(())
         }
         KeysCommand::Status { config } => {
-            let loaded = load(&config)?;
-            let keys = loaded.keys.as_ref().expect("dkim configured");
-            let required = tooling::required_domains(keys, loaded.policy.protected.apexes());
+            let loaded = load_with_keys(&config)?;
+            let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
+            let required =
+                tooling::required_domains(keys, loaded.snapshot.policy.protected.apexes());
             print!("{}", tooling::status_report(keys, &required, now));
             Ok(())
         }
     }
-}
-
-/// Whether `uid`/`gid` may do `want` (an rwx mask for the owner position) on `path`.
-fn may(path: &std::path::Path, uid: u32, gid: u32, want: u32) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
-    let mode = meta.mode();
-    if uid == 0 {
-        return true;
-    }
-    let bits = if meta.uid() == uid {
-        (mode >> 6) & 7
-    } else if meta.gid() == gid {
-        (mode >> 3) & 7
-    } else {
-        mode & 7
-    };
-    bits & want == want
-}
-
-/// What the package layout implies: the service user reads the keys, writes the socket
-/// directory and the audit log directory. Returns (errors, warnings).
-fn layout_problems(config: &Config, user: &str) -> (Vec<String>, Vec<String>) {
-    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-    if let SocketSpec::Unix(socket) = &config.milter.socket
-        && let Some(dir) = socket.parent().filter(|d| !d.is_dir())
-    {
-        warnings.push(format!("{}: socket directory missing (systemd creates it at start with RuntimeDirectory; create it otherwise)", dir.display()));
-    }
-    let Some((uid, gid)) = user_ids(user) else {
-        warnings.push(format!(
-            "user `{user}` does not exist: file ownership not checked (use --service-user)"
-        ));
-        return (errors, warnings);
-    };
-    if let Some(files) = &config.dkim_files {
-        use std::os::unix::fs::PermissionsExt;
-        match std::fs::metadata(&files.keys_dir) {
-            Ok(meta) if meta.permissions().mode() & 0o007 != 0 => errors.push(format!(
-                "{}: key directory is accessible to others (mode {:04o}; 0750 advised)",
-                files.keys_dir.display(),
-                meta.permissions().mode() & 0o7777
-            )),
-            Ok(_) if !may(&files.keys_dir, uid, gid, 0o5) => errors.push(format!(
-                "{}: user {user} cannot enter the key directory",
-                files.keys_dir.display()
-            )),
-            Ok(_) => {}
-            Err(e) => errors.push(format!("{}: {e}", files.keys_dir.display())),
-        }
-        for entry in config.keys.iter().flat_map(|k| k.entries()) {
-            if !may(&entry.selector.key, uid, gid, 0o4) {
-                errors.push(format!(
-                    "{}: user {user} cannot read this key (chown {user})",
-                    entry.selector.key.display()
-                ));
-            }
-        }
-    }
-    if let SocketSpec::Unix(socket) = &config.milter.socket
-        && let Some(dir) = socket.parent()
-        && dir.is_dir()
-        && !may(dir, uid, gid, 0o3)
-    {
-        errors.push(format!(
-            "{}: user {user} cannot create the socket here",
-            dir.display()
-        ));
-    }
-    if let Some(relayguard::audit::writer::AuditConfig {
-        destination: relayguard::audit::writer::Destination::File(file),
-        ..
-    }) = &config.audit
-    {
-        let dir = file.parent().unwrap_or(std::path::Path::new("."));
-        let writable = may(dir, uid, gid, 0o3) || (file.exists() && may(file, uid, gid, 0o2));
-        if !writable {
-            errors.push(format!(
-                "{}: user {user} cannot write the audit log",
-                file.display()
-            ));
-        }
-    }
-    (errors, warnings)
-}
-
-fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns static storage or NULL; read at once.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    (!pw.is_null()).then(|| unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
-}
-
-fn check_config(path: PathBuf, service_user: &str) -> ExitCode {
-    match Config::load(&path) {
-        Ok(config) => {
-            // The same checks every reload runs, then what the service user needs.
-            let found = config.check(unix_now());
-            let mut problems = found.errors;
-            let (layout_errors, layout_warnings) = layout_problems(&config, service_user);
-            problems.extend(layout_errors);
-            for w in found.warnings.iter().chain(&layout_warnings) {
-                eprintln!("warning: {w}");
-            }
-            if problems.is_empty() {
-                let p = &config.policy;
-                println!(
-                    "{}: ok ({} protected domains, {} sender map entries, {} internal networks, {} DKIM keys)",
-                    path.display(),
-                    p.protected.apexes().len(),
-                    p.owners.map.len(),
-                    p.internal_networks.len(),
-                    config.keys.as_ref().map_or(0, |k| k.entries().len())
-                );
-                ExitCode::SUCCESS
-            } else {
-                for p in problems {
-                    eprintln!("error: {p}");
-                }
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(path: PathBuf) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // What check-config would refuse is logged; the service still starts (a domain without
-    // a key is tempfailed and /healthz reports it), and reloads refuse such a configuration.
-    let found = config.check(unix_now());
-    for e in &found.errors {
-        error!("{e}");
-    }
-    for w in &found.warnings {
-        tracing::warn!("{w}");
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            error!("cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let metrics_listen = config.metrics_listen;
-        let service = Service::new(config);
-        let listener = match listen::bind(service.milter_config()).await {
-            Ok(l) => l,
-            Err(e) => {
-                error!("cannot listen on {:?}: {e}", service.milter_config().socket);
-                return ExitCode::FAILURE;
-            }
-        };
-        let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::user_defined1()),
-        ) else {
-            error!("cannot install signal handlers");
-            return ExitCode::FAILURE;
-        };
-        let hup_service = service.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    Some(()) = hup.recv() => {
-                        info!("SIGHUP: reloading, reopening the audit log");
-                        systemd(&[sd_notify::NotifyState::Reloading, sd_notify::NotifyState::MonotonicUsec(monotonic_usec())]);
-                        let service = hup_service.clone();
-                        let _ = tokio::task::spawn_blocking(move || service.reload()).await;
-                        systemd(&[sd_notify::NotifyState::Ready]);
-                    }
-                    Some(()) = usr1.recv() => info!("SIGUSR1: reopening the audit log"),
-                    else => break,
-                }
-                if let Some(audit) = &hup_service.audit
-                    && let Err(e) = audit.reopen() {
-                        error!("cannot reopen the audit log: {e}");
-                    }
-            }
-        });
-        if let Some(audit) = &service.audit
-            && audit.config().fsync == relayguard::audit::writer::Fsync::Periodic {
-                let sync_service = service.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                    loop {
-                        tick.tick().await;
-                        let service = sync_service.clone();
-                        let _ = tokio::task::spawn_blocking(move || service.audit.as_ref().map(|a| a.sync())).await;
-                    }
-                });
-            }
-        if let Some(addr) = metrics_listen {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => {
-                    info!(%addr, "metrics on http://{addr}/metrics and /healthz");
-                    tokio::spawn(relayguard::metrics::serve(listener, service.clone()));
-                }
-                Err(e) => {
-                    error!("cannot listen for metrics on {addr}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        if let Err(e) = reload::watch_files(service.clone()) {
-            error!("cannot watch configuration files, reload with SIGHUP: {e}");
-        }
-        info!(socket = ?service.milter_config().socket, config = %path.display(), "relayguard listening");
-        systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("accepting milter connections")]);
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received"),
-                _ = int.recv() => info!("SIGINT received"),
-            }
-            systemd(&[sd_notify::NotifyState::Stopping]);
-        };
-        let result = relayguard::serve(service.clone(), listener, shutdown).await;
-        if let Some(audit) = &service.audit {
-            audit.sync();
-        }
-        match result {
-            Ok(()) => {
-                info!("stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                error!("milter failed: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
 }

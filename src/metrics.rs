@@ -1,6 +1,6 @@
 //! Prometheus metrics and the health endpoint, served on a loopback HTTP socket.
 
-use crate::service::Service;
+use crate::runtime::service::Service;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -390,8 +390,7 @@ fn rotation_config(dir: &std::path::Path) -> String {
 async fn rotation_happens_at_the_boundary_without_reload() {
     let now = Arc::new(AtomicI64::new(T0 - 1));
     let clock_now = now.clone();
-    let clock: relayguard::service::Clock =
-        Arc::new(move || clock_now.load(Ordering::SeqCst) * 1000);
+    let clock: relayguard::clock::Clock = Arc::new(move || clock_now.load(Ordering::SeqCst) * 1000);
     let milter = Milter::with_clock(rotation_config, Some(clock)).await;
     let records = records();
     let feb1 = T0 + 31 * 86_400;
@@ -510,7 +509,7 @@ async fn broken_key_files_never_replace_the_good_set() {
         let snapshot = milter.service.snapshot();
         let keys = snapshot.keys.as_ref().unwrap();
         if keys
-            .active("tu-graz.ac.at", relayguard::config::unix_now())
+            .active("tu-graz.ac.at", relayguard::clock::unix_now())
             .iter()
             .any(|e| e.dns_record == new_record)
         {

@@ -12,7 +12,6 @@
 mod common;
 
 use proptest::prelude::*;
-use relayguard::config::Config;
 use relayguard::policy::mailbox::HeaderSet;
 use relayguard::policy::senders::{LoginRules, SenderMap};
 use relayguard::policy::{Client, Policy};
@@ -22,9 +21,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn policy() -> Policy {
-    Config::load(Path::new("tests/policy_table/relayguard.toml"))
-        .unwrap()
-        .policy
+    relayguard::runtime::assemble::load(
+        Path::new("tests/policy_table/relayguard.toml"),
+        relayguard::clock::unix_now(),
+    )
+    .unwrap()
+    .snapshot
+    .policy
 }
 
 /// Pieces that make header values interesting: address syntax, encodings, folding, NUL.
@@ -250,7 +253,7 @@ proptest! {
     #[test]
     fn config_loader_never_panics_and_bounds_every_number(text in config_text()) {
         let path = Path::new("/nonexistent/relayguard.toml");
-        match Config::parse_at(path, &text, 1_790_000_000) {
+        match relayguard::config::Config::parse(path, &text) {
             Ok(config) => {
                 prop_assert!((1..=65_536).contains(&config.milter.max_connections));
                 prop_assert!(config.milter.idle_timeout.as_secs() >= 1);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 /// 2026-11-28T19:00:00Z: inside the watched 18:00-06:00 window (UTC in these tests).
 const EVENING_MS: i64 = 1_795_892_400_000;
 
-fn clock(at: &Arc<AtomicI64>) -> relayguard::service::Clock {
+fn clock(at: &Arc<AtomicI64>) -> relayguard::clock::Clock {
     let at = at.clone();
     Arc::new(move || at.load(Ordering::SeqCst))
 }

@@ -167,9 +167,12 @@ async fn stale_unix_socket_is_replaced_and_removed_on_exit() {
         ),
     )
     .unwrap();
-    let config = relayguard::config::Config::load(&config_path).unwrap();
-    let service = relayguard::service::Service::new(config);
-    let listener = relayguard::listen::bind(service.milter_config())
+    let options = relayguard::runtime::Options {
+        watch_files: false,
+        signals: false,
+        ..Default::default()
+    };
+    let running = relayguard::runtime::start(&config_path, options)
         .await
         .expect("stale socket replaced");
     use std::os::unix::fs::PermissionsExt;
@@ -178,17 +181,12 @@ async fn stale_unix_socket_is_replaced_and_removed_on_exit() {
         0o666
     );
     // A second instance must not steal a live socket.
-    let err = relayguard::listen::bind(service.milter_config())
+    let err = relayguard::runtime::listen::bind(running.service.milter_config())
         .await
         .err()
         .expect("live socket kept");
     assert!(err.to_string().contains("in use"), "{err}");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(relayguard::serve(service, listener, async move {
-        let _ = rx.await;
-    }));
-    tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    running.stop().await.unwrap();
     assert!(!path.exists(), "socket removed on exit");
 }
 

@@ -1,16 +1,19 @@
 //! The sender policy as a table: who may send as whom, and every header-spoofing class
 //! of "Composition Kills" (USENIX Security 2020) refused with its reason.
 
-use relayguard::config::Config;
 use relayguard::policy::hosts::HostName;
 use relayguard::policy::mailbox::HeaderSet;
 use relayguard::policy::{Client, Field, Policy, Reason, Request};
 use std::path::Path;
 
 fn policy() -> Policy {
-    Config::load(Path::new("tests/policy_table/relayguard.toml"))
-        .expect("policy table config loads")
-        .policy
+    relayguard::runtime::assemble::load(
+        Path::new("tests/policy_table/relayguard.toml"),
+        relayguard::clock::unix_now(),
+    )
+    .expect("policy table config loads")
+    .snapshot
+    .policy
 }
 
 #[derive(Debug)]

@@ -51,6 +51,30 @@ pub struct AuditConfig {
     pub full_recipients: bool,
 }
 
+/// Where audit records go, as the decision layer sees it: the audit log, or a fake in tests.
+pub trait AuditSink: Send + Sync {
+    /// Appends one record; an error means it was not written (and is counted and logged).
+    fn write(&self, record: &Record<'_>) -> io::Result<()>;
+    /// What happens to accepted mail whose record cannot be written.
+    fn on_error(&self) -> OnError;
+    /// Whether full recipient addresses are recorded.
+    fn full_recipients(&self) -> bool;
+}
+
+impl AuditSink for AuditLog {
+    fn write(&self, record: &Record<'_>) -> io::Result<()> {
+        AuditLog::write(self, record)
+    }
+
+    fn on_error(&self) -> OnError {
+        self.config.on_error
+    }
+
+    fn full_recipients(&self) -> bool {
+        self.config.full_recipients
+    }
+}
+
 /// The open audit log.
 pub struct AuditLog {
     config: AuditConfig,

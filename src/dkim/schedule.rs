@@ -2,8 +2,8 @@
 //!
 //! Pure: every question takes `now` (Unix seconds) from the caller.
 
-use crate::config::{ConfigError, from_toml, line_of};
 use crate::policy::domains::normalise_domain;
+use crate::tomlfile::{self, FileError, line_of};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -110,16 +110,16 @@ pub struct Schedule {
 
 impl Schedule {
     /// Parses selectors.toml; key paths are resolved against `keys_dir`.
-    pub fn parse(path: &Path, text: &str, keys_dir: &Path) -> Result<Self, ConfigError> {
-        let raw: RawSchedule = from_toml(path, text)?;
+    pub fn parse(path: &Path, text: &str, keys_dir: &Path) -> Result<Self, FileError> {
+        let raw: RawSchedule = tomlfile::parse(path, text)?;
         let invalid =
-            |span: std::ops::Range<usize>, key: &str, reason: String| ConfigError::Invalid {
+            |span: std::ops::Range<usize>, key: &str, reason: String| FileError::Invalid {
                 path: path.to_path_buf(),
                 line: line_of(text, span.start),
                 key: format!("selector.{key}"),
                 reason,
             };
-        let time = |t: &Spanned<toml::value::Datetime>, key: &str| -> Result<i64, ConfigError> {
+        let time = |t: &Spanned<toml::value::Datetime>, key: &str| -> Result<i64, FileError> {
             if t.get_ref().offset.is_none() || t.get_ref().time.is_none() {
                 return Err(invalid(
                     t.span(),

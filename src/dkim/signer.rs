@@ -98,17 +98,31 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Loads every key the schedule still needs at `now` (retired selectors are skipped).
-    /// Any problem refuses the whole set, so a bad file never replaces a good set.
+    /// Loads every key the schedule still needs at `now` (retired selectors are skipped)
+    /// from its file. Any problem refuses the whole set, so a bad file never replaces a
+    /// good set.
     pub fn load(
         schedule: Schedule,
         config: SigningConfig,
         now: i64,
     ) -> Result<Self, Vec<KeyError>> {
+        let require_safe = config.require_safe_keys;
+        Self::build(schedule, config, now, |selector| {
+            keys::load(&selector.key, selector.algorithm, require_safe)
+        })
+    }
+
+    /// As [`KeySet::load`], with the keys from `load` (tests hand keys in from memory).
+    pub fn build(
+        schedule: Schedule,
+        config: SigningConfig,
+        now: i64,
+        mut load: impl FnMut(&Selector) -> Result<LoadedKey, KeyError>,
+    ) -> Result<Self, Vec<KeyError>> {
         let mut entries = Vec::new();
         let mut errors = Vec::new();
         for selector in schedule.selectors.iter().filter(|s| !s.is_retired(now)) {
-            match keys::load(&selector.key, selector.algorithm, config.require_safe_keys) {
+            match load(selector) {
                 Ok(key) => entries.push(Arc::new(Self::entry(selector.clone(), key, &config))),
                 Err(e) => errors.push(e),
             }

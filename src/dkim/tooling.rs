@@ -1,9 +1,11 @@
-//! Reports for operators: DNS records to publish or remove, rotation status, schedule checks,
-//! and selectors.toml stanzas. Pure: every function takes `now`.
+//! Key tooling for operators: DNS records to publish or remove, rotation status, schedule
+//! checks (pure: every function takes `now`), and making keys with their stanzas.
 
+use super::keys::{self, KeyKind};
 use super::schedule::{Algorithm, Selector, format_time};
 use super::signer::KeySet;
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
 /// How long a retired selector's DNS record stays for mail still in transit.
 pub const RECORD_GRACE: i64 = 7 * 86_400;
@@ -232,6 +234,88 @@ pub fn stanza(
         format_time(publish),
         format_time(active_from)
     )
+}
+
+/// A key made by [`create_key`]: its file, its `selectors.toml` stanza and its TXT record.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The private key file (mode 0600).
+    pub path: PathBuf,
+    /// The selector's stanza for `selectors.toml`.
+    pub stanza: String,
+    /// The DNS TXT record to publish, in zone-file syntax.
+    pub record: String,
+}
+
+/// Makes a key for `selector` of `domain` in `keys_dir` (file `DOMAIN.SELECTOR.pem`, mode
+/// 0600, never overwriting) and describes it; the one place keys are generated.
+pub fn create_key(
+    keys_dir: &Path,
+    domain: &str,
+    selector: &str,
+    kind: KeyKind,
+    publish: i64,
+    active_from: i64,
+) -> Result<NewKey, String> {
+    let file_name = format!("{domain}.{selector}.pem");
+    let path = keys_dir.join(&file_name);
+    let pem = keys::generate(kind)?;
+    keys::write_new(&path, &pem).map_err(|e| e.to_string())?;
+    let key = keys::parse(&path, pem.as_bytes(), kind.algorithm()).map_err(|e| e.to_string())?;
+    Ok(NewKey {
+        stanza: stanza(
+            domain,
+            selector,
+            kind.algorithm(),
+            &file_name,
+            publish,
+            active_from,
+        ),
+        record: txt_record(selector, domain, &key.dns_record()),
+        path,
+    })
+}
+
+/// Appends a stanza to `selectors.toml`.
+pub fn append_stanza(selectors: &Path, stanza: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(selectors)
+        .and_then(|mut f| f.write_all(stanza.as_bytes()))
+        .map_err(|e| format!("{}: {e}", selectors.display()))
+}
+
+/// Gives every required signing domain without any selector an RSA-2048 key that signs at
+/// once (`relayguard keys bootstrap`, run by the package on first install): [`create_key`]
+/// per domain, appended to the schedule.
+pub fn bootstrap(
+    keys: &KeySet,
+    protected: &[String],
+    keys_dir: &Path,
+    selectors: &Path,
+    now: i64,
+) -> Result<Vec<(String, NewKey)>, String> {
+    let month = jiff::Timestamp::from_second(now)
+        .map(|t| t.strftime("%Y%m").to_string())
+        .map_err(|e| e.to_string())?;
+    let mut made = Vec::new();
+    for domain in required_domains(keys, protected) {
+        if keys.schedule.selectors.iter().any(|s| s.domain == domain) {
+            continue;
+        }
+        let key = create_key(
+            keys_dir,
+            &domain,
+            &format!("rg{month}"),
+            KeyKind::Rsa(2048),
+            now,
+            now,
+        )?;
+        append_stanza(selectors, &key.stanza)?;
+        made.push((domain, key));
+    }
+    Ok(made)
 }
 
 #[cfg(test)]

@@ -8,7 +8,36 @@ pub mod store;
 
 use rate::{Rate, Window};
 use std::collections::BTreeMap;
-use store::{Counters, StoreDown};
+use store::{CounterStore, StoreDown};
+
+/// The counter keys (before the store's prefix): the only place that names them, for the
+/// checks below and for [`inspect`].
+pub mod keys {
+    /// New connections of a login (GCRA).
+    pub fn connections(subject: &str) -> String {
+        format!("conn:{subject}")
+    }
+
+    /// Messages of a login (GCRA).
+    pub fn messages(subject: &str) -> String {
+        format!("msg:{subject}")
+    }
+
+    /// Authentications of a login in one watched night.
+    pub fn authentications(subject: &str, night: &str) -> String {
+        format!("auth:{subject}:{night}")
+    }
+
+    /// Sender-ownership refusals of a login in the lock window.
+    pub fn ownership_refusals(login: &str) -> String {
+        format!("own:{login}")
+    }
+
+    /// Limit hits of a login on one day (days since the epoch).
+    pub fn limit_hits(login: &str, day: i64) -> String {
+        format!("hits:{login}:{day}")
+    }
+}
 
 /// The limits of one class (or a per-login override); `None` means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -189,7 +218,7 @@ const HOUR_MS: i64 = 3_600_000;
 /// At the first MAIL of a connection: connections per second and, for authenticated
 /// sessions inside the watched window, authentications per window.
 pub async fn check_connection(
-    counters: &Counters,
+    counters: &dyn CounterStore,
     policy: &LimitsPolicy,
     limits: &ClassLimits,
     subject: &str,
@@ -200,7 +229,7 @@ pub async fn check_connection(
     if let Some(max) = limits.connections_per_second {
         let g = counters
             .gcra(
-                &format!("conn:{subject}"),
+                &keys::connections(subject),
                 now_ms,
                 Rate {
                     count: max,
@@ -221,7 +250,11 @@ pub async fn check_connection(
         && let Some(night) = policy.auth_window.occurrence(now_ms)
     {
         let n = counters
-            .incr(&format!("auth:{subject}:{night}"), now_ms, 24 * HOUR_MS)
+            .incr(
+                &keys::authentications(subject, &night),
+                now_ms,
+                24 * HOUR_MS,
+            )
             .await?;
         used.insert("authentications_per_window", n);
         if n > max {
@@ -237,7 +270,7 @@ pub async fn check_connection(
 
 /// At every MAIL: messages per connection (counted by the session) and per hour.
 pub async fn check_message(
-    counters: &Counters,
+    counters: &dyn CounterStore,
     limits: &ClassLimits,
     subject: &str,
     on_connection: u64,
@@ -257,7 +290,7 @@ pub async fn check_message(
     if let Some(max) = limits.messages_per_hour {
         let g = counters
             .gcra(
-                &format!("msg:{subject}"),
+                &keys::messages(subject),
                 now_ms,
                 Rate {
                     count: max,
@@ -291,7 +324,7 @@ pub fn check_recipient(limits: &ClassLimits, count: u64) -> Result<(), Hit> {
 
 /// Counts an abuse signal for `login`; returns the lock reason when a trigger fires.
 pub async fn abuse_signal(
-    counters: &Counters,
+    counters: &dyn CounterStore,
     rules: &LockRules,
     login: &str,
     ownership: bool,
@@ -300,7 +333,11 @@ pub async fn abuse_signal(
     if ownership {
         if let Some(max) = rules.ownership_refusals {
             let n = counters
-                .incr(&format!("own:{login}"), now_ms, rules.ownership_window_ms)
+                .incr(
+                    &keys::ownership_refusals(login),
+                    now_ms,
+                    rules.ownership_window_ms,
+                )
                 .await?;
             if n >= max {
                 return Ok(Some(format!(
@@ -312,13 +349,44 @@ pub async fn abuse_signal(
     } else if let Some(max) = rules.limit_hits_per_day {
         let day = now_ms / (24 * HOUR_MS);
         let n = counters
-            .incr(&format!("hits:{login}:{day}"), now_ms, 25 * HOUR_MS)
+            .incr(&keys::limit_hits(login, day), now_ms, 25 * HOUR_MS)
             .await?;
         if n >= max {
             return Ok(Some(format!("{n} limit hits in a day")));
         }
     }
     Ok(None)
+}
+
+/// The counters of a login as they stand (for `relayguard explain`): how far each rate is
+/// ahead of now, and tonight's authentications.
+pub async fn inspect(
+    counters: &dyn CounterStore,
+    policy: &LimitsPolicy,
+    login: &str,
+    now_ms: i64,
+) -> Result<Vec<(&'static str, String)>, StoreDown> {
+    let mut out = Vec::new();
+    for (name, key) in [
+        ("messages_per_hour", keys::messages(login)),
+        ("connections_per_second", keys::connections(login)),
+    ] {
+        let tat = counters.peek(&key, now_ms).await?;
+        out.push((
+            name,
+            match tat {
+                Some(t) => format!("tat={} ms ahead", (t - now_ms).max(0)),
+                None => "tat=unset".into(),
+            },
+        ));
+    }
+    if let Some(night) = policy.auth_window.occurrence(now_ms) {
+        let n = counters
+            .peek(&keys::authentications(login, &night), now_ms)
+            .await?;
+        out.push(("authentications_per_window", format!("{}", n.unwrap_or(0))));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -396,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn authentications_count_only_inside_the_night_window() {
         let p = policy();
-        let counters = Counters::memory();
+        let counters = store::Counters::memory();
         let limits = ClassLimits {
             authentications_per_window: Some(2),
             ..Default::default()
@@ -448,7 +516,7 @@ mod tests {
 
     #[tokio::test]
     async fn abuse_triggers_fire_at_their_thresholds() {
-        let counters = Counters::memory();
+        let counters = store::Counters::memory();
         let rules = policy().lock;
         assert_eq!(
             abuse_signal(&counters, &rules, "m", true, 0).await.unwrap(),

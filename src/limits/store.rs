@@ -6,9 +6,12 @@
 //! Sentinel when configured.
 
 use super::breaker::{Allow, Breaker, Transition};
+use super::locks::{FileLocks, LockStore, RedisLocks};
 use super::rate::{Gcra, Rate, gcra};
+use crate::BoxFuture;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What happens when Redis cannot be reached.
@@ -36,6 +39,43 @@ pub struct RedisConfig {
     pub sentinels: Vec<String>,
     /// The sentinels' name of the primary.
     pub master_name: String,
+}
+
+/// Where counters and locks live (`[limits] store`, `lock_file`, `[limits.redis]`); applies
+/// at start only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Redis, for a cluster; `None`: in memory, locks in `lock_file`.
+    pub redis: Option<RedisConfig>,
+    /// The lock file (memory store).
+    pub lock_file: PathBuf,
+}
+
+/// The counter and lock stores the settings describe.
+pub struct Stores {
+    /// Limit counters.
+    pub counters: Arc<dyn CounterStore>,
+    /// Account locks.
+    pub locks: Arc<dyn LockStore>,
+}
+
+impl Stores {
+    /// Opens the stores (a Redis connection is made on first use), reporting into `metrics`.
+    pub fn open(settings: &StoreSettings, metrics: StoreMetrics) -> Result<Self, String> {
+        Ok(match &settings.redis {
+            Some(redis) => {
+                let store = Arc::new(RedisStore::new(redis.clone(), metrics)?);
+                Stores {
+                    counters: Arc::new(Counters::redis(store.clone())),
+                    locks: Arc::new(RedisLocks(store)),
+                }
+            }
+            None => Stores {
+                counters: Arc::new(Counters::memory()),
+                locks: Arc::new(FileLocks::new(settings.lock_file.clone())),
+            },
+        })
+    }
 }
 
 /// Redis is down and the policy is fail-closed.
@@ -264,7 +304,11 @@ impl RedisStore {
                 // A new connection next time: after a failover the primary is elsewhere.
                 *self.conn.lock().await = None;
                 self.metrics.unavailable.set(1);
-                tracing::warn!(%error, "Redis unavailable: {policy}; retrying once a second");
+                tracing::warn!(
+                    %error,
+                    retry_ms = super::breaker::OPEN_FOR.as_millis() as u64,
+                    "Redis unavailable: {policy}; one call probes it every retry_ms"
+                );
             }
             (Some(Transition::StillDown { down_for, skipped }), Err(error)) => {
                 tracing::warn!(
@@ -325,14 +369,70 @@ impl RedisStore {
     }
 }
 
-/// The counters the limiter uses: Redis when configured, memory otherwise or as fallback.
+/// Where limit counters live, as the sending-limit checks see it: the one seam between the
+/// limits and their storage (memory, Redis, or a fake in tests).
+pub trait CounterStore: Send + Sync {
+    /// One GCRA step for `key` at `now_ms`.
+    fn gcra<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: i64,
+        rate: Rate,
+    ) -> BoxFuture<'a, Result<Gcra, StoreDown>>;
+
+    /// Increments `key`, which expires `ttl_ms` after its first increment; the new value.
+    fn incr<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreDown>>;
+
+    /// Reads `key` without changing it (a GCRA arrival time or a count), for `explain`.
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreDown>>;
+}
+
+impl CounterStore for MemoryStore {
+    fn gcra<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: i64,
+        rate: Rate,
+    ) -> BoxFuture<'a, Result<Gcra, StoreDown>> {
+        let g = MemoryStore::gcra(self, key, now_ms, rate);
+        Box::pin(std::future::ready(Ok(g)))
+    }
+
+    fn incr<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreDown>> {
+        let n = MemoryStore::incr(self, key, now_ms, ttl_ms);
+        Box::pin(std::future::ready(Ok(n)))
+    }
+
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreDown>> {
+        Box::pin(std::future::ready(Ok(self.get(key, now_ms))))
+    }
+}
+
+/// The counters the limiter uses: Redis when configured, with memory as the fail-open
+/// fallback; memory alone otherwise.
 pub struct Counters {
     /// Local counters (the store, or the fail-open fallback).
     pub memory: MemoryStore,
-    /// Redis, when configured.
-    pub redis: Option<RedisStore>,
-    /// Redis failures so far.
-    pub failures: std::sync::atomic::AtomicU64,
+    /// Redis, when configured (shared with the Redis lock store).
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 impl Counters {
@@ -341,48 +441,74 @@ impl Counters {
         Counters {
             memory: MemoryStore::default(),
             redis: None,
-            failures: Default::default(),
         }
     }
 
     /// Counters in Redis.
-    pub fn redis(store: RedisStore) -> Self {
+    pub fn redis(store: Arc<RedisStore>) -> Self {
         Counters {
             memory: MemoryStore::default(),
             redis: Some(store),
-            failures: Default::default(),
         }
     }
 
-    /// Applies the failure policy (the store has logged the failure).
-    fn failed(&self, redis: &RedisStore, error: String) -> Result<(), StoreDown> {
-        self.failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Applies the failure policy (the store has logged and counted the failure).
+    fn failed(redis: &RedisStore, error: String) -> Result<(), StoreDown> {
         match redis.config.on_failure {
             OnFailure::FailOpen => Ok(()),
             OnFailure::FailClosed => Err(StoreDown(error)),
         }
     }
+}
 
-    /// One GCRA step in the configured store.
-    pub async fn gcra(&self, key: &str, now: i64, rate: Rate) -> Result<Gcra, StoreDown> {
-        if let Some(redis) = &self.redis {
-            match redis.gcra(key, now, rate).await {
-                Ok(g) => return Ok(g),
-                Err(e) => self.failed(redis, e)?,
+impl CounterStore for Counters {
+    fn gcra<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: i64,
+        rate: Rate,
+    ) -> BoxFuture<'a, Result<Gcra, StoreDown>> {
+        Box::pin(async move {
+            if let Some(redis) = &self.redis {
+                match redis.gcra(key, now_ms, rate).await {
+                    Ok(g) => return Ok(g),
+                    Err(e) => Self::failed(redis, e)?,
+                }
             }
-        }
-        Ok(self.memory.gcra(key, now, rate))
+            Ok(self.memory.gcra(key, now_ms, rate))
+        })
     }
 
-    /// Increments a TTL counter in the configured store.
-    pub async fn incr(&self, key: &str, now: i64, ttl_ms: i64) -> Result<u64, StoreDown> {
-        if let Some(redis) = &self.redis {
-            match redis.incr(key, ttl_ms).await {
-                Ok(v) => return Ok(v),
-                Err(e) => self.failed(redis, e)?,
+    fn incr<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreDown>> {
+        Box::pin(async move {
+            if let Some(redis) = &self.redis {
+                match redis.incr(key, ttl_ms).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => Self::failed(redis, e)?,
+                }
             }
-        }
-        Ok(self.memory.incr(key, now, ttl_ms))
+            Ok(self.memory.incr(key, now_ms, ttl_ms))
+        })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreDown>> {
+        Box::pin(async move {
+            match &self.redis {
+                Some(redis) => redis
+                    .command(redis::cmd("GET").arg(redis.key(key)))
+                    .await
+                    .map_err(StoreDown),
+                None => Ok(self.memory.get(key, now_ms)),
+            }
+        })
     }
 }

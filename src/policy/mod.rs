@@ -248,9 +248,38 @@ impl Policy {
         self.internal_networks.iter().any(|n| n.contains(&addr))
     }
 
+    /// The login whose ownership of `address` the decision needs: an authenticated client
+    /// using a protected address. Its answer comes from an ownership source.
+    pub fn ownership_needed<'k>(&self, kind: &'k ClientKind, address: &Address) -> Option<&'k str> {
+        match kind {
+            ClientKind::Authenticated { login, .. }
+                if address.domain().is_some_and(|d| self.protected.covers(d)) =>
+            {
+                Some(login)
+            }
+            _ => None,
+        }
+    }
+
+    /// Who owns what according to this policy's own sender map and login rules.
+    fn own_owners(&self) -> impl Fn(&str, &Address) -> Ownership + '_ {
+        |login, address| self.owners.ownership(login, address, &self.protected)
+    }
+
     /// MAIL FROM: refuses unauthenticated external clients, internal ones without the host
     /// name they need, and envelope senders the client may not use.
     pub fn check_mail(&self, kind: &ClientKind, mail_from: &str) -> Result<Permit, Refusal> {
+        self.check_mail_with(kind, mail_from, &self.own_owners())
+    }
+
+    /// As [`Policy::check_mail`], with ownership answered by `owner` (an ownership source's
+    /// answers, fetched beforehand for the addresses [`Policy::ownership_needed`] names).
+    pub fn check_mail_with(
+        &self,
+        kind: &ClientKind,
+        mail_from: &str,
+        owner: &dyn Fn(&str, &Address) -> Ownership,
+    ) -> Result<Permit, Refusal> {
         match kind {
             ClientKind::External => {
                 return Err(Refusal {
@@ -280,7 +309,7 @@ impl Policy {
         })?;
         match address {
             None => Ok(Permit::NullSender),
-            Some(address) => self.check_sender(kind, Field::MailFrom, &address),
+            Some(address) => self.check_sender(kind, Field::MailFrom, &address, owner),
         }
     }
 
@@ -328,6 +357,16 @@ impl Policy {
         kind: &ClientKind,
         headers: &HeaderSet,
     ) -> Result<HeaderSenders, Refusal> {
+        self.check_headers_with(kind, headers, &self.own_owners())
+    }
+
+    /// As [`Policy::check_headers`], with ownership answered by `owner`.
+    pub fn check_headers_with(
+        &self,
+        kind: &ClientKind,
+        headers: &HeaderSet,
+        owner: &dyn Fn(&str, &Address) -> Ownership,
+    ) -> Result<HeaderSenders, Refusal> {
         let ambiguous = |field: Field, a: Ambiguity| Refusal {
             text: format!("{field} header {a}; refusing an ambiguous sender"),
             reason: Reason::AmbiguousHeader(a),
@@ -336,7 +375,7 @@ impl Policy {
         let from = headers.from().map_err(|a| ambiguous(Field::From, a))?;
         let sender = headers.sender().map_err(|a| ambiguous(Field::Sender, a))?;
         let from_permit = match (&from, kind) {
-            (Some(address), _) => self.check_sender(kind, Field::From, address)?,
+            (Some(address), _) => self.check_sender(kind, Field::From, address, owner)?,
             (None, ClientKind::Authenticated { .. }) => {
                 return Err(Refusal {
                     reason: Reason::FromMissing,
@@ -347,7 +386,7 @@ impl Policy {
             (None, _) => Permit::Absent,
         };
         let sender_permit = match &sender {
-            Some(address) => self.check_sender(kind, Field::Sender, address)?,
+            Some(address) => self.check_sender(kind, Field::Sender, address, owner)?,
             None => Permit::Absent,
         };
         Ok(HeaderSenders {
@@ -364,6 +403,7 @@ impl Policy {
         kind: &ClientKind,
         field: Field,
         address: &Address,
+        owner: &dyn Fn(&str, &Address) -> Ownership,
     ) -> Result<Permit, Refusal> {
         let (given, login) = match kind {
             ClientKind::Authenticated { given, login } => (given, login),
@@ -409,7 +449,7 @@ impl Policy {
                 })
             };
         }
-        match self.owners.ownership(login, address, &self.protected) {
+        match owner(login, address) {
             Ownership::NotOwned(_) => Err(Refusal {
                 reason: Reason::SenderNotOwned,
                 field,

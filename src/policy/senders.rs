@@ -1,9 +1,53 @@
-//! Sender ownership: the Postfix `smtpd_sender_login_maps` table and the login rules.
+//! Sender ownership: the Postfix `smtpd_sender_login_maps` table, the login rules, and the
+//! seam every ownership source (the map today, a directory tomorrow) answers through.
 
 use super::address::Address;
 use super::domains::{ProtectedDomains, normalise_domain};
+use crate::BoxFuture;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An ownership source could not answer (a directory unreachable): the message tempfails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ownership source unavailable: {0}")]
+pub struct SourceDown(pub String);
+
+/// Who owns a sender address: the one seam between the sender checks and where ownership
+/// lives. Implement it (and name it in `runtime::assemble`) to add a source.
+pub trait OwnershipSource: Send + Sync {
+    /// Whether `login` (normalised) owns the protected `address`, and why.
+    fn ownership<'a>(
+        &'a self,
+        login: &'a str,
+        address: &'a Address,
+    ) -> BoxFuture<'a, Result<Ownership, SourceDown>>;
+}
+
+/// The sender map with the own-local-part rule and robots, in memory.
+#[derive(Debug, Clone)]
+pub struct MapSource {
+    owners: Owners,
+    protected: ProtectedDomains,
+}
+
+impl MapSource {
+    /// The source answering from `owners` for the `protected` domains.
+    pub fn new(owners: Owners, protected: ProtectedDomains) -> Self {
+        MapSource { owners, protected }
+    }
+}
+
+impl OwnershipSource for MapSource {
+    fn ownership<'a>(
+        &'a self,
+        login: &'a str,
+        address: &'a Address,
+    ) -> BoxFuture<'a, Result<Ownership, SourceDown>> {
+        let answer = self.owners.ownership(login, address, &self.protected);
+        Box::pin(std::future::ready(Ok(answer)))
+    }
+}
 
 /// A syntax error in a sender-login map, with its place.
 #[derive(Debug, thiserror::Error)]
@@ -168,11 +212,12 @@ impl SenderMap {
     }
 }
 
-/// Everything needed to decide whether a login owns an address.
+/// Everything needed to decide whether a login owns an address (cheap to clone: the map
+/// is shared).
 #[derive(Debug, Clone)]
 pub struct Owners {
     /// The sender-login map.
-    pub map: SenderMap,
+    pub map: Arc<SenderMap>,
     /// Whether login `x` owns `x@` each protected apex (unless it is a robot).
     pub own_local_part: bool,
     /// Logins that own only what the map assigns them.

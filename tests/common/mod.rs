@@ -9,15 +9,12 @@ pub mod sendmail;
 pub mod smtp;
 
 use indymilter_test::{MacroStage, SocketInfo, Status, TestConnection};
-use relayguard::config::Config;
-use relayguard::listen::{self, MilterListener};
-use relayguard::service::{ReloadStatus, Service};
+use relayguard::runtime::service::{ReloadStatus, Service};
+use relayguard::runtime::{Options, Running};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
@@ -101,9 +98,7 @@ pub struct Milter {
     pub service: Arc<Service>,
     pub tcp: Option<SocketAddr>,
     pub unix: Option<PathBuf>,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<std::io::Result<()>>>,
-    watcher: Option<JoinHandle<()>>,
+    running: Running,
 }
 
 /// A configuration for tests: the given socket line plus the standard policy.
@@ -137,44 +132,33 @@ impl Milter {
     /// As [`Milter::with_config`], with an injected clock (Unix milliseconds).
     pub async fn with_clock(
         config: impl Fn(&Path) -> String,
-        clock: Option<relayguard::service::Clock>,
+        clock: Option<relayguard::clock::Clock>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("sender_login_maps"), MAP).unwrap();
         let path = dir.path().join("relayguard.toml");
         std::fs::write(&path, config(dir.path())).unwrap();
-        let service = match clock {
-            Some(clock) => Service::with_clock(
-                Config::load_at(&path, clock() / 1000).expect("test config loads"),
-                clock,
-            ),
-            None => Service::new(Config::load(&path).expect("test config loads")),
+        // As `relayguard run` starts, minus the signals and (until asked) the watcher.
+        let options = Options {
+            clock: clock.unwrap_or_else(relayguard::clock::system),
+            watch_files: false,
+            signals: false,
         };
-        let listener: MilterListener = listen::bind(service.milter_config()).await.expect("bind");
-        let tcp = listener.local_addr();
-        let unix = match &service.milter_config().socket {
-            relayguard::config::SocketSpec::Unix(p) => Some(p.clone()),
-            _ => None,
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(relayguard::serve(service.clone(), listener, async move {
-            let _ = rx.await;
-        }));
+        let running = relayguard::runtime::start(&path, options)
+            .await
+            .expect("test config loads and binds");
         Milter {
             dir,
-            service,
-            tcp,
-            unix,
-            shutdown: Some(tx),
-            handle: Some(handle),
-            watcher: None,
+            service: running.service.clone(),
+            tcp: running.local_addr(),
+            unix: running.unix_socket().map(Path::to_path_buf),
+            running,
         }
     }
 
     /// Starts the directory watcher, as `relayguard run` does.
     pub fn watch_files(&mut self) {
-        self.watcher =
-            Some(relayguard::reload::watch_files(self.service.clone()).expect("watcher starts"));
+        self.running.watch_files().expect("watcher starts");
     }
 
     /// Opens a milter connection as an MTA would.
@@ -227,18 +211,14 @@ impl Milter {
 
     /// Signals shutdown without waiting.
     pub fn begin_stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.running.begin_stop();
     }
 
-    /// Waits for `serve` to return.
+    /// Waits for the service to stop.
     pub async fn join(&mut self) -> std::io::Result<()> {
-        let handle = self.handle.take().expect("running");
-        tokio::time::timeout(Duration::from_secs(20), handle)
+        tokio::time::timeout(Duration::from_secs(20), self.running.join())
             .await
             .expect("serve returned")
-            .expect("no panic")
     }
 }
 

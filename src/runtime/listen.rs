@@ -24,6 +24,11 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Removes the socket file if it is still the one we bound.
     pub fn remove(&self) {
         if let Ok(meta) = std::fs::symlink_metadata(&self.path)

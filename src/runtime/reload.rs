@@ -8,7 +8,7 @@
 //! reads cannot trigger another one. A change event reloads only when the files' content,
 //! mode or owner differ from what the last reload read.
 
-use crate::service::Service;
+use super::service::Service;
 use notify::RecursiveMode;
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};

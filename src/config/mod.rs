@@ -1,0 +1,350 @@
+//! Configuration: `relayguard.toml` parsed and validated, and nothing else.
+//!
+//! Pure: it reads no file (the runtime hands it the text) and names the other files (sender
+//! map, selector schedule, keys) without opening them; `runtime::assemble` reads those.
+//! Every error names the file, the line and the key. [`raw`] is the schema, [`sections`]
+//! turns each section into settings.
+
+mod raw;
+mod sections;
+
+use crate::audit::writer::AuditConfig;
+use crate::dkim::signer::SigningConfig;
+use crate::limits::LimitsPolicy;
+use crate::limits::store::StoreSettings;
+use crate::policy::Policy;
+use crate::tomlfile::{self, FileError, Place};
+use raw::RawConfig;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error: the file, the line, the key and what is wrong.
+pub type ConfigError = FileError;
+
+/// Where the milter listens, in OpenDKIM's spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// `unix:/path` (or `local:/path`).
+    Unix(PathBuf),
+    /// `inet:PORT@HOST` or `inet6:PORT@HOST`.
+    Inet(SocketAddr),
+}
+
+impl SocketSpec {
+    /// Parses `unix:/path`, `local:/path`, `inet:PORT@HOST`, `inet:PORT` (all interfaces), `inet6:PORT@HOST`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        if let Some(path) = spec
+            .strip_prefix("unix:")
+            .or_else(|| spec.strip_prefix("local:"))
+        {
+            if !path.starts_with('/') {
+                return Err(format!("unix socket path `{path}` must be absolute"));
+            }
+            return Ok(SocketSpec::Unix(PathBuf::from(path)));
+        }
+        let (v6, rest) = if let Some(rest) = spec.strip_prefix("inet6:") {
+            (true, rest)
+        } else if let Some(rest) = spec.strip_prefix("inet:") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "`{spec}` is not unix:/path, inet:PORT@HOST or inet6:PORT@HOST"
+            ));
+        };
+        let (port, host) = rest
+            .split_once('@')
+            .unwrap_or((rest, if v6 { "::" } else { "0.0.0.0" }));
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{port}` is not a port number"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip: IpAddr = match host {
+            "localhost" if v6 => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            "localhost" => IpAddr::from([127, 0, 0, 1]),
+            _ => host
+                .parse()
+                .map_err(|_| format!("`{host}` is not an IP address"))?,
+        };
+        if v6 != ip.is_ipv6() {
+            return Err(format!(
+                "`{host}` does not match the {} family",
+                if v6 { "inet6" } else { "inet" }
+            ));
+        }
+        Ok(SocketSpec::Inet(SocketAddr::new(ip, port)))
+    }
+}
+
+/// Settings of the listening socket; they apply at start only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MilterConfig {
+    /// Where to listen.
+    pub socket: SocketSpec,
+    /// Permission bits of a unix socket.
+    pub socket_mode: u32,
+    /// Owner (user name) of a unix socket.
+    pub socket_owner: Option<String>,
+    /// Group (name) of a unix socket.
+    pub socket_group: Option<String>,
+    /// Maximum concurrent MTA connections.
+    pub max_connections: usize,
+    /// How long a shutdown waits for messages in flight.
+    pub shutdown_timeout: Duration,
+    /// How long a connection may wait for the MTA's next command before it is closed.
+    pub idle_timeout: Duration,
+}
+
+/// `[dkim]`: where the schedule and keys are, and how to sign.
+#[derive(Debug, Clone)]
+pub struct DkimSettings {
+    /// selectors.toml.
+    pub selectors: PathBuf,
+    /// The keys directory.
+    pub keys_dir: PathBuf,
+    /// `check-config` warns when a selector activates sooner than this after publish.
+    pub min_publish_lead: i64,
+    /// Signing settings.
+    pub signing: SigningConfig,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Listening socket settings.
+    pub milter: MilterConfig,
+    /// The sender-login map file, if any, and the line of `relayguard.toml` naming it.
+    pub login_map: Option<(PathBuf, usize)>,
+    /// The sender policy as `relayguard.toml` gives it: its sender map is empty until
+    /// `runtime::assemble` reads `login_map` into it.
+    pub policy: Policy,
+    /// Signing, when `[dkim]` is configured.
+    pub dkim: Option<DkimSettings>,
+    /// The audit log settings, when auditing is configured.
+    pub audit: Option<AuditConfig>,
+    /// Where the metrics endpoint listens, when configured.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The sending limits, when configured.
+    pub limits: Option<LimitsPolicy>,
+    /// Where counters and locks live (applies at start only).
+    pub limit_store: Option<StoreSettings>,
+}
+
+impl Config {
+    /// Validates configuration text; `path` locates errors and relative file names.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        // An empty file is what a non-atomic write leaves for a moment: never read it as
+        // "all defaults", which would turn signing and limits off.
+        let no_settings = text
+            .lines()
+            .map(str::trim)
+            .all(|l| l.is_empty() || l.starts_with('#'));
+        if no_settings {
+            return Err(ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: 1,
+                message: "the file has no settings (empty or truncated); refusing to run on built-in defaults".into(),
+            });
+        }
+        let raw: RawConfig = tomlfile::parse(path, text)?;
+        let p = Place { path, text };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let (policy, login_map) = sections::policy(&raw, p, base)?;
+        let dkim = raw
+            .dkim
+            .as_ref()
+            .map(|d| sections::dkim(d, p, base))
+            .transpose()?;
+        let audit = raw
+            .audit
+            .as_ref()
+            .map(|a| sections::audit(a, p, base))
+            .transpose()?;
+        let metrics_listen = raw
+            .metrics
+            .as_ref()
+            .map(|m| sections::metrics(m, p))
+            .transpose()?;
+        let (limits, limit_store) = match &raw.limits {
+            Some(l) => {
+                let (limits, store) = sections::limits(l, p, base, &policy.logins)?;
+                (Some(limits), Some(store))
+            }
+            None => (None, None),
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            milter: sections::milter(raw.milter, p)?,
+            login_map,
+            policy,
+            dkim,
+            audit,
+            metrics_listen,
+            limits,
+            limit_store,
+        })
+    }
+
+    /// Files whose change triggers a reload.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::iter::once(self.path.clone())
+            .chain(self.login_map.as_ref().map(|(file, _)| file.clone()))
+            .collect();
+        if let Some(d) = &self.dkim {
+            files.push(d.selectors.clone());
+        }
+        files
+    }
+
+    /// Directories where any change triggers a reload (the keys directory).
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        self.dkim.iter().map(|d| d.keys_dir.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/relayguard/relayguard.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_is_an_error_and_a_near_empty_one_gives_defaults() {
+        for empty in ["", "\n\n", "# only a comment\n"] {
+            let e = parse(empty).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "/etc/relayguard/relayguard.toml:1: the file has no settings (empty or truncated); refusing to run on built-in defaults"
+            );
+        }
+        let c = parse("[senders]\n").unwrap();
+        assert_eq!(
+            c.milter.socket,
+            SocketSpec::Inet("127.0.0.1:8891".parse().unwrap())
+        );
+        assert_eq!(c.policy.protected.apexes(), ["tugraz.at", "tu-graz.ac.at"]);
+        assert!(!c.policy.allow_foreign_senders);
+    }
+
+    #[test]
+    fn socket_spellings() {
+        assert_eq!(
+            SocketSpec::parse("unix:/run/rg.sock"),
+            Ok(SocketSpec::Unix("/run/rg.sock".into()))
+        );
+        assert_eq!(
+            SocketSpec::parse("local:/run/rg.sock"),
+            Ok(SocketSpec::Unix("/run/rg.sock".into()))
+        );
+        assert_eq!(
+            SocketSpec::parse("inet:8891@127.0.0.1"),
+            Ok(SocketSpec::Inet("127.0.0.1:8891".parse().unwrap()))
+        );
+        assert_eq!(
+            SocketSpec::parse("inet6:8891@[::1]"),
+            Ok(SocketSpec::Inet("[::1]:8891".parse().unwrap()))
+        );
+        assert_eq!(
+            SocketSpec::parse("inet:8891"),
+            Ok(SocketSpec::Inet("0.0.0.0:8891".parse().unwrap()))
+        );
+        assert!(SocketSpec::parse("inet:x@1.2.3.4").is_err());
+        assert!(SocketSpec::parse("inet6:1@127.0.0.1").is_err());
+        assert!(SocketSpec::parse("unix:rel.sock").is_err());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = parse("[clients]\n\ninternal_networks = [\"10.0.0.0/8\",\n  \"129.27.0.0/33\"]\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/relayguard/relayguard.toml:4: key `clients.internal_networks`: `129.27.0.0/33` is not a CIDR network"
+        );
+        let e = parse("[milter]\nsocket_mode = \"0999\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/etc/relayguard/relayguard.toml:2: key `milter.socket_mode`"),
+            "{e}"
+        );
+        let e = parse("[domains]\nprotected = [\"tugraz.at\", \"bad..at\"]\n").unwrap_err();
+        assert!(e.to_string().contains(":2: key `domains.protected`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_and_tables_are_named_with_their_table_and_first_line() {
+        let e = parse(
+            "[milter]\nsocket = \"inet:1@127.0.0.1\"\nmax_connections = 5\n\nmax_connections = 6\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/relayguard/relayguard.toml:5: duplicate key `max_connections` in `[milter]` (first at line 3)"
+        );
+        let e = parse("[senders]\nown_local_part = true\n[clients]\n[senders]\nrobots = []\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/relayguard/relayguard.toml:4: duplicate table `[senders]` (first at line 1)"
+        );
+    }
+
+    #[test]
+    fn numbers_outside_their_documented_range_are_refused() {
+        for (text, expected) in [
+            (
+                "[milter]\nmax_connections = 18446744073709551615\n",
+                ":2: key `milter.max_connections`: 18446744073709551615 is out of range: 1..=65536",
+            ),
+            (
+                "[milter]\nmax_connections = 0\n",
+                ":2: key `milter.max_connections`: 0 is out of range: 1..=65536",
+            ),
+            (
+                "[milter]\nidle_timeout_secs = 0\n",
+                ":2: key `milter.idle_timeout_secs`: 0 is out of range: 1..=7200",
+            ),
+            (
+                "[limits]\n[limits.lock]\nownership_window_minutes = 18446744073709551615\n",
+                ":3: key `limits.lock.ownership_window_minutes`: 18446744073709551615 is out of range: 1..=10080",
+            ),
+            (
+                "[limits]\n[limits.external]\nmessages_per_hour = 0\n",
+                ":3: key `limits.external.messages_per_hour`: 0 is out of range: 1..=3600000",
+            ),
+            (
+                "[limits]\n[limits.login.alice]\nrecipients_per_message = 100001\n",
+                ":3: key `limits.login.alice.recipients_per_message`: 100001 is out of range: 1..=100000",
+            ),
+            (
+                "[limits]\n[[limits.class]]\nname = \"eas\"\nconnections_per_second = 1001\n",
+                ":4: key `limits.class.connections_per_second`: 1001 is out of range: 1..=1000",
+            ),
+            (
+                "[limits]\nstore = \"redis\"\n[limits.redis]\ntimeout_ms = 0\n",
+                ":4: key `limits.redis.timeout_ms`: 0 is out of range: 1..=60000",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.ends_with(expected), "{text}: {e}");
+        }
+        let e = parse("[milter]\nmax_connections = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line() {
+        let e = parse("[senders]\nown_local_part = true\nallow_forein = true\n").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("/etc/relayguard/relayguard.toml:3: unknown field `allow_forein`"),
+            "{text}"
+        );
+    }
+}

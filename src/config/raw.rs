@@ -1,0 +1,224 @@
+//! The schema of `relayguard.toml` as serde reads it (unknown keys are errors), and the
+//! documented range of every number.
+
+use crate::limits::ClassLimits;
+use crate::tomlfile::{FileError, Place};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) milter: RawMilter,
+    #[serde(default)]
+    pub(super) domains: RawDomains,
+    #[serde(default)]
+    pub(super) senders: RawSenders,
+    #[serde(default)]
+    pub(super) clients: RawClients,
+    pub(super) dkim: Option<RawDkim>,
+    pub(super) audit: Option<RawAudit>,
+    pub(super) metrics: Option<RawMetrics>,
+    pub(super) limits: Option<RawLimits>,
+}
+
+/// A numeric setting as written, with its place for errors.
+pub(super) type Number = Option<Spanned<u64>>;
+
+/// The documented range of every numeric setting (README, relayguard.toml(5)); values
+/// outside are errors, so no setting can overflow arithmetic or a runtime structure.
+pub(super) mod range {
+    use std::ops::RangeInclusive;
+    pub const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=65_536;
+    pub const SHUTDOWN_TIMEOUT_SECS: RangeInclusive<u64> = 0..=3_600;
+    pub const IDLE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=7_200;
+    pub const EXPIRY_DAYS: RangeInclusive<u64> = 0..=3_650;
+    pub const MIN_PUBLISH_LEAD_HOURS: RangeInclusive<u64> = 0..=8_760;
+    pub const REDIS_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+    pub const LOCK_COUNT: RangeInclusive<u64> = 1..=1_000_000;
+    pub const OWNERSHIP_WINDOW_MINUTES: RangeInclusive<u64> = 1..=10_080;
+    pub const CONNECTIONS_PER_SECOND: RangeInclusive<u64> = 1..=1_000;
+    pub const MESSAGES_PER_CONNECTION: RangeInclusive<u64> = 1..=1_000_000;
+    pub const MESSAGES_PER_HOUR: RangeInclusive<u64> = 1..=3_600_000;
+    pub const RECIPIENTS_PER_MESSAGE: RangeInclusive<u64> = 1..=100_000;
+    pub const AUTHENTICATIONS_PER_WINDOW: RangeInclusive<u64> = 1..=1_000_000;
+    pub const OWN_NAME_PARENTS: RangeInclusive<u64> = 0..=5;
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClassLimits {
+    pub(super) connections_per_second: Number,
+    pub(super) messages_per_connection: Number,
+    pub(super) messages_per_hour: Number,
+    pub(super) recipients_per_message: Number,
+    pub(super) authentications_per_window: Number,
+}
+
+impl RawClassLimits {
+    /// The limits, each checked against its range; `table` names the section in errors.
+    pub(super) fn limits(&self, p: Place, table: &str) -> Result<ClassLimits, FileError> {
+        let n =
+            |value: &Number, key: &str, range| p.number(value, &format!("{table}.{key}"), range);
+        Ok(ClassLimits {
+            connections_per_second: n(
+                &self.connections_per_second,
+                "connections_per_second",
+                range::CONNECTIONS_PER_SECOND,
+            )?,
+            messages_per_connection: n(
+                &self.messages_per_connection,
+                "messages_per_connection",
+                range::MESSAGES_PER_CONNECTION,
+            )?,
+            messages_per_hour: n(
+                &self.messages_per_hour,
+                "messages_per_hour",
+                range::MESSAGES_PER_HOUR,
+            )?,
+            recipients_per_message: n(
+                &self.recipients_per_message,
+                "recipients_per_message",
+                range::RECIPIENTS_PER_MESSAGE,
+            )?,
+            authentications_per_window: n(
+                &self.authentications_per_window,
+                "authentications_per_window",
+                range::AUTHENTICATIONS_PER_WINDOW,
+            )?,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClassRule {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) daemon_names: Vec<String>,
+    #[serde(default)]
+    pub(super) logins: Vec<String>,
+    pub(super) connections_per_second: Number,
+    pub(super) messages_per_connection: Number,
+    pub(super) messages_per_hour: Number,
+    pub(super) recipients_per_message: Number,
+    pub(super) authentications_per_window: Number,
+}
+
+impl RawClassRule {
+    pub(super) fn limits(&self, p: Place) -> Result<ClassLimits, FileError> {
+        RawClassLimits {
+            connections_per_second: self.connections_per_second.clone(),
+            messages_per_connection: self.messages_per_connection.clone(),
+            messages_per_hour: self.messages_per_hour.clone(),
+            recipients_per_message: self.recipients_per_message.clone(),
+            authentications_per_window: self.authentications_per_window.clone(),
+        }
+        .limits(p, "limits.class")
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedis {
+    pub(super) url: Option<String>,
+    pub(super) prefix: Option<String>,
+    pub(super) timeout_ms: Number,
+    pub(super) on_failure: Option<Spanned<String>>,
+    pub(super) sentinels: Option<Vec<Spanned<String>>>,
+    pub(super) master_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLock {
+    pub(super) ownership_refusals: Number,
+    pub(super) ownership_window_minutes: Number,
+    pub(super) limit_hits_per_day: Number,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) store: Option<Spanned<String>>,
+    pub(super) timezone: Option<Spanned<String>>,
+    pub(super) auth_window: Option<Spanned<String>>,
+    pub(super) contact: Option<String>,
+    pub(super) lock_file: Option<String>,
+    pub(super) redis: Option<RawRedis>,
+    pub(super) internal: Option<RawClassLimits>,
+    pub(super) external: Option<RawClassLimits>,
+    #[serde(default)]
+    pub(super) class: Vec<RawClassRule>,
+    #[serde(default)]
+    pub(super) login: std::collections::BTreeMap<String, RawClassLimits>,
+    pub(super) lock: Option<RawLock>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub(super) file: Option<String>,
+    pub(super) fsync: Option<Spanned<String>>,
+    pub(super) on_error: Option<Spanned<String>>,
+    pub(super) full_recipients: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDkim {
+    pub(super) selectors: Option<String>,
+    pub(super) keys_dir: Option<String>,
+    pub(super) headers: Option<Vec<String>>,
+    pub(super) oversign: Option<Vec<String>>,
+    pub(super) expiry_days: Number,
+    pub(super) without_key: Option<Spanned<String>>,
+    pub(super) allow_unsafe_key_permissions: Option<bool>,
+    pub(super) min_publish_lead_hours: Number,
+    pub(super) signing_domains: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMilter {
+    pub(super) socket: Option<Spanned<String>>,
+    pub(super) socket_mode: Option<Spanned<String>>,
+    pub(super) socket_owner: Option<String>,
+    pub(super) socket_group: Option<String>,
+    pub(super) max_connections: Number,
+    pub(super) shutdown_timeout_secs: Number,
+    pub(super) idle_timeout_secs: Number,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDomains {
+    pub(super) protected: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSenders {
+    pub(super) login_map: Option<Spanned<String>>,
+    pub(super) own_local_part: Option<bool>,
+    pub(super) robots: Option<Vec<String>>,
+    pub(super) realms: Option<Vec<Spanned<String>>>,
+    pub(super) allow_foreign: Option<bool>,
+    pub(super) recipient_delimiter: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClients {
+    pub(super) internal_networks: Option<Vec<Spanned<String>>>,
+    pub(super) require_name: Option<Spanned<String>>,
+    pub(super) own_name_parents: Number,
+    pub(super) status_senders: Option<Vec<Spanned<String>>>,
+}

@@ -1,0 +1,515 @@
+//! Each section of `relayguard.toml`, from its raw form to validated settings.
+
+use super::raw::{
+    Number, RawAudit, RawClassLimits, RawClients, RawConfig, RawDkim, RawLimits, RawMetrics,
+    RawMilter, range,
+};
+use super::{DkimSettings, MilterConfig, SocketSpec};
+use crate::audit::writer::{AuditConfig, Destination, Fsync, OnError};
+use crate::dkim::signer::{DEFAULT_HEADERS, DEFAULT_OVERSIGNED, SigningConfig, WithoutKey};
+use crate::limits::rate::Window;
+use crate::limits::store::{OnFailure, RedisConfig, StoreSettings};
+use crate::limits::{ClassRule, LimitsPolicy, LockRules};
+use crate::policy::Policy;
+use crate::policy::address::Address;
+use crate::policy::domains::{ProtectedDomains, normalise_domain};
+use crate::policy::hosts::{RequireName, ServerSenders};
+use crate::policy::senders::{LoginRules, Owners};
+use crate::tomlfile::{FileError, Place, line_of};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// `[milter]`.
+pub(super) fn milter(m: RawMilter, p: Place) -> Result<MilterConfig, FileError> {
+    let socket = match &m.socket {
+        Some(s) => {
+            SocketSpec::parse(s.get_ref()).map_err(|r| p.invalid(s.span(), "milter.socket", r))?
+        }
+        None => SocketSpec::Inet(SocketAddr::from(([127, 0, 0, 1], 8891))),
+    };
+    let socket_mode = match &m.socket_mode {
+        Some(mode) => u32::from_str_radix(mode.get_ref(), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                p.invalid(
+                    mode.span(),
+                    "milter.socket_mode",
+                    format!("`{}` is not an octal mode such as \"0660\"", mode.get_ref()),
+                )
+            })?,
+        None => 0o660,
+    };
+    let secs = |value: &Number, key, range, default| -> Result<Duration, FileError> {
+        Ok(Duration::from_secs(
+            p.number(value, key, range)?.unwrap_or(default),
+        ))
+    };
+    Ok(MilterConfig {
+        socket,
+        socket_mode,
+        max_connections: p
+            .number(
+                &m.max_connections,
+                "milter.max_connections",
+                range::MAX_CONNECTIONS,
+            )?
+            .unwrap_or(256) as usize,
+        shutdown_timeout: secs(
+            &m.shutdown_timeout_secs,
+            "milter.shutdown_timeout_secs",
+            range::SHUTDOWN_TIMEOUT_SECS,
+            30,
+        )?,
+        idle_timeout: secs(
+            &m.idle_timeout_secs,
+            "milter.idle_timeout_secs",
+            range::IDLE_TIMEOUT_SECS,
+            600,
+        )?,
+        socket_owner: m.socket_owner,
+        socket_group: m.socket_group,
+    })
+}
+
+fn domains(list: &[Spanned<String>], key: &str, p: Place) -> Result<Vec<String>, FileError> {
+    list.iter()
+        .map(|d| normalise_domain(d.get_ref()).map_err(|e| p.invalid(d.span(), key, e.to_string())))
+        .collect()
+}
+
+/// `[domains]`, `[senders]` and `[clients]`: the sender policy (its map empty: the runtime
+/// reads the file), and the sender map's file and the line naming it.
+pub(super) fn policy(
+    raw: &RawConfig,
+    p: Place,
+    base: &Path,
+) -> Result<(Policy, Option<(PathBuf, usize)>), FileError> {
+    let protected = match &raw.domains.protected {
+        Some(list) if list.get_ref().is_empty() => {
+            return Err(p.invalid(
+                list.span(),
+                "domains.protected",
+                "at least one protected domain is needed".into(),
+            ));
+        }
+        Some(list) => domains(list.get_ref(), "domains.protected", p)?,
+        None => vec!["tugraz.at".into(), "tu-graz.ac.at".into()],
+    };
+    let senders = &raw.senders;
+    let realms = match &senders.realms {
+        Some(list) => domains(list, "senders.realms", p)?,
+        None => protected.clone(),
+    };
+    let logins = LoginRules::new(realms);
+    let delimiter = match &senders.recipient_delimiter {
+        Some(d) => {
+            let mut chars = d.get_ref().chars();
+            match (chars.next(), chars.next()) {
+                (None, _) => None,
+                (Some(c), None) if !c.is_alphanumeric() && c != '@' && !c.is_whitespace() => {
+                    Some(c)
+                }
+                _ => {
+                    return Err(p.invalid(
+                        d.span(),
+                        "senders.recipient_delimiter",
+                        "must be one punctuation character or empty".into(),
+                    ));
+                }
+            }
+        }
+        None => Some('+'),
+    };
+    let login_map = senders
+        .login_map
+        .as_ref()
+        .map(|m| (base.join(m.get_ref()), line_of(p.text, m.span().start)));
+    let owners = Owners {
+        map: Default::default(),
+        own_local_part: senders.own_local_part.unwrap_or(true),
+        robots: senders
+            .robots
+            .iter()
+            .flatten()
+            .map(|r| logins.normalise(r))
+            .collect(),
+        delimiter,
+    };
+    let policy = Policy {
+        servers: servers(&raw.clients, p)?,
+        protected: ProtectedDomains::new(protected),
+        internal_networks: internal_networks(&raw.clients, p)?,
+        owners,
+        logins,
+        allow_foreign_senders: senders.allow_foreign.unwrap_or(false),
+    };
+    Ok((policy, login_map))
+}
+
+fn internal_networks(clients: &RawClients, p: Place) -> Result<Vec<IpNet>, FileError> {
+    clients
+        .internal_networks
+        .iter()
+        .flatten()
+        .map(|n| {
+            let s = n.get_ref();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    p.invalid(
+                        n.span(),
+                        "clients.internal_networks",
+                        format!("`{s}` is not a CIDR network"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// What unauthenticated internal servers need and may use.
+fn servers(clients: &RawClients, p: Place) -> Result<ServerSenders, FileError> {
+    let mut servers = ServerSenders {
+        require_name: p.choose(
+            clients.require_name.as_ref(),
+            "clients.require_name",
+            &[
+                ("verified", RequireName::Verified),
+                ("reverse", RequireName::Reverse),
+                ("none", RequireName::None),
+            ],
+        )?,
+        parents: p
+            .number(
+                &clients.own_name_parents,
+                "clients.own_name_parents",
+                range::OWN_NAME_PARENTS,
+            )?
+            .unwrap_or(0) as u8,
+        ..Default::default()
+    };
+    for entry in clients.status_senders.iter().flatten() {
+        let bad = |e: String| p.invalid(entry.span(), "clients.status_senders", e);
+        match entry.get_ref().strip_prefix('@') {
+            Some(domain) => servers.status_domains.push(
+                normalise_domain(domain).map_err(|e| bad(format!("`{}`: {e}", entry.get_ref())))?,
+            ),
+            None => servers.status_addresses.push(
+                Address::parse_addr_spec(entry.get_ref())
+                    .ok()
+                    .filter(|a| a.domain().is_some())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "`{}` is neither `user@domain` nor `@domain`",
+                            entry.get_ref()
+                        ))
+                    })?
+                    .canonical(),
+            ),
+        }
+    }
+    Ok(servers)
+}
+
+/// `[dkim]`: where the schedule and keys are, and how to sign.
+pub(super) fn dkim(d: &RawDkim, p: Place, base: &Path) -> Result<DkimSettings, FileError> {
+    let lower = |v: &Vec<String>| {
+        v.iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let headers = d
+        .headers
+        .as_ref()
+        .map(lower)
+        .unwrap_or_else(|| DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect());
+    let oversign = d
+        .oversign
+        .as_ref()
+        .map(lower)
+        .unwrap_or_else(|| DEFAULT_OVERSIGNED.iter().map(|h| h.to_string()).collect());
+    for name in headers.iter().chain(&oversign) {
+        // mail-auth folds an h= entry of 74+ characters into a signature that fails to verify.
+        if name.is_empty()
+            || name.len() >= 70
+            || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        {
+            return Err(FileError::Invalid {
+                path: p.path.to_path_buf(),
+                line: p
+                    .text
+                    .find(name.as_str())
+                    .map(|o| line_of(p.text, o))
+                    .unwrap_or(1),
+                key: "dkim.headers".into(),
+                reason: format!(
+                    "`{name}` is not a header field name of 1 to 69 printable characters"
+                ),
+            });
+        }
+    }
+    let without_key = p.choose(
+        d.without_key.as_ref(),
+        "dkim.without_key",
+        &[
+            ("tempfail", WithoutKey::Tempfail),
+            ("accept", WithoutKey::AcceptUnsigned),
+        ],
+    )?;
+    let mut signing_domains = Vec::new();
+    for (from, d) in d.signing_domains.iter().flatten() {
+        let from = normalise_domain(from)
+            .map_err(|e| p.invalid(d.span(), "dkim.signing_domains", e.to_string()))?;
+        let dn = normalise_domain(d.get_ref())
+            .map_err(|e| p.invalid(d.span(), "dkim.signing_domains", e.to_string()))?;
+        if !(from == dn || from.ends_with(&format!(".{dn}"))) {
+            return Err(p.invalid(
+                d.span(),
+                "dkim.signing_domains",
+                format!("d={dn} does not align with {from}: it must be {from} or a parent of it"),
+            ));
+        }
+        signing_domains.push((from, dn));
+    }
+    let signing = SigningConfig {
+        headers,
+        oversign,
+        expiry: p
+            .number(&d.expiry_days, "dkim.expiry_days", range::EXPIRY_DAYS)?
+            .filter(|&x| x > 0)
+            .map(|x| x * 86_400),
+        signing_domains,
+        without_key,
+        require_safe_keys: !d.allow_unsafe_key_permissions.unwrap_or(false),
+    };
+    Ok(DkimSettings {
+        signing,
+        selectors: base.join(d.selectors.as_deref().unwrap_or("selectors.toml")),
+        keys_dir: base.join(d.keys_dir.as_deref().unwrap_or("keys")),
+        min_publish_lead: p
+            .number(
+                &d.min_publish_lead_hours,
+                "dkim.min_publish_lead_hours",
+                range::MIN_PUBLISH_LEAD_HOURS,
+            )?
+            .unwrap_or(48) as i64
+            * 3600,
+    })
+}
+
+/// `[audit]`.
+pub(super) fn audit(a: &RawAudit, p: Place, base: &Path) -> Result<AuditConfig, FileError> {
+    let fsync = p.choose(
+        a.fsync.as_ref(),
+        "audit.fsync",
+        &[
+            ("none", Fsync::Never),
+            ("always", Fsync::Always),
+            ("periodic", Fsync::Periodic),
+        ],
+    )?;
+    let on_error = p.choose(
+        a.on_error.as_ref(),
+        "audit.on_error",
+        &[
+            ("tempfail", OnError::Tempfail),
+            ("continue", OnError::Continue),
+        ],
+    )?;
+    let destination = match a.file.as_deref() {
+        None | Some("-") => Destination::Stdout,
+        Some(f) => Destination::File(base.join(f)),
+    };
+    Ok(AuditConfig {
+        destination,
+        fsync,
+        on_error,
+        full_recipients: a.full_recipients.unwrap_or(false),
+    })
+}
+
+/// `[metrics]`: where the endpoint listens.
+pub(super) fn metrics(m: &RawMetrics, p: Place) -> Result<SocketAddr, FileError> {
+    match &m.listen {
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], 9891))),
+        Some(l) => l.get_ref().parse().map_err(|_| {
+            p.invalid(
+                l.span(),
+                "metrics.listen",
+                format!("`{}` is not an address such as 127.0.0.1:9891", l.get_ref()),
+            )
+        }),
+    }
+}
+
+/// `[limits]`: the limits (logins normalised by `logins`) and where counters live.
+pub(super) fn limits(
+    l: &RawLimits,
+    p: Place,
+    base: &Path,
+    logins: &LoginRules,
+) -> Result<(LimitsPolicy, StoreSettings), FileError> {
+    let tz = match &l.timezone {
+        None => jiff::tz::TimeZone::system(),
+        Some(t) => jiff::tz::TimeZone::get(t.get_ref())
+            .map_err(|e| p.invalid(t.span(), "limits.timezone", e.to_string()))?,
+    };
+    let auth_window = match &l.auth_window {
+        None => Window::parse("18:00-06:00", tz).expect("valid default"),
+        Some(w) => Window::parse(w.get_ref(), tz)
+            .map_err(|e| p.invalid(w.span(), "limits.auth_window", e))?,
+    };
+    let lock = match &l.lock {
+        None => LockRules::default(),
+        Some(k) => LockRules {
+            ownership_refusals: p.number(
+                &k.ownership_refusals,
+                "limits.lock.ownership_refusals",
+                range::LOCK_COUNT,
+            )?,
+            ownership_window_ms: p
+                .number(
+                    &k.ownership_window_minutes,
+                    "limits.lock.ownership_window_minutes",
+                    range::OWNERSHIP_WINDOW_MINUTES,
+                )?
+                .unwrap_or(10) as i64
+                * 60_000,
+            limit_hits_per_day: p.number(
+                &k.limit_hits_per_day,
+                "limits.lock.limit_hits_per_day",
+                range::LOCK_COUNT,
+            )?,
+        },
+    };
+    let class_limits = |raw: &Option<RawClassLimits>, table: &str| {
+        raw.as_ref()
+            .map(|r| r.limits(p, table))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    let mut classes = Vec::new();
+    for c in &l.class {
+        classes.push(ClassRule {
+            name: c.name.clone(),
+            daemon_names: c.daemon_names.clone(),
+            logins: c.logins.iter().map(|x| logins.normalise(x)).collect(),
+            limits: c.limits(p)?,
+        });
+    }
+    let mut overrides = std::collections::BTreeMap::new();
+    for (login, raw) in &l.login {
+        overrides.insert(
+            logins.normalise(login),
+            raw.limits(p, &format!("limits.login.{login}"))?,
+        );
+    }
+    let policy = LimitsPolicy {
+        internal: class_limits(&l.internal, "limits.internal")?,
+        external: class_limits(&l.external, "limits.external")?,
+        classes,
+        overrides,
+        auth_window,
+        lock,
+        contact: l
+            .contact
+            .clone()
+            .unwrap_or_else(|| "your mail administrators".into()),
+    };
+    let redis = match l.store.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("memory", _)) => None,
+        Some(("redis", _)) => Some(redis(l, p)?),
+        Some((other, span)) => {
+            return Err(p.invalid(
+                span,
+                "limits.store",
+                format!("`{other}` is not \"memory\" or \"redis\""),
+            ));
+        }
+    };
+    let store = StoreSettings {
+        redis,
+        lock_file: base.join(l.lock_file.as_deref().unwrap_or("locks.json")),
+    };
+    Ok((policy, store))
+}
+
+/// `[limits.redis]`.
+fn redis(l: &RawLimits, p: Place) -> Result<RedisConfig, FileError> {
+    let r = l.redis.as_ref();
+    let on_failure = p.choose(
+        r.and_then(|r| r.on_failure.as_ref()),
+        "limits.redis.on_failure",
+        &[
+            ("fail_open", OnFailure::FailOpen),
+            ("fail_closed", OnFailure::FailClosed),
+        ],
+    )?;
+    let sentinels: Vec<String> = r
+        .and_then(|r| r.sentinels.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            use redis::IntoConnectionInfo;
+            let url = s.get_ref();
+            let url = if url.contains("://") {
+                url.clone()
+            } else {
+                format!("redis://{url}")
+            };
+            match url.as_str().into_connection_info() {
+                Ok(_) => Ok(url),
+                Err(e) => Err(p.invalid(
+                    s.span(),
+                    "limits.redis.sentinels",
+                    format!("`{}` is not a sentinel address: {e}", s.get_ref()),
+                )),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let master_name = match r.and_then(|r| r.master_name.as_ref()) {
+        Some(name) if name.get_ref().trim().is_empty() => {
+            return Err(p.invalid(
+                name.span(),
+                "limits.redis.master_name",
+                "must not be empty".into(),
+            ));
+        }
+        Some(name) => name.get_ref().clone(),
+        None if !sentinels.is_empty() => {
+            return Err(p.invalid(
+                r.and_then(|r| r.sentinels.as_ref())
+                    .and_then(|s| s.first())
+                    .map(|s| s.span())
+                    .unwrap_or(0..0),
+                "limits.redis.master_name",
+                "is needed with sentinels: the name the sentinels monitor".into(),
+            ));
+        }
+        None => String::new(),
+    };
+    let timeout_ms = match r {
+        Some(r) => p.number(
+            &r.timeout_ms,
+            "limits.redis.timeout_ms",
+            range::REDIS_TIMEOUT_MS,
+        )?,
+        None => None,
+    };
+    Ok(RedisConfig {
+        url: r
+            .and_then(|r| r.url.clone())
+            .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into()),
+        prefix: r
+            .and_then(|r| r.prefix.clone())
+            .unwrap_or_else(|| "relayguard:".into()),
+        timeout: Duration::from_millis(timeout_ms.unwrap_or(50)),
+        on_failure,
+        sentinels,
+        master_name,
+    })
+}

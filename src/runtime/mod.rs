@@ -1,0 +1,346 @@
+//! The runtime: assembles the service from its files and runs it. [`start`] owns the milter
+//! socket, the metrics server, the audit fsync timer, the file watcher and the signals, and
+//! feeds SIGHUP and file changes into the one reload path; [`run`] is `relayguard run`.
+
+pub mod assemble;
+pub mod listen;
+pub mod preflight;
+pub mod reload;
+pub mod service;
+
+use crate::clock::Clock;
+use crate::metrics;
+use listen::MilterListener;
+use service::Service;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+/// How to start the service.
+pub struct Options {
+    /// The clock (tests pin it).
+    pub clock: Clock,
+    /// Reload when the configuration's files change.
+    pub watch_files: bool,
+    /// Handle SIGHUP, SIGUSR1, SIGTERM and SIGINT (the binary does; tests stop by hand).
+    pub signals: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: crate::clock::system(),
+            watch_files: true,
+            signals: true,
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration or a file it names.
+    #[error(transparent)]
+    Load(#[from] assemble::LoadError),
+    /// The milter socket.
+    #[error("cannot listen on {socket}: {source}")]
+    Listen {
+        /// The socket as configured.
+        socket: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The metrics endpoint.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The signal handlers.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+/// A started service.
+pub struct Running {
+    /// The service.
+    pub service: Arc<Service>,
+    local_addr: Option<SocketAddr>,
+    unix_socket: Option<PathBuf>,
+    metrics_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    server: Option<JoinHandle<io::Result<()>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The milter's TCP address, when it listens on TCP.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The milter's unix socket, when it listens on one.
+    pub fn unix_socket(&self) -> Option<&Path> {
+        self.unix_socket.as_deref()
+    }
+
+    /// The metrics endpoint's address, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Starts reloading on file changes (when not started with [`Options::watch_files`]).
+    pub fn watch_files(&mut self) -> notify::Result<()> {
+        self.tasks.push(reload::watch_files(self.service.clone())?);
+        Ok(())
+    }
+
+    /// Begins the shutdown, as SIGTERM does.
+    pub fn begin_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until the service has stopped (after a shutdown began).
+    pub async fn join(&mut self) -> io::Result<()> {
+        let result = match self.server.take() {
+            Some(server) => server
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e.to_string()))),
+            None => Ok(()),
+        };
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        if let Some(audit) = self.service.audit_log() {
+            audit.sync();
+        }
+        result
+    }
+
+    /// Shuts down and waits until stopped.
+    pub async fn stop(mut self) -> io::Result<()> {
+        self.begin_stop();
+        self.join().await
+    }
+}
+
+/// Assembles the service from `config_path` and serves: binds the socket and the metrics
+/// endpoint, starts the fsync timer, the watcher and the signal handlers as `options` say.
+pub async fn start(config_path: &Path, options: Options) -> Result<Running, StartError> {
+    let now = (options.clock)().div_euclid(1000);
+    let loaded = assemble::load(config_path, now)?;
+    // What check-config would refuse is logged; the service still starts (a domain without
+    // a key is tempfailed and /healthz reports it), and reloads refuse such a configuration.
+    let found = assemble::check(&loaded, now);
+    for e in &found.errors {
+        error!("{e}");
+    }
+    for w in &found.warnings {
+        warn!("{w}");
+    }
+    let service = Service::new(loaded, options.clock);
+    let listener = listen::bind(service.milter_config())
+        .await
+        .map_err(|source| StartError::Listen {
+            socket: format!("{:?}", service.milter_config().socket),
+            source,
+        })?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut metrics_addr = None;
+    if let Some(addr) = service.metrics_listen() {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Metrics { addr, source })?;
+        metrics_addr = listener.local_addr().ok();
+        info!(%addr, "metrics on http://{addr}/metrics and /healthz");
+        tasks.push(tokio::spawn(metrics::serve(listener, service.clone())));
+    }
+    if let Some(audit) = service.audit_log()
+        && audit.config().fsync == crate::audit::writer::Fsync::Periodic
+    {
+        let audit = audit.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let audit = audit.clone();
+                let _ = tokio::task::spawn_blocking(move || audit.sync()).await;
+            }
+        }));
+    }
+    if options.watch_files {
+        match reload::watch_files(service.clone()) {
+            Ok(task) => tasks.push(task),
+            Err(e) => error!("cannot watch configuration files, reload with SIGHUP: {e}"),
+        }
+    }
+    if options.signals {
+        tasks.push(signals(service.clone(), stop.clone()).map_err(StartError::Signals)?);
+    }
+    let local_addr = listener.local_addr();
+    let unix_socket = listener.socket_file().map(|f| f.path().to_path_buf());
+    let mut stopped = stop_rx;
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        systemd(&[sd_notify::NotifyState::Stopping]);
+    };
+    let server = tokio::spawn(serve(service.clone(), listener, shutdown));
+    info!(socket = ?service.milter_config().socket, config = %config_path.display(), "relayguard listening");
+    systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("accepting milter connections"),
+    ]);
+    Ok(Running {
+        service,
+        local_addr,
+        unix_socket,
+        metrics_addr,
+        stop,
+        server: Some(server),
+        tasks,
+    })
+}
+
+/// SIGHUP reloads (through the one reload path) and reopens the audit log; SIGUSR1 reopens
+/// the audit log; SIGTERM and SIGINT begin the shutdown.
+fn signals(service: Arc<Service>, stop: watch::Sender<bool>) -> io::Result<JoinHandle<()>> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = hup.recv() => {
+                    info!("SIGHUP: reloading, reopening the audit log");
+                    let reloading = service.clone();
+                    let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+                }
+                Some(()) = usr1.recv() => info!("SIGUSR1: reopening the audit log"),
+                Some(()) = term.recv() => {
+                    info!("SIGTERM received");
+                    let _ = stop.send(true);
+                    continue;
+                }
+                Some(()) = int.recv() => {
+                    info!("SIGINT received");
+                    let _ = stop.send(true);
+                    continue;
+                }
+                else => break,
+            }
+            if let Some(audit) = service.audit_log()
+                && let Err(e) = audit.reopen()
+            {
+                error!("cannot reopen the audit log: {e}");
+            }
+        }
+    }))
+}
+
+/// Serves the milter protocol until `shutdown` completes, then stops accepting, answers new
+/// transactions on open connections with `421 4.3.2`, lets messages in flight finish (up to
+/// the configured timeout) and returns.
+pub async fn serve(
+    service: Arc<Service>,
+    mut listener: MilterListener,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    listener.stop_on(stop_rx);
+    listener.count_in(listen::Slots::new(
+        service.milter_config().max_connections,
+        service.metrics().connections.clone(),
+        service.metrics().slots_full.clone(),
+    ));
+    let socket_file = listener.socket_file();
+    let config = indymilter::Config {
+        max_connections: service.milter_config().max_connections,
+        // An MTA that stops talking (or a slowloris) gives its slot back after this.
+        connection_timeout: service.milter_config().idle_timeout,
+        ..Default::default()
+    };
+    let grace = service.milter_config().shutdown_timeout;
+    let flight = service.env().flight.clone();
+    let drain = async move {
+        shutdown.await;
+        flight.begin_drain();
+        let _ = stop_tx.send(true);
+        if let Some(file) = &socket_file {
+            file.remove();
+        }
+        info!(
+            in_flight = flight.count(),
+            "shutting down: accepting no new connections"
+        );
+        if tokio::time::timeout(grace, flight.drained()).await.is_err() {
+            warn!(
+                in_flight = flight.count(),
+                "shutdown timeout: closing with messages in flight"
+            );
+        }
+    };
+    let callbacks = crate::milter::callbacks(service.env().clone(), service.pipeline().clone());
+    indymilter::run(listener, callbacks, config, drain).await
+}
+
+/// `relayguard run`: starts the service on a runtime of its own and serves until SIGTERM.
+pub fn run(config_path: &Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut running = match start(config_path, Options::default()).await {
+            Ok(running) => running,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match running.join().await {
+            Ok(()) => {
+                info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!("milter failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Tells systemd (Type=notify) about the service state; a no-op outside systemd.
+pub(crate) fn systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd wants it with RELOADING=1.
+pub(crate) fn monotonic_usec() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000 + ts.tv_nsec as i128 / 1000
+}

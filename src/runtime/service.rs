@@ -1,0 +1,315 @@
+//! The running service: the shared environment of every session, and the one reload path
+//! (SIGHUP and a file change both go through [`Service::reload`]).
+
+use super::assemble::{self, LoadError, Loaded, Shape};
+use super::reload::fingerprint;
+use crate::audit::writer::{AuditLog, AuditSink};
+use crate::clock::Clock;
+use crate::config::MilterConfig;
+use crate::limits::store::{StoreMetrics, StoreSettings, Stores};
+use crate::metrics::{KeyLabels, Metrics, ResultLabels};
+use crate::session::flight::Flight;
+use crate::session::{Env, Pipeline, Snapshot};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+/// The outcome of the latest reload attempt, published for operators and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    /// Number of reload attempts so far.
+    pub attempts: u64,
+    /// Number of successful reloads so far.
+    pub applied: u64,
+    /// The error of the latest attempt, if it failed.
+    pub last_error: Option<String>,
+    /// File events that changed nothing a reload reads (a touch, a rewrite with the same
+    /// content): no reload was attempted.
+    pub unchanged: u64,
+}
+
+/// What the running configuration reads and what a reload may not take away from it.
+struct Watched {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    /// Digest of the files as the latest load read them.
+    fingerprint: [u8; 32],
+    shape: Shape,
+}
+
+/// The running service.
+pub struct Service {
+    config_path: PathBuf,
+    startup: MilterConfig,
+    startup_store: Option<StoreSettings>,
+    metrics_listen: Option<SocketAddr>,
+    env: Arc<Env>,
+    pipeline: Arc<Pipeline>,
+    audit_log: Option<Arc<AuditLog>>,
+    watched: Mutex<Watched>,
+    reloads: watch::Sender<ReloadStatus>,
+}
+
+impl Service {
+    /// Builds the service from a loaded configuration, on `clock`.
+    pub fn new(loaded: Loaded, clock: Clock) -> Arc<Self> {
+        let (reloads, _) = watch::channel(ReloadStatus::default());
+        let shape = Shape::of(&loaded);
+        let Loaded { config, snapshot } = loaded;
+        let (files, dirs) = (config.watched_files(), config.watched_dirs());
+        let metrics = Arc::new(Metrics::default());
+        let stores = config.limit_store.as_ref().and_then(|settings| {
+            let store_metrics = StoreMetrics {
+                errors: metrics.redis_errors.clone(),
+                unavailable: metrics.redis_unavailable.clone(),
+            };
+            match Stores::open(settings, store_metrics) {
+                Ok(stores) => Some(stores),
+                Err(e) => {
+                    error!("sending limits disabled: cannot set up the counter store: {e}");
+                    None
+                }
+            }
+        });
+        let audit_log = config.audit.clone().map(|a| Arc::new(AuditLog::open(a)));
+        let env = Env {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            counters: stores.as_ref().map(|s| s.counters.clone()),
+            locks: stores.as_ref().map(|s| s.locks.clone()),
+            audit: audit_log.clone().map(|a| a as Arc<dyn AuditSink>),
+            metrics,
+            clock,
+            host: crate::audit::host_name(),
+            flight: Flight::default(),
+        };
+        let service = Service {
+            config_path: config.path.clone(),
+            startup: config.milter.clone(),
+            startup_store: config.limit_store.clone(),
+            metrics_listen: config.metrics_listen,
+            env: Arc::new(env),
+            pipeline: Arc::new(Pipeline::standard()),
+            audit_log,
+            watched: Mutex::new(Watched {
+                fingerprint: fingerprint(&files, &dirs),
+                shape,
+                files,
+                dirs,
+            }),
+            reloads,
+        };
+        Arc::new(service)
+    }
+
+    /// What every session shares.
+    pub fn env(&self) -> &Arc<Env> {
+        &self.env
+    }
+
+    /// The checks every message goes through.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// The audit log, when configured (reopened on SIGHUP/SIGUSR1, synced periodically).
+    pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
+        self.audit_log.as_ref()
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.env.metrics
+    }
+
+    /// The metrics in Prometheus text format, with gauges refreshed from the snapshot.
+    pub fn metrics_text(&self) -> String {
+        let snapshot = self.snapshot();
+        let now = self.now();
+        let metrics = &self.env.metrics;
+        metrics.key_age.clear();
+        if let Some(keys) = &snapshot.keys {
+            for domain in keys.schedule.domains() {
+                for entry in keys.active(domain, now) {
+                    let labels = KeyLabels {
+                        domain: entry.selector.domain.clone(),
+                        selector: entry.selector.name.clone(),
+                        algorithm: entry.selector.algorithm.tag().into(),
+                    };
+                    metrics
+                        .key_age
+                        .get_or_create(&labels)
+                        .set((now - entry.selector.active_from) as f64);
+                }
+            }
+        }
+        metrics.in_flight.set(self.messages_in_flight() as i64);
+        metrics.encode()
+    }
+
+    /// Healthy while every required signing domain has a valid active key.
+    pub fn health(&self) -> Result<(), Vec<String>> {
+        let snapshot = self.snapshot();
+        let Some(keys) = &snapshot.keys else {
+            return Ok(());
+        };
+        let now = self.now();
+        let missing: Vec<String> =
+            crate::dkim::tooling::required_domains(keys, snapshot.policy.protected.apexes())
+                .into_iter()
+                .filter(|d| keys.active(d, now).is_empty())
+                .map(|d| format!("{d}: no valid active DKIM key"))
+                .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+
+    /// The current time from the service's clock, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.env.now()
+    }
+
+    /// The configuration file this service reloads from.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The socket settings the service started with.
+    pub fn milter_config(&self) -> &MilterConfig {
+        &self.startup
+    }
+
+    /// Where the metrics endpoint listens, when configured (start only).
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.metrics_listen
+    }
+
+    /// The current snapshot; a message keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.env.snapshot()
+    }
+
+    /// The files whose change triggers a reload, and the directories where any change does.
+    pub fn watched(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let watched = self.watched.lock().expect("watched files lock");
+        (watched.files.clone(), watched.dirs.clone())
+    }
+
+    /// Reloads after a file event, unless nothing a reload reads has changed (content, mode
+    /// or owner): a touch, an open or a rewrite with the same bytes reloads nothing.
+    /// Returns `None` when it skipped.
+    pub fn reload_if_changed(&self) -> Option<Result<(), LoadError>> {
+        let (files, dirs) = self.watched();
+        let now = fingerprint(&files, &dirs);
+        if self.watched.lock().expect("watched files lock").fingerprint == now {
+            self.reloads.send_modify(|s| s.unchanged += 1);
+            return None;
+        }
+        Some(self.reload())
+    }
+
+    /// The one reload path (SIGHUP and file changes): re-reads the configuration and the
+    /// files it names; swaps only if all of it is valid, passes the same checks as
+    /// `check-config`, and keeps what the running configuration has (signing, limits, the
+    /// sender map, the protected domains). systemd hears RELOADING and READY around it.
+    pub fn reload(&self) -> Result<(), LoadError> {
+        super::systemd(&[
+            sd_notify::NotifyState::Reloading,
+            sd_notify::NotifyState::MonotonicUsec(super::monotonic_usec()),
+        ]);
+        let outcome = self.load_and_swap();
+        super::systemd(&[sd_notify::NotifyState::Ready]);
+        outcome
+    }
+
+    fn load_and_swap(&self) -> Result<(), LoadError> {
+        let (files, dirs) = self.watched();
+        let before = fingerprint(&files, &dirs);
+        let now = self.now();
+        let result = assemble::load(&self.config_path, now).and_then(|loaded| {
+            let mut problems = assemble::check(&loaded, now).errors;
+            let shape = Shape::of(&loaded);
+            problems.extend(
+                self.watched
+                    .lock()
+                    .expect("watched files lock")
+                    .shape
+                    .dropped(&shape)
+                    .into_iter()
+                    .map(|why| format!("{}: {why}", self.config_path.display())),
+            );
+            if problems.is_empty() {
+                Ok((loaded, shape))
+            } else {
+                Err(LoadError::Refused(problems))
+            }
+        });
+        let mut status = self.reloads.borrow().clone();
+        status.attempts += 1;
+        let outcome = match result {
+            Ok((loaded, shape)) => {
+                let config = &loaded.config;
+                if config.milter != self.startup {
+                    warn!(file = %self.config_path.display(), "[milter] settings changed; they apply at the next restart");
+                }
+                if config.limit_store != self.startup_store {
+                    warn!("[limits] store settings changed; they apply at the next restart");
+                }
+                let (new_files, new_dirs) = (config.watched_files(), config.watched_dirs());
+                // Taken before the load, so a change during the load still triggers one more.
+                let fingerprint = if (&new_files, &new_dirs) == (&files, &dirs) {
+                    before
+                } else {
+                    fingerprint(&new_files, &new_dirs)
+                };
+                *self.watched.lock().expect("watched files lock") = Watched {
+                    fingerprint,
+                    files: new_files,
+                    dirs: new_dirs,
+                    shape,
+                };
+                self.env.snapshot.store(Arc::new(loaded.snapshot));
+                status.applied += 1;
+                status.last_error = None;
+                self.count_reload("ok");
+                info!(file = %self.config_path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                // The same files, unchanged, would fail the same way: only a change retries.
+                self.watched.lock().expect("watched files lock").fingerprint = before;
+                error!(error = %e, "reload failed; keeping the previous configuration");
+                status.last_error = Some(e.to_string());
+                self.count_reload("failed");
+                Err(e)
+            }
+        };
+        self.reloads.send_replace(status);
+        outcome
+    }
+
+    fn count_reload(&self, result: &str) {
+        self.env
+            .metrics
+            .reloads
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Subscribes to reload outcomes.
+    pub fn reload_status(&self) -> watch::Receiver<ReloadStatus> {
+        self.reloads.subscribe()
+    }
+
+    /// Number of messages in flight.
+    pub fn messages_in_flight(&self) -> usize {
+        self.env.flight.count()
+    }
+}

@@ -1,0 +1,83 @@
+//! Account locks: a locked account sends nothing; sender-ownership refusals and limit hits
+//! are counted, and enough of them lock the account.
+
+use crate::BoxFuture;
+use crate::audit::Verdict;
+use crate::limits::abuse_signal;
+use crate::limits::locks::Lock;
+use crate::log::Escaped;
+use crate::session::decision::{Abuse, Decision, Reply};
+use crate::session::{Check, Ctx, Outcome, Step, Transaction};
+use std::borrow::Cow;
+
+/// Refuses a locked account at MAIL; locks an account whose refusals reach a trigger.
+pub struct AccountLock;
+
+impl Check for AccountLock {
+    fn name(&self) -> &'static str {
+        "account lock"
+    }
+
+    fn mail<'a>(&'a self, tx: &'a mut Transaction, cx: Ctx<'a>) -> Step<'a> {
+        let (Some((given, login)), Some(locks)) = (tx.login(), cx.env.locks.as_ref()) else {
+            return Step::Now(Outcome::Continue);
+        };
+        let (given, login) = (given.to_string(), login.to_string());
+        Step::Later(Box::pin(async move {
+            // A lock that cannot be read does not apply (the store has logged and counted it).
+            let Ok(Some(lock)) = locks.get(&login).await else {
+                return Outcome::Continue;
+            };
+            let contact = tx
+                .snapshot
+                .limits
+                .as_ref()
+                .map(|l| l.contact.as_str())
+                .unwrap_or_default();
+            let reply = Reply {
+                code: "550",
+                status: "5.7.1",
+                text: format!(
+                    "account {given} is locked ({}); contact {contact}",
+                    lock.reason
+                ),
+            };
+            Outcome::Decided(Decision {
+                verdict: Verdict::Lock,
+                reason: Cow::Borrowed("account_locked"),
+                text: reply.to_string(),
+                reply: Some(reply),
+                rcpt: None,
+                signatures: Vec::new(),
+                limit: None,
+                abuse: None,
+            })
+        }))
+    }
+
+    fn decided<'a>(
+        &'a self,
+        tx: &'a Transaction,
+        decision: &'a Decision,
+        cx: Ctx<'a>,
+    ) -> Option<BoxFuture<'a, ()>> {
+        let abuse = decision.abuse?;
+        let (_, login) = tx.login()?;
+        let (counters, locks) = (cx.env.counters.as_ref()?, cx.env.locks.as_ref()?);
+        let rules = &tx.snapshot.limits.as_ref()?.lock;
+        Some(Box::pin(async move {
+            let now = cx.env.now_ms();
+            let ownership = abuse == Abuse::Ownership;
+            match abuse_signal(counters.as_ref(), rules, login, ownership, now).await {
+                Ok(Some(reason)) => match locks.lock(login, Lock::new(&reason, now)).await {
+                    Ok(()) => tracing::warn!(login = %Escaped(login), reason, "account locked"),
+                    Err(e) => {
+                        tracing::error!(login = %Escaped(login), error = %e, "cannot lock account")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot count abuse signal"),
+            }
+        }))
+    }
+}

@@ -1,0 +1,286 @@
+//! Decisions: what a check decided, and the one place that turns a decision into the SMTP
+//! reply, the audit record, the metrics and the log line.
+
+use super::{Connection, Env, Transaction};
+use crate::audit::writer::OnError;
+use crate::audit::{Record, SignatureRecord, Verdict, recipient_fields};
+use crate::dkim::signer::MadeSignature;
+use crate::log::Escaped;
+use crate::metrics::{KeyLabels, LimitLabels, VerdictLabels};
+use crate::policy::Refusal;
+use std::borrow::Cow;
+
+/// An SMTP reply: code, enhanced status code, text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// `550`, `451`, ...
+    pub code: &'static str,
+    /// `5.7.1`, `4.3.0`, ...
+    pub status: &'static str,
+    /// The text (made safe for SMTP when sent).
+    pub text: String,
+}
+
+impl Reply {
+    /// Whether the MTA should try again later (a 4xx reply).
+    pub fn is_temporary(&self) -> bool {
+        self.code.starts_with('4')
+    }
+
+    /// `451 4.3.0 temporary local problem (why), try again later`: an internal fault.
+    pub fn fault(why: &str) -> Self {
+        Reply {
+            code: "451",
+            status: "4.3.0",
+            text: format!("temporary local problem ({why}), try again later"),
+        }
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.code, self.status, self.text)
+    }
+}
+
+/// How a refusal counts toward locking the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abuse {
+    /// A sender-ownership refusal.
+    Ownership,
+    /// Any other refusal of a whole message, or a limit hit.
+    Other,
+}
+
+/// One decision about a message (or one of its recipients).
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Accept, reject, tempfail or lock.
+    pub verdict: Verdict,
+    /// The stable reason code.
+    pub reason: Cow<'static, str>,
+    /// What the MTA hears; `None` for an acceptance.
+    pub reply: Option<Reply>,
+    /// The audit record's text (the reply for refusals, a note for acceptances, the cause
+    /// for internal faults).
+    pub text: String,
+    /// The recipient this decision is about, when it refuses only one.
+    pub rcpt: Option<String>,
+    /// Signatures made (acceptances).
+    pub signatures: Vec<MadeSignature>,
+    /// The limit that was hit, if one was.
+    pub limit: Option<&'static str>,
+    /// How the refusal counts toward an account lock, if it does.
+    pub abuse: Option<Abuse>,
+}
+
+impl Decision {
+    /// Accepts the message with these signatures; `note` goes to the audit record.
+    pub fn accept(note: impl Into<String>, signatures: Vec<MadeSignature>) -> Self {
+        Decision {
+            verdict: Verdict::Accept,
+            reason: Cow::Borrowed("ok"),
+            reply: None,
+            text: note.into(),
+            rcpt: None,
+            signatures,
+            limit: None,
+            abuse: None,
+        }
+    }
+
+    /// Refuses with `reply` (reject for 5xx, tempfail for 4xx) for `reason`.
+    pub fn refuse(reason: impl Into<Cow<'static, str>>, reply: Reply) -> Self {
+        Decision {
+            verdict: if reply.is_temporary() {
+                Verdict::Tempfail
+            } else {
+                Verdict::Reject
+            },
+            reason: reason.into(),
+            text: reply.to_string(),
+            reply: Some(reply),
+            rcpt: None,
+            signatures: Vec::new(),
+            limit: None,
+            abuse: None,
+        }
+    }
+
+    /// A policy refusal, with its SMTP codes and stable reason.
+    pub fn policy(refusal: &Refusal) -> Self {
+        let (code, status) = refusal.smtp_codes();
+        Self::refuse(
+            refusal.reason.code(),
+            Reply {
+                code,
+                status,
+                text: refusal.text.clone(),
+            },
+        )
+    }
+
+    /// An internal fault: `451 4.3.0`, with the cause in the audit record.
+    pub fn fault(reason: &'static str, why: String) -> Self {
+        Decision {
+            verdict: Verdict::Tempfail,
+            reason: Cow::Borrowed(reason),
+            reply: Some(Reply::fault(&why)),
+            text: why,
+            rcpt: None,
+            signatures: Vec::new(),
+            limit: None,
+            abuse: None,
+        }
+    }
+
+    /// The same decision about one recipient only.
+    pub fn for_rcpt(mut self, rcpt: &str) -> Self {
+        self.rcpt = Some(rcpt.to_string());
+        self
+    }
+
+    /// The same decision, counting toward an account lock as `abuse`.
+    pub fn counting(mut self, abuse: Abuse) -> Self {
+        self.abuse = Some(abuse);
+        self
+    }
+}
+
+/// What the MTA is told at a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Go on.
+    Continue,
+    /// Accept the message; insert these signatures.
+    Accept(Vec<MadeSignature>),
+    /// Refuse (the message, or the recipient at RCPT).
+    Refuse(Reply),
+}
+
+/// Delivers a decision: audit record, log line, metrics; returns what the MTA hears. An
+/// acceptance whose record cannot be written, where no mail may leave unaudited, becomes
+/// the tempfail the MTA hears, and is logged and counted as one.
+pub fn deliver(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> Answer {
+    let written = audit(d, conn, tx, env);
+    let unaudited = !written
+        && d.verdict == Verdict::Accept
+        && env
+            .audit
+            .as_ref()
+            .is_some_and(|a| a.on_error() == OnError::Tempfail);
+    let (verdict, reason) = if unaudited {
+        ("tempfail", "audit_unwritable")
+    } else {
+        (verdict_name(d.verdict), &*d.reason)
+    };
+    let dkim: Vec<String> = d
+        .signatures
+        .iter()
+        .map(|s| format!("d={} s={} a={}", s.domain, s.selector, s.algorithm))
+        .collect();
+    tracing::info!(
+        queue_id = %Escaped(tx.queue_id.as_deref().unwrap_or("-")),
+        client = %Escaped(&conn.name),
+        class = tx.kind.name(),
+        login = %Escaped(tx.login_as_given()),
+        mail_from = %Escaped(&tx.mail_from),
+        from = %Escaped(tx.from.as_deref().unwrap_or("")),
+        rcpts = tx.rcpts.len(),
+        rcpt = %Escaped(d.rcpt.as_deref().unwrap_or("")),
+        verdict,
+        reason = %Escaped(reason),
+        dkim = %dkim.join(", "),
+        text = %Escaped(&d.text),
+        "decision"
+    );
+    let metrics = &env.metrics;
+    metrics
+        .messages
+        .get_or_create(&VerdictLabels {
+            verdict: verdict.into(),
+            reason: reason.to_string(),
+        })
+        .inc();
+    if let Some(limit) = d.limit {
+        metrics
+            .limit_hits
+            .get_or_create(&LimitLabels {
+                limit: limit.into(),
+            })
+            .inc();
+    }
+    if unaudited {
+        return Answer::Refuse(Reply::fault("audit log unwritable"));
+    }
+    for s in &d.signatures {
+        let labels = KeyLabels {
+            domain: s.domain.clone(),
+            selector: s.selector.clone(),
+            algorithm: s.algorithm.tag().into(),
+        };
+        metrics.signatures.get_or_create(&labels).inc();
+    }
+    match &d.reply {
+        None => Answer::Accept(d.signatures.clone()),
+        Some(reply) => Answer::Refuse(reply.clone()),
+    }
+}
+
+fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Accept => "accept",
+        Verdict::Reject => "reject",
+        Verdict::Tempfail => "tempfail",
+        Verdict::Lock => "lock",
+    }
+}
+
+/// Writes the audit record of a decision; `true` when written (or no audit log is set).
+fn audit(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> bool {
+    let Some(audit) = &env.audit else {
+        return true;
+    };
+    let full_recipients = audit.full_recipients();
+    let (rcpt_count, (rcpt_domains, full)) = match &d.rcpt {
+        Some(r) => (1, recipient_fields(&[r], full_recipients)),
+        None => (tx.rcpts.len(), recipient_fields(&tx.rcpts, full_recipients)),
+    };
+    let record = Record {
+        time: Cow::Owned(crate::clock::rfc3339_ms((env.clock)())),
+        host: Cow::Borrowed(&env.host),
+        queue_id: tx.queue_id.as_deref().map(Cow::Borrowed),
+        client: conn.addr.map(|a| Cow::Owned(a.to_string())),
+        client_class: Cow::Borrowed(tx.kind.name()),
+        login: tx.login().map(|(given, _)| Cow::Borrowed(given)),
+        mail_from: Some(Cow::Borrowed(&tx.mail_from)),
+        header_from: tx.from.as_deref().map(Cow::Borrowed),
+        header_sender: tx.sender.as_deref().map(Cow::Borrowed),
+        rcpt_count,
+        rcpt_domains,
+        rcpts: full,
+        size: (tx.size > 0).then_some(tx.size),
+        verdict: d.verdict,
+        reason: Cow::Borrowed(&d.reason),
+        text: Cow::Borrowed(&d.text),
+        dkim: d
+            .signatures
+            .iter()
+            .map(|s| SignatureRecord {
+                domain: Cow::Borrowed(&s.domain),
+                selector: Cow::Borrowed(&s.selector),
+                algorithm: Cow::Borrowed(s.algorithm.tag()),
+            })
+            .collect(),
+        limits: tx
+            .used
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(*k), *v))
+            .collect(),
+    };
+    let written = audit.write(&record).is_ok();
+    if !written {
+        env.metrics.audit_failures.inc();
+    }
+    written
+}

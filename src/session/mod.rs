@@ -1,0 +1,470 @@
+//! The transaction pipeline: what a connection and a message carry, the ordered checks that
+//! decide each stage, and the one path from a decision to the MTA, the audit log, the metrics
+//! and the log. The milter adapter feeds it; it knows no milter protocol and no socket.
+//!
+//! A stage runs the checks in order; the first that does not say "go on" decides, and
+//! [`decision::deliver`] turns that one decision into everything the world sees. The I/O a
+//! check needs (counters, locks, ownership, audit, clock) comes through [`Env`] as traits,
+//! so the whole pipeline runs in memory in tests.
+
+pub mod checks;
+pub mod decision;
+pub mod flight;
+
+use crate::BoxFuture;
+use crate::audit::writer::AuditSink;
+use crate::clock::Clock;
+use crate::dkim::signer::{Field, KeySet, MessageSigner};
+use crate::limits::locks::LockStore;
+use crate::limits::store::CounterStore;
+use crate::limits::{ClassLimits, LimitsPolicy, Used};
+use crate::metrics::Metrics;
+use crate::policy::hosts::HostName;
+use crate::policy::mailbox::HeaderSet;
+use crate::policy::senders::OwnershipSource;
+use crate::policy::{Client, ClientKind, Policy};
+use arc_swap::ArcSwap;
+use decision::{Answer, Decision, deliver};
+use flight::{Flight, InFlightGuard};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything a message is decided and signed with; one immutable snapshot per reload, kept
+/// by a message from MAIL to its verdict.
+pub struct Snapshot {
+    /// The sender policy.
+    pub policy: Policy,
+    /// Who owns which sender address.
+    pub ownership: Arc<dyn OwnershipSource>,
+    /// The DKIM keys, when signing is configured.
+    pub keys: Option<KeySet>,
+    /// The sending limits, when configured.
+    pub limits: Option<LimitsPolicy>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("policy", &self.policy)
+            .field("keys", &self.keys)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every session shares: the current snapshot, and the service's I/O behind traits.
+pub struct Env {
+    /// The current snapshot (swapped whole on reload).
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Limit counters, when limits are configured.
+    pub counters: Option<Arc<dyn CounterStore>>,
+    /// Account locks, when limits are configured.
+    pub locks: Option<Arc<dyn LockStore>>,
+    /// The audit log, when configured.
+    pub audit: Option<Arc<dyn AuditSink>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock (Unix milliseconds).
+    pub clock: Clock,
+    /// This host's name, for audit records.
+    pub host: String,
+    /// Messages in flight, and whether the service is draining.
+    pub flight: Flight,
+}
+
+impl Env {
+    /// The current snapshot; a message keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Now, in Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
+}
+
+/// What one MTA connection told us about its client.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// The client's address.
+    pub addr: Option<IpAddr>,
+    /// The client as logs show it: `name[addr]`, or `[addr]` when it has no name.
+    pub name: String,
+    /// `{daemon_name}`.
+    pub daemon_name: Option<String>,
+    /// The forward-confirmed host name (`{client_name}`, unless Sendmail's
+    /// `{client_resolve}` says it is not confirmed).
+    pub verified_name: Option<String>,
+    /// The PTR name (`{client_ptr}`, else the name the MTA gave at connect).
+    pub ptr_name: Option<String>,
+    /// MAIL commands so far.
+    pub messages: u64,
+    /// Whether a message of this connection was counted against the connection limits.
+    pub counted: bool,
+}
+
+/// One message from MAIL to its verdict.
+pub struct Transaction {
+    /// The snapshot it is decided with.
+    pub snapshot: Arc<Snapshot>,
+    /// How the policy sees the client.
+    pub kind: ClientKind,
+    /// The MAIL FROM argument as given.
+    pub mail_from: String,
+    /// Accepted recipients.
+    pub rcpts: Vec<String>,
+    /// The header fields that decide the sender.
+    pub headers: HeaderSet,
+    /// Every header field in order, kept for signing until end of headers.
+    pub fields: Vec<Field>,
+    /// The MTA's queue id, once known.
+    pub queue_id: Option<String>,
+    /// The From address, once decided.
+    pub from: Option<String>,
+    /// Its domain (normalised): what the signing plan goes by.
+    pub from_domain: Option<String>,
+    /// The Sender address, once decided.
+    pub sender: Option<String>,
+    /// Bytes of header and body so far.
+    pub size: u64,
+    /// The streaming signer, from end of headers.
+    pub signer: Option<MessageSigner>,
+    /// The client's sending limits, once looked up.
+    pub limits: Option<ClassLimits>,
+    /// Counter values that mattered, for the audit record.
+    pub used: Used,
+    /// This message's number on its connection (1 for the first MAIL).
+    pub number_on_connection: u64,
+    /// Whether the connection limits are still to be counted for this connection.
+    pub count_connection: bool,
+    _in_flight: InFlightGuard,
+}
+
+impl Transaction {
+    /// The login as given and its normalised form, for an authenticated client.
+    pub fn login(&self) -> Option<(&str, &str)> {
+        match &self.kind {
+            ClientKind::Authenticated { given, login } => Some((given, login)),
+            _ => None,
+        }
+    }
+
+    /// The login as given, or `-`.
+    pub fn login_as_given(&self) -> &str {
+        self.login().map_or("-", |(given, _)| given)
+    }
+}
+
+/// A check's verdict on one stage.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing against it: the next check, or the next stage.
+    Continue,
+    /// Decided: no further check runs at this stage.
+    Decided(Decision),
+}
+
+/// A check's answer: now, or after I/O.
+pub enum Step<'a> {
+    /// Decided without waiting.
+    Now(Outcome),
+    /// Decided after I/O (counters, locks, a directory).
+    Later(BoxFuture<'a, Outcome>),
+}
+
+impl Step<'_> {
+    async fn outcome(self) -> Outcome {
+        match self {
+            Step::Now(outcome) => outcome,
+            Step::Later(future) => future.await,
+        }
+    }
+}
+
+/// What a check may look at besides the transaction.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The shared service.
+    pub env: &'a Env,
+    /// The connection.
+    pub conn: &'a Connection,
+}
+
+/// One small rule of the pipeline, with the stages it cares about; a stage it does not
+/// implement lets the message go on.
+pub trait Check: Send + Sync {
+    /// A short name for logs and docs.
+    fn name(&self) -> &'static str;
+
+    /// At MAIL FROM.
+    fn mail<'a>(&'a self, _tx: &'a mut Transaction, _cx: Ctx<'a>) -> Step<'a> {
+        Step::Now(Outcome::Continue)
+    }
+
+    /// At each RCPT TO; a decision refuses only this recipient.
+    fn rcpt<'a>(&'a self, _tx: &'a mut Transaction, _rcpt: &'a str, _cx: Ctx<'a>) -> Step<'a> {
+        Step::Now(Outcome::Continue)
+    }
+
+    /// At end of headers.
+    fn headers<'a>(&'a self, _tx: &'a mut Transaction, _cx: Ctx<'a>) -> Step<'a> {
+        Step::Now(Outcome::Continue)
+    }
+
+    /// At end of message.
+    fn message<'a>(&'a self, _tx: &'a mut Transaction, _cx: Ctx<'a>) -> Step<'a> {
+        Step::Now(Outcome::Continue)
+    }
+
+    /// After any decision of a stage was delivered (e.g. count it toward a lock).
+    fn decided<'a>(
+        &'a self,
+        _tx: &'a Transaction,
+        _decision: &'a Decision,
+        _cx: Ctx<'a>,
+    ) -> Option<BoxFuture<'a, ()>> {
+        None
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stage<'r> {
+    Mail,
+    Rcpt(&'r str),
+    Headers,
+    Message,
+}
+
+/// The ordered checks every message goes through.
+pub struct Pipeline {
+    checks: Vec<Box<dyn Check>>,
+}
+
+impl Pipeline {
+    /// A pipeline of these checks, in this order.
+    pub fn new(checks: Vec<Box<dyn Check>>) -> Self {
+        Pipeline { checks }
+    }
+
+    /// relayguard's checks: [`checks::standard`].
+    pub fn standard() -> Self {
+        Self::new(checks::standard())
+    }
+
+    /// The names of the checks, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.checks.iter().map(|c| c.name()).collect()
+    }
+
+    /// Runs one stage: the first check that decides wins.
+    async fn stage(&self, stage: Stage<'_>, tx: &mut Transaction, cx: Ctx<'_>) -> Outcome {
+        for check in &self.checks {
+            let step = match stage {
+                Stage::Mail => check.mail(tx, cx),
+                Stage::Rcpt(rcpt) => check.rcpt(tx, rcpt, cx),
+                Stage::Headers => check.headers(tx, cx),
+                Stage::Message => check.message(tx, cx),
+            };
+            if let Outcome::Decided(d) = step.outcome().await {
+                return Outcome::Decided(d);
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// Delivers a decision, then lets every check see it.
+    async fn deliver(&self, d: &Decision, tx: &Transaction, cx: Ctx<'_>) -> Answer {
+        let answer = deliver(d, cx.conn, tx, cx.env);
+        for check in &self.checks {
+            if let Some(after) = check.decided(tx, d, cx) {
+                after.await;
+            }
+        }
+        answer
+    }
+}
+
+/// One MTA connection: its client, and the message under way.
+#[derive(Default)]
+pub struct Session {
+    /// The client.
+    pub conn: Connection,
+    /// The message between MAIL and its verdict.
+    pub tx: Option<Transaction>,
+}
+
+impl Session {
+    /// MAIL FROM: a new message from `login` (`{auth_authen}`), decided by the pipeline.
+    pub async fn mail(
+        &mut self,
+        env: &Env,
+        pipeline: &Pipeline,
+        mail_from: String,
+        login: Option<&str>,
+        queue_id: Option<String>,
+    ) -> Answer {
+        let snapshot = env.snapshot();
+        let conn = &mut self.conn;
+        let kind = snapshot.policy.classify(Client {
+            addr: conn.addr,
+            login,
+            name: HostName {
+                verified: conn.verified_name.as_deref(),
+                reverse: conn.ptr_name.as_deref(),
+            },
+        });
+        conn.messages += 1;
+        let mut tx = Transaction {
+            snapshot,
+            kind,
+            mail_from,
+            rcpts: Vec::new(),
+            headers: HeaderSet::default(),
+            fields: Vec::new(),
+            queue_id,
+            from: None,
+            from_domain: None,
+            sender: None,
+            size: 0,
+            signer: None,
+            limits: None,
+            used: Used::new(),
+            number_on_connection: conn.messages,
+            count_connection: !conn.counted,
+            _in_flight: env.flight.begin(),
+        };
+        let cx = Ctx {
+            env,
+            conn: &self.conn,
+        };
+        let started = Instant::now();
+        let outcome = pipeline.stage(Stage::Mail, &mut tx, cx).await;
+        env.metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if !tx.count_connection {
+            self.conn.counted = true;
+        }
+        match outcome {
+            Outcome::Continue => {
+                self.tx = Some(tx);
+                Answer::Continue
+            }
+            Outcome::Decided(d) => pipeline.deliver(&d, &tx, cx_of(env, &self.conn)).await,
+        }
+    }
+
+    /// RCPT TO: a refusal refuses this recipient only.
+    pub async fn rcpt(
+        &mut self,
+        env: &Env,
+        pipeline: &Pipeline,
+        rcpt: String,
+        queue_id: Option<String>,
+    ) -> Answer {
+        let Some(tx) = self.tx.as_mut() else {
+            return Answer::Refuse(decision::Reply::fault("RCPT without MAIL"));
+        };
+        if tx.queue_id.is_none() {
+            tx.queue_id = queue_id;
+        }
+        let cx = cx_of(env, &self.conn);
+        let started = Instant::now();
+        let outcome = pipeline.stage(Stage::Rcpt(&rcpt), tx, cx).await;
+        env.metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Outcome::Continue => {
+                tx.rcpts.push(rcpt);
+                Answer::Continue
+            }
+            Outcome::Decided(d) => pipeline.deliver(&d.for_rcpt(&rcpt), tx, cx).await,
+        }
+    }
+
+    /// One header field, as the MTA passed it (value without the leading space).
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.headers.add(name, value);
+            tx.size += (name.len() + value.len() + 4) as u64;
+            tx.fields.push((name.into(), value.into()));
+        }
+    }
+
+    /// End of headers: the sender headers and the signing plan are decided.
+    pub async fn end_of_headers(
+        &mut self,
+        env: &Env,
+        pipeline: &Pipeline,
+        queue_id: Option<String>,
+    ) -> Answer {
+        let Some(mut tx) = self.tx.take() else {
+            return Answer::Refuse(decision::Reply::fault("end of headers without MAIL"));
+        };
+        if tx.queue_id.is_none() {
+            tx.queue_id = queue_id;
+        }
+        tx.size += 2;
+        let cx = cx_of(env, &self.conn);
+        let started = Instant::now();
+        let outcome = pipeline.stage(Stage::Headers, &mut tx, cx).await;
+        env.metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Outcome::Continue => {
+                self.tx = Some(tx);
+                Answer::Continue
+            }
+            Outcome::Decided(d) => pipeline.deliver(&d, &tx, cx).await,
+        }
+    }
+
+    /// A body chunk (CRLF line ends), streamed into the signer.
+    pub fn body(&mut self, chunk: &[u8]) -> Answer {
+        let Some(tx) = self.tx.as_mut() else {
+            return Answer::Refuse(decision::Reply::fault("body without a message"));
+        };
+        match tx.signer.as_mut() {
+            Some(signer) => {
+                signer.body(chunk);
+                tx.size += chunk.len() as u64;
+                Answer::Continue
+            }
+            None => Answer::Refuse(decision::Reply::fault(
+                "body without a message being signed",
+            )),
+        }
+    }
+
+    /// End of message: the signatures are made and the message accepted (or not).
+    pub async fn end_of_message(&mut self, env: &Env, pipeline: &Pipeline) -> Answer {
+        let Some(mut tx) = self.tx.take() else {
+            return Answer::Refuse(decision::Reply::fault("end of message without MAIL"));
+        };
+        let cx = cx_of(env, &self.conn);
+        match pipeline.stage(Stage::Message, &mut tx, cx).await {
+            Outcome::Decided(d) => pipeline.deliver(&d, &tx, cx).await,
+            Outcome::Continue => {
+                Answer::Refuse(decision::Reply::fault("end of message without a decision"))
+            }
+        }
+    }
+
+    /// The MTA abandoned the message.
+    pub fn abort(&mut self) {
+        self.tx = None;
+    }
+}
+
+fn cx_of<'a>(env: &'a Env, conn: &'a Connection) -> Ctx<'a> {
+    Ctx { env, conn }
+}
