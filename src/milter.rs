@@ -18,7 +18,7 @@ use tracing::{error, warn};
 
 /// What indymilter keeps per connection: the session, and how the MTA wants replies.
 #[derive(Default)]
-pub struct Connection {
+pub struct ConnectionState {
     session: Session,
     /// Stages where the MTA expects no reply (negotiated to save round trips).
     noreply: ProtoOpts,
@@ -87,7 +87,7 @@ fn send(reply: &mut impl SetErrorReply, answer: Answer) -> Status {
     }
 }
 
-impl Connection {
+impl ConnectionState {
     fn connect(&mut self, hostname: &CStr, socket: SocketInfo, macros: &indymilter::Macros) {
         let conn = &mut self.session.conn;
         let name = hostname.to_string_lossy();
@@ -143,7 +143,7 @@ impl Connection {
     }
 }
 
-fn negotiate(cx: &mut NegotiateContext<Connection>, offered: ProtoOpts) -> Status {
+fn negotiate(cx: &mut NegotiateContext<ConnectionState>, offered: ProtoOpts) -> Status {
     for (stage, macros) in REQUESTED_MACROS {
         cx.requested_macros.insert(*stage, (*macros).to_owned());
     }
@@ -157,11 +157,11 @@ fn negotiate(cx: &mut NegotiateContext<Connection>, offered: ProtoOpts) -> Statu
             | ProtoOpts::NOREPLY_EOH
             | ProtoOpts::NOREPLY_BODY);
     cx.requested_opts |= noreply;
-    connection(&mut cx.data).noreply = noreply;
+    state(&mut cx.data).noreply = noreply;
     Status::Continue
 }
 
-fn connection<T: Send + Default>(data: &mut Option<T>) -> &mut T {
+fn state<T: Send + Default>(data: &mut Option<T>) -> &mut T {
     data.get_or_insert_with(T::default)
 }
 
@@ -175,20 +175,20 @@ fn first_arg(args: &[std::ffi::CString]) -> Option<String> {
 }
 
 /// The indymilter callbacks, each a thin shell around one stage of the [`Session`].
-pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection> {
+pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<ConnectionState> {
     let shared = (env, pipeline);
     let (mail, rcpt, eoh, eom) = (shared.clone(), shared.clone(), shared.clone(), shared);
     Callbacks::new()
-        .on_negotiate(|cx: &mut NegotiateContext<Connection>, _, opts| Box::pin(async move { negotiate(cx, opts) }))
-        .on_connect(|cx: &mut Context<Connection>, hostname, socket| {
+        .on_negotiate(|cx: &mut NegotiateContext<ConnectionState>, _, opts| Box::pin(async move { negotiate(cx, opts) }))
+        .on_connect(|cx: &mut Context<ConnectionState>, hostname, socket| {
             Box::pin(async move {
                 let Context { data, macros, .. } = cx;
-                let connection = connection(data);
+                let connection = state(data);
                 connection.connect(&hostname, socket, macros);
                 connection.no_reply(ProtoOpts::NOREPLY_CONNECT)
             })
         })
-        .on_mail(move |cx: &mut Context<Connection>, args| {
+        .on_mail(move |cx: &mut Context<ConnectionState>, args| {
             let (env, pipeline) = mail.clone();
             Box::pin(async move {
                 let Context { data, macros, reply, .. } = cx;
@@ -197,12 +197,12 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
                 };
                 let login = macro_value(macros, c"{auth_authen}");
                 let queue_id = macro_value(macros, c"i");
-                let session = &mut connection(data).session;
+                let session = &mut state(data).session;
                 let answer = session.mail(&env, &pipeline, mail_from, login.as_deref(), queue_id).await;
                 send(reply, answer)
             })
         })
-        .on_rcpt(move |cx: &mut Context<Connection>, args| {
+        .on_rcpt(move |cx: &mut Context<ConnectionState>, args| {
             let (env, pipeline) = rcpt.clone();
             Box::pin(async move {
                 let Context { data, macros, reply, .. } = cx;
@@ -210,22 +210,22 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
                     return send(reply, Answer::Refuse(Reply::fault("RCPT without an address")));
                 };
                 let queue_id = macro_value(macros, c"i");
-                let answer = connection(data).session.rcpt(&env, &pipeline, rcpt, queue_id).await;
+                let answer = state(data).session.rcpt(&env, &pipeline, rcpt, queue_id).await;
                 send(reply, answer)
             })
         })
-        .on_header(|cx: &mut Context<Connection>, name, value| {
+        .on_header(|cx: &mut Context<ConnectionState>, name, value| {
             Box::pin(async move {
-                let connection = connection(&mut cx.data);
+                let connection = state(&mut cx.data);
                 connection.session.header(name.to_bytes(), value.to_bytes());
                 connection.no_reply(ProtoOpts::NOREPLY_HEADER)
             })
         })
-        .on_eoh(move |cx: &mut Context<Connection>| {
+        .on_eoh(move |cx: &mut Context<ConnectionState>| {
             let (env, pipeline) = eoh.clone();
             Box::pin(async move {
                 let Context { data, macros, reply, .. } = cx;
-                let connection = connection(data);
+                let connection = state(data);
                 // Counted from before the message is done with until the verdict is given.
                 let in_flight = env.flight.begin();
                 let queue_id = macro_value(macros, c"i");
@@ -236,10 +236,10 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
                 }
             })
         })
-        .on_body(|cx: &mut Context<Connection>, chunk| {
+        .on_body(|cx: &mut Context<ConnectionState>, chunk| {
             Box::pin(async move {
                 let Context { data, reply, .. } = cx;
-                let connection = connection(data);
+                let connection = state(data);
                 let (answer, in_flight) = match connection.held.take() {
                     Some(held) => (held.answer, held._in_flight),
                     None => (connection.session.body(&chunk), None),
@@ -250,10 +250,10 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
                 }
             })
         })
-        .on_eom(move |cx: &mut EomContext<Connection>| {
+        .on_eom(move |cx: &mut EomContext<ConnectionState>| {
             let (env, pipeline) = eom.clone();
             Box::pin(async move {
-                let connection = connection(&mut cx.data);
+                let connection = state(&mut cx.data);
                 if let Some(held) = connection.held.take() {
                     return send(&mut cx.reply, held.answer);
                 }
@@ -270,13 +270,13 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
                 Status::Accept
             })
         })
-        .on_abort(|cx: &mut Context<Connection>| {
+        .on_abort(|cx: &mut Context<ConnectionState>| {
             Box::pin(async move {
-                connection(&mut cx.data).abort();
+                state(&mut cx.data).abort();
                 Status::Continue
             })
         })
-        .on_close(|cx: &mut Context<Connection>| {
+        .on_close(|cx: &mut Context<ConnectionState>| {
             Box::pin(async move {
                 if let Some(connection) = cx.data.as_mut() {
                     if connection.session.tx.is_some() {

@@ -9,7 +9,6 @@ use indymilter_test::Status;
 use relayguard::audit::report::{Filter, Report};
 use serde_json::Value;
 use std::io::Write;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn audited(dir: &std::path::Path, extra: &str) -> String {
     format!(
@@ -25,17 +24,6 @@ fn records(milter: &Milter) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
         .collect()
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +192,7 @@ async fn every_verdict_is_audited_and_counted() {
     );
 
     // The metrics count the same.
-    let text = http_get(metrics_addr, "/metrics").await;
+    let text = common::http_get(metrics_addr, "/metrics").await;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     for line in [
         "relayguard_messages_total{verdict=\"accept\",reason=\"ok\"} 3",
@@ -224,7 +212,7 @@ async fn every_verdict_is_audited_and_counted() {
     }
     assert!(text.contains("relayguard_key_age_seconds{domain=\"tugraz.at\",selector=\"rsa-a\",algorithm=\"rsa-sha256\"}"), "{text}");
     assert!(
-        http_get(metrics_addr, "/healthz")
+        common::http_get(metrics_addr, "/healthz")
             .await
             .starts_with("HTTP/1.1 200 OK")
     );
@@ -233,7 +221,7 @@ async fn every_verdict_is_audited_and_counted() {
     std::fs::write(milter.file("keys/tugraz.at.rsa-a.pem"), "garbage").unwrap();
     assert!(milter.service.reload().is_err());
     assert!(
-        http_get(metrics_addr, "/metrics")
+        common::http_get(metrics_addr, "/metrics")
             .await
             .contains("relayguard_reloads_total{result=\"failed\"} 1")
     );

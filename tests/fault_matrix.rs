@@ -494,17 +494,6 @@ async fn sigterm_finishes_messages_in_flight_and_refuses_new_ones() {
     assert!(status.success(), "{status}");
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -536,7 +525,7 @@ async fn a_redis_outage_is_skipped_not_waited_for_and_logged_once() {
         );
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let text = http_get(metrics_addr, "/metrics").await;
+    let text = common::http_get(metrics_addr, "/metrics").await;
     // Three failures open the breaker; after that one probe per period at most.
     let errors = metric(&text, "relayguard_redis_errors_total");
     let periods = elapsed / relayguard::limits::breaker::OPEN_FOR.as_secs_f64();
@@ -563,7 +552,7 @@ async fn a_redis_outage_is_skipped_not_waited_for_and_logged_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let text = http_get(metrics_addr, "/metrics").await;
+    let text = common::http_get(metrics_addr, "/metrics").await;
     assert_eq!(metric(&text, "relayguard_redis_unavailable"), 0.0);
     conn.close().await.unwrap();
 }

@@ -319,6 +319,12 @@ async fn send(relay: &Relay, msg: &Msg) -> Heard {
     send_on(relay, &mut session, msg).await
 }
 
+/// Sends `msg` on a new connection and returns where it was refused and with what reply.
+async fn refused(relay: &Relay, msg: &Msg) -> (&'static str, String) {
+    let heard = send(relay, msg).await;
+    (heard.stage, heard.reply())
+}
+
 impl Relay {
     fn records(&self) -> Vec<Value> {
         self.audit.records.lock().unwrap().clone()
@@ -541,17 +547,9 @@ async fn mail_outside_the_protected_domains_or_without_signing_is_accepted_unsig
 async fn no_valid_key_tempfails_or_accepts_unsigned_as_configured() {
     let relay = new_relay("[dkim]\n");
     // tu-graz.ac.at has no selector in this schedule.
-    let heard = send(
-        &relay,
-        &from("alice", "<alice@tu-graz.ac.at>", "alice@tu-graz.ac.at"),
-    )
-    .await;
     assert_eq!(
-        (heard.stage, heard.reply()),
-        (
-            "headers",
-            "451 4.3.0 temporary local problem (no valid DKIM key for tu-graz.ac.at), try again later".into()
-        )
+        refused(&relay, &from("alice", "<alice@tu-graz.ac.at>", "alice@tu-graz.ac.at"),).await,
+        ("headers", "451 4.3.0 temporary local problem (no valid DKIM key for tu-graz.ac.at), try again later".into())
     );
     assert_eq!(relay.last_verdict(), verdict("tempfail", "no_dkim_key"));
     let relay = new_relay("[dkim]\nwithout_key = \"accept\"\n");
@@ -579,9 +577,8 @@ async fn every_sending_limit_refuses_at_its_stage_with_its_reply() {
     for _ in 0..2 {
         assert_eq!(send(&relay, &alice).await.stage, "headers");
     }
-    let heard = send(&relay, &alice).await;
     assert_eq!(
-        (heard.stage, heard.reply()),
+        refused(&relay, &alice).await,
         (
             "mail",
             "450 4.7.1 alice: limit of 2 messages per hour reached; try again in 1800 s".into()
@@ -681,17 +678,9 @@ async fn a_locked_account_sends_nothing_and_spoofing_locks_it() {
             "2 sender-ownership refusals within 10 minutes".into()
         ))
     );
-    let heard = send(
-        &relay,
-        &from("mallory", "<mallory@tugraz.at>", "mallory@tugraz.at"),
-    )
-    .await;
     assert_eq!(
-        (heard.stage, heard.reply()),
-        (
-            "mail",
-            "550 5.7.1 account mallory is locked (2 sender-ownership refusals within 10 minutes); contact helpdesk@tugraz.at".into()
-        )
+        refused(&relay, &from("mallory", "<mallory@tugraz.at>", "mallory@tugraz.at"),).await,
+        ("mail", "550 5.7.1 account mallory is locked (2 sender-ownership refusals within 10 minutes); contact helpdesk@tugraz.at".into())
     );
     assert_eq!(relay.last_verdict(), verdict("lock", "account_locked"));
 }
@@ -702,17 +691,9 @@ async fn a_counter_store_that_is_down_tempfails_when_fail_closed() {
         "{LIMITS}[limits.external]\nmessages_per_hour = 50\n"
     ));
     relay.env.counters = Some(Arc::new(DownStore));
-    let heard = send(
-        &relay,
-        &from("alice", "<alice@tugraz.at>", "alice@tugraz.at"),
-    )
-    .await;
     assert_eq!(
-        (heard.stage, heard.reply()),
-        (
-            "mail",
-            "451 4.3.0 temporary local problem (counter store unavailable: Connection refused), try again later".into()
-        )
+        refused(&relay, &from("alice", "<alice@tugraz.at>", "alice@tugraz.at"),).await,
+        ("mail", "451 4.3.0 temporary local problem (counter store unavailable: Connection refused), try again later".into())
     );
     assert_eq!(
         relay.last_verdict(),
@@ -793,17 +774,9 @@ async fn an_ownership_source_that_cannot_answer_tempfails_never_guesses() {
     };
     snapshot.policy.allow_foreign_senders = false;
     relay.env.snapshot.store(Arc::new(snapshot));
-    let heard = send(
-        &relay,
-        &from("alice", "<alice@tugraz.at>", "alice@tugraz.at"),
-    )
-    .await;
     assert_eq!(
-        (heard.stage, heard.reply()),
-        (
-            "mail",
-            "451 4.3.0 temporary local problem (ownership source unavailable: ldap://directory: timeout), try again later".into()
-        )
+        refused(&relay, &from("alice", "<alice@tugraz.at>", "alice@tugraz.at"),).await,
+        ("mail", "451 4.3.0 temporary local problem (ownership source unavailable: ldap://directory: timeout), try again later".into())
     );
     assert_eq!(
         relay.last_verdict(),
@@ -815,13 +788,12 @@ async fn an_ownership_source_that_cannot_answer_tempfails_never_guesses() {
 async fn while_draining_new_messages_hear_421() {
     let relay = new_relay("[dkim]\n");
     relay.env.flight.begin_drain();
-    let heard = send(
-        &relay,
-        &from("alice", "<alice@tugraz.at>", "alice@tugraz.at"),
-    )
-    .await;
     assert_eq!(
-        (heard.stage, heard.reply()),
+        refused(
+            &relay,
+            &from("alice", "<alice@tugraz.at>", "alice@tugraz.at"),
+        )
+        .await,
         (
             "mail",
             "421 4.3.2 relayguard is shutting down; try again later".into()

@@ -89,6 +89,19 @@ pub async fn wait_delivered_in(dir: &Path, needle: &str, context: impl Fn() -> S
     }
 }
 
+/// `GET path` on a loopback HTTP endpoint (the metrics server); the whole response.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 /// The default test sender map.
 pub const MAP: &str = "alice@tugraz.at alice\nrector@tugraz.at rector\noffice@tugraz.at alice, bob\nwebform@tugraz.at robot-web\n";
 

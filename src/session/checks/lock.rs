@@ -8,7 +8,6 @@ use crate::limits::locks::Lock;
 use crate::log::Escaped;
 use crate::session::decision::{Abuse, Decision, Reply};
 use crate::session::{Check, Ctx, Outcome, Step, Transaction};
-use std::borrow::Cow;
 
 /// Refuses a locked account at MAIL; locks an account whose refusals reach a trigger.
 pub struct AccountLock;
@@ -42,16 +41,9 @@ impl Check for AccountLock {
                     lock.reason
                 ),
             };
-            Outcome::Decided(Decision {
-                verdict: Verdict::Lock,
-                reason: Cow::Borrowed("account_locked"),
-                text: reply.to_string(),
-                reply: Some(reply),
-                rcpt: None,
-                signatures: Vec::new(),
-                limit: None,
-                abuse: None,
-            })
+            let mut locked = Decision::refuse("account_locked", reply);
+            locked.verdict = Verdict::Lock;
+            Outcome::Decided(locked)
         }))
     }
 
