@@ -21,7 +21,10 @@ cargo build --release --locked -q
 RG=$PWD/target/release/relayguard
 work=$(mktemp -d /tmp/relayguard-bench.XXXXXX)
 chmod 755 "$work"
-trap 'pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Every process this script starts is recorded here and stopped by its PID on exit.
+started=()
+stop_started() { for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap 'stop_started; rm -rf "$work"' EXIT
 mkdir -p "$work/keys"
 install -d -o opendkim "$work/od"
 
@@ -39,6 +42,9 @@ socket_mode = "0666"
 protected = ["tugraz.at"]
 [clients]
 internal_networks = ["127.0.0.0/8"]
+# Postfix's status mail (smtp-source from 127.0.0.1) comes unauthenticated as monitor@.
+require_name = "none"
+status_senders = ["monitor@tugraz.at"]
 [dkim]
 selectors = "selectors-$kind.toml"
 keys_dir = "keys"
@@ -73,6 +79,7 @@ measure() {
         opendkim) opendkim -f -x "$work/opendkim.conf" >/dev/null 2>&1 & pid=$! ;;
         *) "$RG" run --config "$config" >/dev/null 2>&1 & pid=$! ;;
     esac
+    started+=("$pid")
     case $wait in /*) wait_socket "$wait" ;; *) wait_port "$wait" ;; esac
     local out total
     out=$("$RG" bench --target "$target" --pid "$pid" "$@")
@@ -122,8 +129,9 @@ for f in main.cf master.cf; do
 done
 sed "s#unix:/run/relayguard/relayguard.sock#unix:$work/rg.sock#" packaging/postfix/main.cf.snippet >> "$pf/conf/main.cf"
 smtp-sink -u postfix "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
+started+=("$!")
 postfix -c "$pf/conf" start >/dev/null 2>&1
-trap 'postfix -c "$pf/conf" stop >/dev/null 2>&1 || true; pkill -f "smtp-sink -u postfix 127.0.0.1:$sink_port" || true; pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'postfix -c "$pf/conf" stop >/dev/null 2>&1 || true; stop_started; rm -rf "$work"' EXIT
 wait_port "$submit_port"
 {
     printf 'From: Monitoring <monitor@tugraz.at>\nTo: ops@tugraz.at\nSubject: status report\nMessage-ID: <bench@tugraz.at>\nDate: Sat, 28 Nov 2026 10:00:00 +0100\n\n'
@@ -136,6 +144,7 @@ postfix_run() {  # postfix_run NAME -> messages/s end to end
         relayguard) "$RG" run --config "$work/rg-rsa.toml" >/dev/null 2>&1 & pid=$!; wait_socket "$work/rg.sock"; milter="unix:$work/rg.sock" ;;
         relayguard-ed25519) "$RG" run --config "$work/rg-ed.toml" >/dev/null 2>&1 & pid=$!; wait_socket "$work/rg.sock"; milter="unix:$work/rg.sock" ;;
     esac
+    [ -n "$pid" ] && started+=("$pid")
     postconf -c "$pf/conf" -e "smtpd_milters = $milter"
     postfix -c "$pf/conf" reload >/dev/null 2>&1
     sleep 1

@@ -9,6 +9,7 @@
 use super::address::{Address, AddressError};
 use mail_parser::MessageParser;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// Why a header's sender could not be determined unambiguously.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,17 +325,22 @@ impl Lexed {
     }
 }
 
-/// The From and Sender headers of one message, gathered as the MTA passes them.
+/// The From and Sender headers of one message, gathered as the MTA passes them; each is
+/// parsed once, when first asked for.
 #[derive(Debug, Default, Clone)]
 pub struct HeaderSet {
     from: Vec<Vec<u8>>,
     sender: Vec<Vec<u8>>,
     anomaly: Option<(&'static str, Ambiguity)>,
+    from_parsed: OnceLock<Result<Option<Address>, Ambiguity>>,
+    sender_parsed: OnceLock<Result<Option<Address>, Ambiguity>>,
 }
 
 impl HeaderSet {
     /// Records one header field (name without colon, value as received).
     pub fn add(&mut self, name: &[u8], value: &[u8]) {
+        self.from_parsed = OnceLock::new();
+        self.sender_parsed = OnceLock::new();
         let trimmed = name.trim_ascii();
         for (field, list) in [("From", &mut self.from), ("Sender", &mut self.sender)] {
             if trimmed.eq_ignore_ascii_case(field.as_bytes()) {
@@ -352,12 +358,16 @@ impl HeaderSet {
 
     /// The single From mailbox; `Ok(None)` when there is no From header.
     pub fn from(&self) -> Result<Option<Address>, Ambiguity> {
-        self.mailbox("From", &self.from)
+        self.from_parsed
+            .get_or_init(|| self.mailbox("From", &self.from))
+            .clone()
     }
 
     /// The single Sender mailbox; `Ok(None)` when there is no Sender header.
     pub fn sender(&self) -> Result<Option<Address>, Ambiguity> {
-        self.mailbox("Sender", &self.sender)
+        self.sender_parsed
+            .get_or_init(|| self.mailbox("Sender", &self.sender))
+            .clone()
     }
 
     fn mailbox(&self, field: &str, values: &[Vec<u8>]) -> Result<Option<Address>, Ambiguity> {

@@ -158,10 +158,19 @@ pub enum Answer {
     Refuse(Reply),
 }
 
+/// What the MTA hears of a delivered decision (the signatures stay in the decision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// Accept, with the decision's signatures.
+    Accept,
+    /// Refuse with this reply.
+    Refuse(Reply),
+}
+
 /// Delivers a decision: audit record, log line, metrics; returns what the MTA hears. An
 /// acceptance whose record cannot be written, where no mail may leave unaudited, becomes
 /// the tempfail the MTA hears, and is logged and counted as one.
-pub fn deliver(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> Answer {
+pub fn deliver(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> Delivered {
     let written = audit(d, conn, tx, env);
     let unaudited = !written
         && d.verdict == Verdict::Accept
@@ -211,7 +220,7 @@ pub fn deliver(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> 
             .inc();
     }
     if unaudited {
-        return Answer::Refuse(Reply::fault("audit log unwritable"));
+        return Delivered::Refuse(Reply::fault("audit log unwritable"));
     }
     for s in &d.signatures {
         let labels = KeyLabels {
@@ -222,8 +231,8 @@ pub fn deliver(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> 
         metrics.signatures.get_or_create(&labels).inc();
     }
     match &d.reply {
-        None => Answer::Accept(d.signatures.clone()),
-        Some(reply) => Answer::Refuse(reply.clone()),
+        None => Delivered::Accept,
+        Some(reply) => Delivered::Refuse(reply.clone()),
     }
 }
 

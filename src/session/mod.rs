@@ -24,7 +24,7 @@ use crate::policy::mailbox::HeaderSet;
 use crate::policy::senders::OwnershipSource;
 use crate::policy::{Client, ClientKind, Policy};
 use arc_swap::ArcSwap;
-use decision::{Answer, Decision, deliver};
+use decision::{Answer, Decision, Delivered, deliver};
 use flight::{Flight, InFlightGuard};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -280,14 +280,17 @@ impl Pipeline {
     }
 
     /// Delivers a decision, then lets every check see it.
-    async fn deliver(&self, d: &Decision, tx: &Transaction, cx: Ctx<'_>) -> Answer {
-        let answer = deliver(d, cx.conn, tx, cx.env);
+    async fn deliver(&self, d: Decision, tx: &Transaction, cx: Ctx<'_>) -> Answer {
+        let delivered = deliver(&d, cx.conn, tx, cx.env);
         for check in &self.checks {
-            if let Some(after) = check.decided(tx, d, cx) {
+            if let Some(after) = check.decided(tx, &d, cx) {
                 after.await;
             }
         }
-        answer
+        match delivered {
+            Delivered::Accept => Answer::Accept(d.signatures),
+            Delivered::Refuse(reply) => Answer::Refuse(reply),
+        }
     }
 }
 
@@ -357,7 +360,7 @@ impl Session {
                 self.tx = Some(tx);
                 Answer::Continue
             }
-            Outcome::Decided(d) => pipeline.deliver(&d, &tx, cx_of(env, &self.conn)).await,
+            Outcome::Decided(d) => pipeline.deliver(d, &tx, cx_of(env, &self.conn)).await,
         }
     }
 
@@ -386,7 +389,7 @@ impl Session {
                 tx.rcpts.push(rcpt);
                 Answer::Continue
             }
-            Outcome::Decided(d) => pipeline.deliver(&d.for_rcpt(&rcpt), tx, cx).await,
+            Outcome::Decided(d) => pipeline.deliver(d.for_rcpt(&rcpt), tx, cx).await,
         }
     }
 
@@ -424,7 +427,7 @@ impl Session {
                 self.tx = Some(tx);
                 Answer::Continue
             }
-            Outcome::Decided(d) => pipeline.deliver(&d, &tx, cx).await,
+            Outcome::Decided(d) => pipeline.deliver(d, &tx, cx).await,
         }
     }
 
@@ -452,7 +455,7 @@ impl Session {
         };
         let cx = cx_of(env, &self.conn);
         match pipeline.stage(Stage::Message, &mut tx, cx).await {
-            Outcome::Decided(d) => pipeline.deliver(&d, &tx, cx).await,
+            Outcome::Decided(d) => pipeline.deliver(d, &tx, cx).await,
             Outcome::Continue => {
                 Answer::Refuse(decision::Reply::fault("end of message without a decision"))
             }
