@@ -437,15 +437,21 @@ fn audit_report(
     Ok(())
 }
 
+/// Prints a line of the report; a closed pipe (`| head`) ends it without a panic.
+fn say(line: String) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 fn bench_command(args: BenchArgs) -> Result<(), String> {
     if let Some(key) = args.ceiling {
         let duration = std::time::Duration::from_secs_f64(args.seconds.max(0.1));
         let (algorithm, rate) = relayguard::bench::signing_ceiling(&key, args.threads, duration)?;
-        println!(
+        say(format!(
             "signing ceiling: {rate:.0} signatures/s ({algorithm}, {} threads, {:.3} ms CPU per signature)",
             args.threads,
             args.threads as f64 * 1000.0 / rate.max(1.0)
-        );
+        ));
         return Ok(());
     }
     let load = relayguard::bench::Load {
@@ -465,7 +471,7 @@ fn bench_command(args: BenchArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let n = results.latencies.len();
-    println!(
+    say(format!(
         "{n} messages of {} bytes, {} connections, {:.2} s: {:.0} messages/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         load.size,
         load.connections,
@@ -474,19 +480,19 @@ fn bench_command(args: BenchArgs) -> Result<(), String> {
         ms(results.percentile(0.5)),
         ms(results.percentile(0.99)),
         ms(results.percentile(1.0))
-    );
-    println!(
+    ));
+    say(format!(
         "signed {}, accepted unsigned {}, rejected {}, tempfailed {}",
         results.signed, results.unsigned, results.rejected, results.tempfailed
-    );
+    ));
     if let (Some((cpu0, _)), Some((cpu1, hwm))) =
         (before, args.pid.and_then(relayguard::bench::process_stats))
     {
-        println!(
+        say(format!(
             "server: {:.3} ms CPU per message, peak RSS {:.1} MiB",
             (cpu1 - cpu0) * 1000.0 / n.max(1) as f64,
             hwm as f64 / 1024.0
-        );
+        ));
     }
     Ok(())
 }
