@@ -61,6 +61,31 @@ fn bracket(address: &str) -> String {
     }
 }
 
+/// Whether the rollout only records this client's refusals (monitor mode), in words.
+pub fn explain_rollout(
+    rollout: &crate::session::rollout::Rollout,
+    limits: Option<&crate::limits::LimitsPolicy>,
+    policy: &Policy,
+    question: &Question,
+    daemon_name: Option<&str>,
+) -> String {
+    let login = question
+        .login
+        .as_deref()
+        .map(|l| policy.logins.normalise(l));
+    let internal = question.client.is_some_and(|c| policy.is_internal(c));
+    let class = match limits {
+        Some(l) => l.class(daemon_name, login.as_deref(), internal).0,
+        None if internal => "internal",
+        None => "external",
+    };
+    if rollout.monitors(login.as_deref(), class) {
+        "mode: monitor: a refusal is recorded, not sent; the message would pass unsigned\n".into()
+    } else {
+        "mode: enforce\n".into()
+    }
+}
+
 /// The limits that apply to the client and which of them this transaction alone breaks.
 pub fn explain_limits(
     limits: &crate::limits::LimitsPolicy,
@@ -149,6 +174,9 @@ pub fn explain(policy: &Policy, question: &Question) -> (String, bool) {
     }
     if let crate::policy::ClientKind::Authenticated { given, login } = &decision.kind {
         let _ = writeln!(out, "login {given} (matched as `{login}`)");
+    }
+    for rewrite in &decision.rewrites {
+        let _ = writeln!(out, "masquerade: {rewrite}");
     }
     for (field, value, permit) in &decision.steps {
         match permit {

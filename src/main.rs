@@ -355,6 +355,16 @@ fn explain_command(path: &Path, question: &Question, daemon_name: Option<&str>) 
     let policy = &loaded.snapshot.policy;
     let (report, accepted) = explain(policy, question);
     print!("{report}");
+    print!(
+        "{}",
+        relayguard::explain::explain_rollout(
+            &loaded.snapshot.rollout,
+            loaded.snapshot.limits.as_ref(),
+            policy,
+            question,
+            daemon_name
+        )
+    );
     if let Some(limits) = &loaded.snapshot.limits {
         print!(
             "{}",

@@ -39,6 +39,13 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels of counters by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The stable reason code.
+    pub reason: String,
+}
+
 /// Labels of limit counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
@@ -70,6 +77,10 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Audit records not written.
     pub audit_failures: Counter,
+    /// Refusals recorded, not sent (monitor mode), by reason.
+    pub would_refuse: Family<ReasonLabels, Counter>,
+    /// Robot messages masqueraded and accepted.
+    pub masqueraded: Counter,
     /// Open MTA connections.
     pub connections: Gauge,
     /// Times a connection took the last free slot.
@@ -95,6 +106,8 @@ impl Default for Metrics {
             redis_unavailable: Gauge::default(),
             in_flight: Gauge::default(),
             audit_failures: Counter::default(),
+            would_refuse: Family::default(),
+            masqueraded: Counter::default(),
             connections: Gauge::default(),
             slots_full: Counter::default(),
             registry: Registry::default(),
@@ -149,6 +162,16 @@ impl Default for Metrics {
             "audit_failures",
             "Audit records that could not be written",
             m.audit_failures.clone(),
+        );
+        registry.register(
+            "would_refuse",
+            "Refusals recorded but not sent (monitor mode), by reason",
+            m.would_refuse.clone(),
+        );
+        registry.register(
+            "masqueraded",
+            "Robot messages whose automatic sender was masqueraded",
+            m.masqueraded.clone(),
         );
         registry.register(
             "milter_connections",

@@ -5,7 +5,7 @@
 //! offers it, relayguard asks not to be waited for at end of headers and per body chunk, and
 //! gives the verdict made at end of headers at end of message.
 
-use crate::session::decision::{Answer, Reply};
+use crate::session::decision::{Accepted, Answer, Modification, Reply};
 use crate::session::flight::InFlightGuard;
 use crate::session::{Env, Pipeline, Session};
 use indymilter::{
@@ -143,11 +143,32 @@ impl ConnectionState {
     }
 }
 
-fn negotiate(cx: &mut NegotiateContext<ConnectionState>, offered: ProtoOpts) -> Status {
+/// The actions masquerading needs: a new envelope sender, a changed From, the original kept.
+const MODIFY: Actions = Actions::CHANGE_SENDER
+    .union(Actions::CHANGE_HEADER)
+    .union(Actions::ADD_HEADER);
+
+/// Logged once: the MTA does not let relayguard change senders.
+static NO_MODIFY_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn negotiate(
+    cx: &mut NegotiateContext<ConnectionState>,
+    actions: Actions,
+    offered: ProtoOpts,
+) -> Status {
     for (stage, macros) in REQUESTED_MACROS {
         cx.requested_macros.insert(*stage, (*macros).to_owned());
     }
     cx.requested_actions |= Actions::ADD_HEADER;
+    let can_modify = actions.contains(MODIFY);
+    if can_modify {
+        cx.requested_actions |= MODIFY;
+    } else if !NO_MODIFY_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        warn!(
+            "the MTA does not let relayguard change the envelope sender and headers (milter actions CHGFROM, CHGHEADER): robots' automatic mail is not masqueraded, and is refused as before"
+        );
+    }
+    state(&mut cx.data).session.conn.can_modify = can_modify;
     // Spare the MTA round trips: nothing is refused at connect or per header, and the
     // verdict made at end of headers is given at end of message (the SMTP client hears it
     // after its final dot either way).
@@ -165,13 +186,58 @@ fn state<T: Send + Default>(data: &mut Option<T>) -> &mut T {
     data.get_or_insert_with(T::default)
 }
 
-/// Milter header values fold with a bare LF.
+/// Milter header values fold with a bare LF; any other line break or NUL (none should
+/// reach here: values are built from validated parts) becomes a space, so no value can
+/// carry a header of its own.
 fn milter_folding(value: &str) -> String {
-    value.replace("\r\n", "\n")
+    let value = value.replace("\r\n", "\n");
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' if matches!(chars.peek(), Some(' ' | '\t')) => out.push('\n'),
+            '\r' | '\n' | '\0' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn first_arg(args: &[std::ffi::CString]) -> Option<String> {
     args.first().map(|a| a.to_string_lossy().into_owned())
+}
+
+/// Makes the changes of an accepted message (masquerading, the monitor-mode header), then
+/// inserts its signatures on top.
+async fn apply(
+    actions: &impl ContextActions,
+    accepted: &Accepted,
+) -> Result<(), indymilter::ActionError> {
+    for change in &accepted.modifications {
+        match change {
+            Modification::ChangeSender(address) => {
+                actions
+                    .change_sender(address.as_str(), None::<&str>)
+                    .await?
+            }
+            Modification::ChangeHeader { name, index, value } => {
+                actions
+                    .change_header(name.as_str(), *index, Some(milter_folding(value)))
+                    .await?
+            }
+            Modification::AddHeader { name, value } => {
+                actions
+                    .add_header(name.as_str(), milter_folding(value))
+                    .await?
+            }
+        }
+    }
+    for signature in &accepted.signatures {
+        actions
+            .insert_header(0, "DKIM-Signature", milter_folding(&signature.value))
+            .await?;
+    }
+    Ok(())
 }
 
 /// The indymilter callbacks, each a thin shell around one stage of the [`Session`].
@@ -179,7 +245,7 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
     let shared = (env, pipeline);
     let (mail, rcpt, eoh, eom) = (shared.clone(), shared.clone(), shared.clone(), shared);
     Callbacks::new()
-        .on_negotiate(|cx: &mut NegotiateContext<ConnectionState>, _, opts| Box::pin(async move { negotiate(cx, opts) }))
+        .on_negotiate(|cx: &mut NegotiateContext<ConnectionState>, actions, opts| Box::pin(async move { negotiate(cx, actions, opts) }))
         .on_connect(|cx: &mut Context<ConnectionState>, hostname, socket| {
             Box::pin(async move {
                 let Context { data, macros, .. } = cx;
@@ -257,15 +323,13 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
                 if let Some(held) = connection.held.take() {
                     return send(&mut cx.reply, held.answer);
                 }
-                let signatures = match connection.session.end_of_message(&env, &pipeline).await {
-                    Answer::Accept(signatures) => signatures,
+                let accepted = match connection.session.end_of_message(&env, &pipeline).await {
+                    Answer::Accept(accepted) => accepted,
                     other => return send(&mut cx.reply, other),
                 };
-                for signature in &signatures {
-                    if let Err(e) = cx.actions.insert_header(0, "DKIM-Signature", milter_folding(&signature.value)).await {
-                        error!(error = %e, "cannot insert DKIM-Signature; tempfailing");
-                        return send(&mut cx.reply, Answer::Refuse(Reply::fault("cannot add the signature")));
-                    }
+                if let Err(e) = apply(&cx.actions, &accepted).await {
+                    error!(error = %e, "cannot change the message as decided; tempfailing");
+                    return send(&mut cx.reply, Answer::Refuse(Reply::fault("cannot change the message")));
                 }
                 Status::Accept
             })
@@ -287,4 +351,16 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
                 Status::Continue
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::milter_folding;
+
+    #[test]
+    fn a_header_value_keeps_its_folding_and_cannot_start_a_header() {
+        assert_eq!(milter_folding("v=1;\r\n\tb=abc;"), "v=1;\n\tb=abc;");
+        assert_eq!(milter_folding("<a@b>\r\nBcc: x\0"), "<a@b> Bcc: x ");
+        assert_eq!(milter_folding("a\rb\nc"), "a b c");
+    }
 }

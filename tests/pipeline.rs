@@ -4,104 +4,25 @@
 //! ownership source, and a pinned clock. What each test checks is what the MTA would hear,
 //! the audit record and the metrics.
 
-use relayguard::BoxFuture;
-use relayguard::audit::Record;
-use relayguard::audit::writer::{AuditSink, OnError};
-use relayguard::config::Config;
-use relayguard::dkim::keys;
-use relayguard::dkim::schedule::Schedule;
-use relayguard::dkim::signer::KeySet;
-use relayguard::limits::locks::{Lock, LockStore};
-use relayguard::limits::rate::{Gcra, Rate};
-use relayguard::limits::store::{CounterStore, MemoryStore, StoreDown};
-use relayguard::metrics::Metrics;
-use relayguard::policy::address::Address;
-use relayguard::policy::senders::{MapSource, Ownership, OwnershipSource, SenderMap, SourceDown};
-use relayguard::session::decision::{Answer, Reply};
-use relayguard::session::flight::Flight;
-use relayguard::session::{Env, Pipeline, Session, Snapshot};
-use serde_json::Value;
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
 
-/// 2026-11-28T19:00:00Z: inside the watched 18:00-06:00 night (UTC here).
-const T0_MS: i64 = 1_795_892_400_000;
+use common::memory::{Heard, Msg, Relay, TUGRAZ_KEYS, send, send_on, session_of};
+use relayguard::BoxFuture;
+use relayguard::audit::writer::OnError;
+use relayguard::limits::rate::{Gcra, Rate};
+use relayguard::limits::store::{CounterStore, StoreDown};
+use relayguard::policy::address::Address;
+use relayguard::policy::senders::{Ownership, OwnershipSource, SourceDown};
+use relayguard::session::decision::{Answer, Modification, Reply};
+use relayguard::session::{Pipeline, Session, Snapshot};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 const OUTSIDE: &str = "203.0.113.7";
 const CAMPUS: &str = "129.27.3.4";
 const MAP: &str =
-    "alice@tugraz.at alice\noffice@tugraz.at alice, bob\nwebform@tugraz.at robot-web\n";
-const SELECTORS: &str = r#"
-[[selector]]
-domain = "tugraz.at"
-name = "rsa-a"
-algorithm = "rsa-sha256"
-key = "tugraz.at.rsa-a.pem"
-publish = 2025-12-01T00:00:00Z
-active_from = 2026-01-01T00:00:00Z
-
-[[selector]]
-domain = "tugraz.at"
-name = "ed-a"
-algorithm = "ed25519-sha256"
-key = "tugraz.at.ed-a.pem"
-publish = 2025-12-01T00:00:00Z
-active_from = 2026-01-01T00:00:00Z
-"#;
-
-/// An audit log in memory that can be made to fail, as a full disk does.
-struct MemoryAudit {
-    records: Mutex<Vec<Value>>,
-    broken: AtomicBool,
-    on_error: OnError,
-}
-
-impl AuditSink for MemoryAudit {
-    fn write(&self, record: &Record<'_>) -> std::io::Result<()> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("No space left on device"));
-        }
-        let value = serde_json::to_value(record).unwrap();
-        self.records.lock().unwrap().push(value);
-        Ok(())
-    }
-
-    fn on_error(&self) -> OnError {
-        self.on_error
-    }
-
-    fn full_recipients(&self) -> bool {
-        false
-    }
-}
-
-/// Account locks in memory.
-#[derive(Default)]
-struct MemoryLocks(Mutex<BTreeMap<String, Lock>>);
-
-impl LockStore for MemoryLocks {
-    fn get<'a>(&'a self, login: &'a str) -> BoxFuture<'a, Result<Option<Lock>, String>> {
-        let lock = self.0.lock().unwrap().get(login).cloned();
-        Box::pin(async move { Ok(lock) })
-    }
-
-    fn list(&self) -> BoxFuture<'_, Result<BTreeMap<String, Lock>, String>> {
-        let all = self.0.lock().unwrap().clone();
-        Box::pin(async move { Ok(all) })
-    }
-
-    fn lock<'a>(&'a self, login: &'a str, lock: Lock) -> BoxFuture<'a, Result<(), String>> {
-        self.0.lock().unwrap().insert(login.to_string(), lock);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn unlock<'a>(&'a self, login: &'a str) -> BoxFuture<'a, Result<bool, String>> {
-        let was = self.0.lock().unwrap().remove(login).is_some();
-        Box::pin(async move { Ok(was) })
-    }
-}
+    "alice@tugraz.at alice\noffice@tugraz.at alice, bob\nnoreply-web@iaik.tugraz.at robot-web\n";
 
 /// A counter store that is down and fail-closed.
 struct DownStore;
@@ -133,17 +54,10 @@ impl OwnershipSource for DownSource {
     }
 }
 
-/// A relay assembled in memory.
-struct Relay {
-    env: Env,
-    pipeline: Pipeline,
-    audit: Arc<MemoryAudit>,
-    locks: Arc<MemoryLocks>,
-    now: Arc<AtomicI64>,
-}
+/// The standard sections of every relay here.
+const BASE: &str = "[senders]\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"129.27.0.0/16\"]\nstatus_senders = [\"monitoring@tugraz.at\"]\n\n";
 
-/// Builds a relay from configuration text (sections beyond the standard ones), with the
-/// standard sender map and, when `[dkim]` is in the text, the two tugraz.at keys.
+/// A relay with the standard sections and `extra`, the standard map, the tugraz.at keys.
 fn new_relay(extra: &str) -> Relay {
     relay_with(extra, OnError::Tempfail)
 }
@@ -152,71 +66,8 @@ fn relay_with(extra: &str, on_error: OnError) -> Relay {
     relay_from(&format!("{BASE}{extra}"), on_error)
 }
 
-/// The standard sections of every relay here.
-const BASE: &str = "[senders]\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"129.27.0.0/16\"]\nstatus_senders = [\"monitoring@tugraz.at\"]\n\n";
-
 fn relay_from(text: &str, on_error: OnError) -> Relay {
-    let config = Config::parse(Path::new("/mem/relayguard.toml"), text).expect("config");
-    let mut policy = config.policy.clone();
-    policy.owners.map =
-        Arc::new(SenderMap::parse(Path::new("sender_login_maps"), MAP, &policy.logins).unwrap());
-    let now = Arc::new(AtomicI64::new(T0_MS));
-    let keys = config.dkim.as_ref().map(|dkim| {
-        let schedule =
-            Schedule::parse(Path::new("selectors.toml"), SELECTORS, Path::new("/mem")).unwrap();
-        KeySet::build(schedule, dkim.signing.clone(), T0_MS / 1000, |selector| {
-            let pem: &[u8] = match selector.name.as_str() {
-                "rsa-a" => include_bytes!("fixtures/keys/tugraz.at.rsa-a.pem"),
-                _ => include_bytes!("fixtures/keys/tugraz.at.ed-a.pem"),
-            };
-            keys::parse(&selector.key, pem, selector.algorithm)
-        })
-        .unwrap()
-    });
-    let audit = Arc::new(MemoryAudit {
-        records: Mutex::default(),
-        broken: AtomicBool::new(false),
-        on_error,
-    });
-    let locks = Arc::new(MemoryLocks::default());
-    let limits = config.limits.is_some();
-    let clock = now.clone();
-    let env = Env {
-        snapshot: arc_swap::ArcSwap::from_pointee(Snapshot {
-            ownership: Arc::new(MapSource::new(
-                policy.owners.clone(),
-                policy.protected.clone(),
-            )),
-            policy,
-            keys,
-            limits: config.limits.clone(),
-        }),
-        counters: limits.then(|| Arc::new(MemoryStore::default()) as Arc<dyn CounterStore>),
-        locks: limits.then(|| locks.clone() as Arc<dyn LockStore>),
-        audit: Some(audit.clone()),
-        metrics: Arc::new(Metrics::default()),
-        clock: Arc::new(move || clock.load(Ordering::SeqCst)),
-        host: "relay1".into(),
-        flight: Flight::default(),
-    };
-    Relay {
-        env,
-        pipeline: Pipeline::standard(),
-        audit,
-        locks,
-        now,
-    }
-}
-
-/// One message as an MTA reports it.
-#[derive(Clone)]
-struct Msg {
-    client: &'static str,
-    name: Option<&'static str>,
-    login: Option<&'static str>,
-    mail_from: &'static str,
-    rcpts: Vec<&'static str>,
-    headers: Vec<(&'static str, &'static str)>,
+    Relay::new(text, MAP, TUGRAZ_KEYS, on_error)
 }
 
 fn from(login: &'static str, mail_from: &'static str, from: &'static str) -> Msg {
@@ -227,9 +78,9 @@ fn from(login: &'static str, mail_from: &'static str, from: &'static str) -> Msg
         mail_from,
         rcpts: vec!["<friend@example.org>"],
         headers: vec![
-            ("From", from),
-            ("To", "friend@example.org"),
-            ("Subject", "x"),
+            ("From", from.as_bytes()),
+            ("To", b"friend@example.org"),
+            ("Subject", b"x"),
         ],
     }
 }
@@ -241,111 +92,14 @@ fn server(name: Option<&'static str>, mail_from: &'static str, from: &'static st
         login: None,
         mail_from,
         rcpts: vec!["<admin@tugraz.at>"],
-        headers: vec![("From", from), ("Subject", "cron")],
+        headers: vec![("From", from.as_bytes()), ("Subject", b"cron")],
     }
-}
-
-/// What the MTA heard at each stage.
-#[derive(Debug)]
-struct Heard {
-    /// The stage that ended the message (`mail`, `rcpt`, `headers`, `message`).
-    stage: &'static str,
-    /// Its answer.
-    answer: Answer,
-    /// The answer to each recipient (where the message got that far).
-    rcpts: Vec<Answer>,
-}
-
-impl Heard {
-    fn reply(&self) -> String {
-        match &self.answer {
-            Answer::Refuse(r) => r.to_string(),
-            other => panic!("expected a refusal, got {other:?} at {}", self.stage),
-        }
-    }
-
-    fn signatures(&self) -> usize {
-        match &self.answer {
-            Answer::Accept(s) => s.len(),
-            other => panic!("expected an acceptance, got {other:?} at {}", self.stage),
-        }
-    }
-}
-
-/// Sends one message on a session as an MTA does.
-async fn send_on(relay: &Relay, session: &mut Session, msg: &Msg) -> Heard {
-    let (env, pipeline) = (&relay.env, &relay.pipeline);
-    let heard = |stage, answer, rcpts| Heard {
-        stage,
-        answer,
-        rcpts,
-    };
-    let answer = session
-        .mail(env, pipeline, msg.mail_from.into(), msg.login, None)
-        .await;
-    if answer != Answer::Continue {
-        return heard("mail", answer, vec![]);
-    }
-    let mut rcpts = Vec::new();
-    for rcpt in &msg.rcpts {
-        rcpts.push(
-            session
-                .rcpt(env, pipeline, rcpt.to_string(), Some("Q1".into()))
-                .await,
-        );
-    }
-    if !rcpts.contains(&Answer::Continue) {
-        let last = rcpts.last().cloned().unwrap_or(Answer::Continue);
-        return heard("rcpt", last, rcpts);
-    }
-    for (name, value) in &msg.headers {
-        session.header(name.as_bytes(), value.as_bytes());
-    }
-    let answer = session.end_of_headers(env, pipeline, None).await;
-    if answer != Answer::Continue {
-        return heard("headers", answer, rcpts);
-    }
-    assert_eq!(session.body(b"hello\r\n"), Answer::Continue);
-    let answer = session.end_of_message(env, pipeline).await;
-    heard("message", answer, rcpts)
-}
-
-/// Sends one message on a new connection.
-async fn send(relay: &Relay, msg: &Msg) -> Heard {
-    let mut session = Session::default();
-    session.conn.addr = Some(msg.client.parse::<IpAddr>().unwrap());
-    session.conn.name = format!("[{}]", msg.client);
-    session.conn.verified_name = msg.name.map(str::to_string);
-    send_on(relay, &mut session, msg).await
 }
 
 /// Sends `msg` on a new connection and returns where it was refused and with what reply.
 async fn refused(relay: &Relay, msg: &Msg) -> (&'static str, String) {
     let heard = send(relay, msg).await;
     (heard.stage, heard.reply())
-}
-
-impl Relay {
-    fn records(&self) -> Vec<Value> {
-        self.audit.records.lock().unwrap().clone()
-    }
-
-    fn last(&self) -> Value {
-        self.records().pop().expect("a record")
-    }
-
-    /// The last record's verdict and reason.
-    fn last_verdict(&self) -> (String, String) {
-        let r = self.last();
-        (
-            r["verdict"].as_str().unwrap().into(),
-            r["reason"].as_str().unwrap().into(),
-        )
-    }
-
-    fn metrics(&self) -> String {
-        self.env.metrics.encode()
-    }
 }
 
 fn verdict(v: &str, r: &str) -> (String, String) {
@@ -425,7 +179,7 @@ async fn every_policy_refusal_has_its_reply_and_reason() {
         ),
         (
             Msg {
-                headers: vec![("Subject", "no from")],
+                headers: vec![("Subject", b"no from")],
                 ..from("alice", "<alice@tugraz.at>", "")
             },
             "headers",
@@ -434,7 +188,7 @@ async fn every_policy_refusal_has_its_reply_and_reason() {
         ),
         (
             Msg {
-                headers: vec![("From", "alice@tugraz.at"), ("FROM", "rector@tugraz.at")],
+                headers: vec![("From", b"alice@tugraz.at"), ("FROM", b"rector@tugraz.at")],
                 ..from("alice", "<alice@tugraz.at>", "")
             },
             "headers",
@@ -771,6 +525,7 @@ async fn an_ownership_source_that_cannot_answer_tempfails_never_guesses() {
         ownership: Arc::new(DownSource),
         keys: None,
         limits: None,
+        rollout: Default::default(),
     };
     snapshot.policy.allow_foreign_senders = false;
     relay.env.snapshot.store(Arc::new(snapshot));
@@ -810,6 +565,7 @@ async fn the_pipeline_runs_its_checks_in_the_documented_order() {
         [
             "draining",
             "account lock",
+            "masquerade",
             "envelope sender",
             "recipients",
             "sending limits",
@@ -817,4 +573,307 @@ async fn the_pipeline_runs_its_checks_in_the_documented_order() {
             "signing"
         ]
     );
+}
+
+const MASQUERADE: &str = "[senders.masquerade.\"robot-web\"]\naddress = \"noreply-web@iaik.tugraz.at\"\nfrom = [\"root@*\", \"www-data@*\", \"*@localhost\", \"<>\"]\ndisplay_name = \"IAIK web server\"\n\n[dkim]\n";
+
+fn robot(mail_from: &'static str, from: &'static str) -> Msg {
+    from_login("robot-web", mail_from, from)
+}
+
+fn from_login(login: &'static str, mail_from: &'static str, from: &'static str) -> Msg {
+    Msg {
+        login: Some(login),
+        ..self::from("x", mail_from, from)
+    }
+}
+
+/// The message as the recipient gets it: the changes made, the signatures on top.
+fn delivered(heard: &Heard, raw: &str) -> Vec<u8> {
+    let Answer::Accept(accepted) = &heard.answer else {
+        panic!("not accepted: {heard:?}");
+    };
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines: Vec<String> = head.split("\r\n").map(str::to_string).collect();
+    for change in &accepted.modifications {
+        match change {
+            Modification::ChangeHeader { name, value, .. } => {
+                let at = lines
+                    .iter()
+                    .position(|l| {
+                        l.to_ascii_lowercase()
+                            .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+                    })
+                    .unwrap();
+                lines[at] = format!("{name}: {value}");
+            }
+            Modification::AddHeader { name, value } => lines.push(format!("{name}: {value}")),
+            Modification::ChangeSender(_) => {}
+        }
+    }
+    let signatures: Vec<String> = accepted
+        .signatures
+        .iter()
+        .map(|s| s.value.clone())
+        .collect();
+    common::dkim::signed_message(
+        &signatures,
+        format!("{}\r\n\r\n{body}", lines.join("\r\n")).as_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn a_robots_automatic_mail_is_masqueraded_then_signed_as_its_address() {
+    let relay = new_relay(MASQUERADE);
+    let msg = robot(
+        "<root@web1.iaik.tugraz.at>",
+        "root@web1.iaik.tugraz.at (Cron Daemon)",
+    );
+    let heard = send(&relay, &msg).await;
+    assert_eq!(heard.signatures(), 2, "{heard:?}");
+    let Answer::Accept(accepted) = &heard.answer else {
+        unreachable!()
+    };
+    assert_eq!(
+        accepted.modifications,
+        [
+            Modification::ChangeSender("<noreply-web@iaik.tugraz.at>".into()),
+            Modification::ChangeHeader {
+                name: "From".into(),
+                index: 1,
+                value: "\"Cron Daemon\" <noreply-web@iaik.tugraz.at>".into()
+            },
+            Modification::AddHeader {
+                name: "X-Original-From".into(),
+                value: "<root@web1.iaik.tugraz.at>".into()
+            },
+        ]
+    );
+    // The signatures cover the rewritten From: an independent verifier agrees.
+    let raw = "From: root@web1.iaik.tugraz.at (Cron Daemon)\r\nTo: friend@example.org\r\nSubject: x\r\n\r\nhello\r\n";
+    let message = delivered(&heard, raw);
+    assert_eq!(
+        common::dkim::verify_mail_auth(&message, &common::dkim::records()).await,
+        Ok(2),
+        "both signatures verify over the rewritten From"
+    );
+    let record = relay.last();
+    assert_eq!(
+        (
+            &record["mail_from"],
+            &record["header_from"],
+            &record["masqueraded"]
+        ),
+        (
+            &Value::from("<noreply-web@iaik.tugraz.at>"),
+            &Value::from("noreply-web@iaik.tugraz.at"),
+            &serde_json::json!({"mail_from": "<root@web1.iaik.tugraz.at>", "from": "root@web1.iaik.tugraz.at", "sender": null})
+        )
+    );
+    assert!(relay.metrics().contains("relayguard_masqueraded_total 1"));
+
+    // The null sender and an unnamed From get the configured display name.
+    let heard = send(&relay, &robot("<>", "www-data@localhost")).await;
+    let Answer::Accept(accepted) = &heard.answer else {
+        panic!("{heard:?}")
+    };
+    assert_eq!(heard.signatures(), 2);
+    assert!(
+        accepted
+            .modifications
+            .contains(&Modification::ChangeHeader {
+                name: "From".into(),
+                index: 1,
+                value: "\"IAIK web server\" <noreply-web@iaik.tugraz.at>".into()
+            })
+    );
+}
+
+#[tokio::test]
+async fn only_a_robots_automatic_forms_are_masqueraded_the_rest_is_refused_as_before() {
+    let relay = new_relay(MASQUERADE);
+    // The robot's own address needs no rewriting; someone else's is refused.
+    let heard = send(
+        &relay,
+        &robot("<noreply-web@iaik.tugraz.at>", "noreply-web@iaik.tugraz.at"),
+    )
+    .await;
+    assert_eq!(heard.signatures(), 2);
+    let Answer::Accept(accepted) = &heard.answer else {
+        unreachable!()
+    };
+    assert!(accepted.modifications.is_empty());
+    assert_eq!(
+        refused(&relay, &robot("<root@web1>", "Rector <rector@tugraz.at>")).await,
+        (
+            "headers",
+            "550 5.7.1 <rector@tugraz.at> is not owned by authenticated user robot-web".into()
+        )
+    );
+    // A person is never masqueraded.
+    assert_eq!(
+        refused(&relay, &from_login("alice", "<root@web1>", "root@web1"))
+            .await
+            .0,
+        "mail"
+    );
+    // A header that smuggles a line break is not rewritten, and not sent on.
+    let mut injected = robot("<root@web1>", "");
+    injected.headers = vec![("From", b"root@web1\r\nBcc: victim@example.org")];
+    let (stage, reply) = refused(&relay, &injected).await;
+    assert_eq!(stage, "headers");
+    assert!(reply.contains("ambiguous"), "{reply}");
+    // An MTA that does not allow changes: refused as before the masquerade existed.
+    let msg = robot("<root@web1>", "root@web1");
+    let mut session = session_of(&msg);
+    session.conn.can_modify = false;
+    let heard = send_on(&relay, &mut session, &msg).await;
+    assert_eq!(heard.stage, "mail");
+    assert!(
+        heard
+            .reply()
+            .contains("<root@web1> is outside the protected domains"),
+        "{heard:?}"
+    );
+}
+
+#[tokio::test]
+async fn masquerading_without_signing_waits_for_end_of_message_to_make_its_changes() {
+    let relay = new_relay(&MASQUERADE.replace("[dkim]\n", ""));
+    let heard = send(&relay, &robot("<root@web1>", "root@web1")).await;
+    assert_eq!(heard.stage, "message", "the changes need end of message");
+    let Answer::Accept(accepted) = &heard.answer else {
+        panic!("{heard:?}")
+    };
+    assert_eq!(accepted.modifications.len(), 3);
+    assert_eq!(relay.last()["text"], "DKIM signing not configured");
+}
+
+const MONITOR: &str = "[rollout]\nmode = \"monitor\"\n\n[dkim]\n";
+
+#[tokio::test]
+async fn monitor_mode_records_a_refusal_and_passes_the_message_unsigned_saying_why() {
+    let relay = new_relay(MONITOR);
+    let heard = send(
+        &relay,
+        &from(
+            "mallory",
+            "<mallory@tugraz.at>",
+            "Rector <rector@tugraz.at>",
+        ),
+    )
+    .await;
+    let Answer::Accept(accepted) = &heard.answer else {
+        panic!("{heard:?}")
+    };
+    assert_eq!(heard.stage, "message");
+    assert!(accepted.signatures.is_empty(), "never sign a spoof");
+    assert_eq!(
+        accepted.modifications,
+        [Modification::AddHeader {
+            name: "X-Relayguard-Would-Refuse".into(),
+            value: "sender_not_owned".into()
+        }]
+    );
+    let record = relay.last();
+    assert_eq!(
+        (&record["verdict"], &record["reason"], &record["monitor"]),
+        (
+            &Value::from("reject"),
+            &Value::from("sender_not_owned"),
+            &Value::from(true)
+        )
+    );
+    assert!(
+        relay
+            .metrics()
+            .contains("relayguard_would_refuse_total{reason=\"sender_not_owned\"} 1")
+    );
+    // The legitimate message is signed as in enforce mode.
+    let heard = send(
+        &relay,
+        &from("alice", "<alice@tugraz.at>", "alice@tugraz.at"),
+    )
+    .await;
+    assert_eq!(heard.signatures(), 2);
+    // An internal fault is not a refusal to record: it is sent.
+    assert_eq!(
+        refused(
+            &relay,
+            &from("alice", "<alice@tu-graz.ac.at>", "alice@tu-graz.ac.at")
+        )
+        .await
+        .1,
+        "451 4.3.0 temporary local problem (no valid DKIM key for tu-graz.ac.at), try again later"
+    );
+}
+
+#[tokio::test]
+async fn monitor_mode_for_some_logins_and_classes_only() {
+    let relay = new_relay(
+        "[rollout]\nmonitor_logins = [\"mallory\"]\nwould_refuse_header = \"\"\n\n[dkim]\n",
+    );
+    let spoof = |login| from_login(login, "<x@tugraz.at>", "rector@tugraz.at");
+    let heard = send(&relay, &spoof("mallory")).await;
+    let Answer::Accept(accepted) = &heard.answer else {
+        panic!("{heard:?}")
+    };
+    assert!(accepted.modifications.is_empty(), "the header is off");
+    assert_eq!(
+        send(&relay, &spoof("bob")).await.stage,
+        "mail",
+        "bob is enforced"
+    );
+
+    // A whole class: unauthenticated internal servers.
+    let relay = new_relay("[rollout]\nmonitor_classes = [\"internal\"]\n\n[dkim]\n");
+    let mut msg = server(
+        Some("srv.tugraz.at"),
+        "<root@srv.tugraz.at>",
+        "root@srv.tugraz.at",
+    );
+    msg.rcpts = vec!["<admin@tugraz.at>", "<someone@gmail.com>"];
+    let heard = send(&relay, &msg).await;
+    assert_eq!(
+        heard.rcpts,
+        [Answer::Continue, Answer::Continue],
+        "nothing refused"
+    );
+    assert_eq!(heard.signatures(), 2, "the message itself is legitimate");
+    let records = relay.records();
+    assert_eq!(
+        (
+            &records[0]["reason"],
+            &records[0]["monitor"],
+            &records[0]["rcpt_domains"]
+        ),
+        (
+            &Value::from("recipient_not_protected"),
+            &Value::from(true),
+            &serde_json::json!(["gmail.com"])
+        )
+    );
+    // Every recipient refused: the message would not have been accepted, so it is not signed.
+    msg.rcpts = vec!["<someone@gmail.com>"];
+    let heard = send(&relay, &msg).await;
+    let Answer::Accept(accepted) = &heard.answer else {
+        panic!("{heard:?}")
+    };
+    assert!(accepted.signatures.is_empty());
+}
+
+#[tokio::test]
+async fn limits_and_locks_are_recorded_not_enforced_in_monitor_mode() {
+    let relay = new_relay(&format!(
+        "{LIMITS}[limits.external]\nmessages_per_hour = 1\n\n[rollout]\nmode = \"monitor\"\n\n[dkim]\n"
+    ));
+    let alice = from("alice", "<alice@tugraz.at>", "alice@tugraz.at");
+    assert_eq!(send(&relay, &alice).await.signatures(), 2);
+    let heard = send(&relay, &alice).await;
+    assert_eq!(heard.signatures(), 0, "over the limit: passes unsigned");
+    assert_eq!(
+        relay.last_verdict(),
+        verdict("tempfail", "limit_messages_per_hour")
+    );
+    assert_eq!(relay.last()["monitor"], true);
 }

@@ -1,6 +1,8 @@
 //! The sender policy as a table: who may send as whom, and every header-spoofing class
 //! of "Composition Kills" (USENIX Security 2020) refused with its reason.
 
+mod common;
+
 use relayguard::policy::hosts::HostName;
 use relayguard::policy::mailbox::HeaderSet;
 use relayguard::policy::{Client, Field, Policy, Reason, Request};
@@ -360,6 +362,57 @@ fn cases() -> Vec<Case> {
             "<webform@tugraz.at>",
             &[("From", b"alice@tugraz.at")],
             Refuse(Field::From, "sender_not_owned"),
+        ),
+        // Robot masquerading: automatic senders become the robot's address; the rest is
+        // checked as sent.
+        auth(
+            "robot's cron mail is masqueraded",
+            "robot-web",
+            "<root@web1.iaik.tugraz.at>",
+            &[("From", b"root@web1.iaik.tugraz.at (Cron Daemon)")],
+            Accept,
+        ),
+        auth(
+            "robot's bounce from localhost is masqueraded",
+            "robot-web",
+            "<>",
+            &[("From", b"www-data@localhost")],
+            Accept,
+        ),
+        auth(
+            "robot's automatic Sender is masqueraded",
+            "robot-web",
+            "<webform@tugraz.at>",
+            &[("From", b"webform@tugraz.at"), ("Sender", b"root@web1")],
+            Accept,
+        ),
+        auth(
+            "robot's automatic envelope with a foreign From",
+            "robot-web",
+            "<root@web1>",
+            &[("From", b"someone@gmail.com")],
+            Refuse(Field::From, "foreign_sender"),
+        ),
+        auth(
+            "robot's form that is not automatic",
+            "robot-web",
+            "<apache@web1>",
+            &[("From", b"apache@web1")],
+            Refuse(Field::MailFrom, "foreign_sender"),
+        ),
+        auth(
+            "robot's automatic From with a smuggled header",
+            "robot-web",
+            "<root@web1>",
+            &[("From", b"root@web1\r\nBcc: victim@example.org")],
+            Refuse(Field::From, "ambiguous_header"),
+        ),
+        auth(
+            "a person's root@ is never masqueraded",
+            "alice",
+            "<root@web1>",
+            &[("From", b"root@web1")],
+            Refuse(Field::MailFrom, "foreign_sender"),
         ),
         // Unauthenticated internal servers: status mail to internal recipients, with a
         // name in DNS, only as themselves (or as a configured status sender).
@@ -938,5 +991,118 @@ fn unauthenticated_server_replies_say_why() {
     assert_eq!(
         server(None, b"root@srv1.iaik.tugraz.at"),
         "450 4.7.25 Client host rejected: cannot find your hostname"
+    );
+}
+
+/// The whole table through the transaction pipeline in monitor mode: every message passes,
+/// exactly the legitimate ones are signed, and the audit log says which would have been
+/// refused and why.
+#[tokio::test]
+async fn in_monitor_mode_every_message_passes_and_only_the_legitimate_are_signed() {
+    use common::memory::{Msg, Relay, TU_GRAZ_AC_AT_KEY, TUGRAZ_KEYS, send};
+    use relayguard::audit::writer::OnError;
+    use relayguard::session::decision::Answer;
+    let config = std::fs::read_to_string("tests/policy_table/relayguard.toml").unwrap()
+        + "\n[rollout]\nmode = \"monitor\"\n\n[dkim]\n";
+    let map = std::fs::read_to_string("tests/policy_table/sender_login_maps").unwrap();
+    let policy = policy();
+    let mut failures = Vec::new();
+    let (mut signed_cases, mut would_cases) = (0, 0);
+    for case in cases() {
+        let relay = Relay::new(
+            &config,
+            &map,
+            &format!("{TUGRAZ_KEYS}{TU_GRAZ_AC_AT_KEY}"),
+            OnError::Tempfail,
+        );
+        let msg = Msg {
+            client: case.client,
+            name: case.host,
+            login: case.login,
+            mail_from: case.mail_from,
+            rcpts: case.rcpts.to_vec(),
+            headers: case.headers.to_vec(),
+        };
+        let heard = send(&relay, &msg).await;
+        // What would have been accepted: the message, and at least one recipient.
+        let kind = policy.classify(Client {
+            addr: case.client.parse().ok(),
+            login: case.login,
+            name: HostName {
+                verified: case.host,
+                reverse: case.host,
+            },
+        });
+        let some_rcpt = case
+            .rcpts
+            .iter()
+            .any(|r| policy.check_rcpt(&kind, r).is_ok());
+        let mut headers = HeaderSet::default();
+        for (name, value) in case.headers {
+            headers.add(name.as_bytes(), value);
+        }
+        // A robot's automatic From is masqueraded first.
+        if let Some((_, value)) = policy
+            .masquerade_rule(&kind)
+            .and_then(|r| r.rewrite_from(&headers))
+        {
+            headers.replace(b"From", value.as_bytes());
+        }
+        let from_protected = headers
+            .from()
+            .ok()
+            .flatten()
+            .and_then(|a| a.domain().map(|d| policy.protected.covers(d)))
+            .unwrap_or(false);
+        let legitimate = match case.expect {
+            Accept => true,
+            Refuse(Field::Rcpt, _) => some_rcpt,
+            Refuse(..) => false,
+        };
+        let records = relay.records();
+        let would: Vec<String> = records
+            .iter()
+            .filter(|r| r["monitor"] == true)
+            .map(|r| r["reason"].as_str().unwrap().to_string())
+            .collect();
+        let refused_sent = records
+            .iter()
+            .any(|r| r["monitor"] != true && r["verdict"] != "accept");
+        let ok = match (&heard.answer, &case.expect) {
+            // An MTA sends no message without a recipient: nothing to pass.
+            (Answer::Continue, _) if case.rcpts.is_empty() => true,
+            (Answer::Accept(a), expect) => {
+                let signed = !a.signatures.is_empty();
+                signed_cases += usize::from(signed);
+                would_cases += usize::from(!would.is_empty());
+                let reason_ok = match expect {
+                    Accept => would.is_empty(),
+                    Refuse(_, code) => would.first().map(String::as_str) == Some(*code),
+                };
+                signed == (legitimate && from_protected) && reason_ok
+            }
+            _ => false,
+        };
+        if !ok || refused_sent {
+            failures.push(format!(
+                "{}: expected {:?} (signed {}), heard {:?} at {}, would-refuse {would:?}",
+                case.name,
+                case.expect,
+                legitimate && from_protected,
+                heard.answer,
+                heard.stage
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // Both kinds are really there: signed legitimate mail, and passed would-be refusals.
+    assert!(
+        signed_cases >= 15 && would_cases >= 40,
+        "signed {signed_cases}, would refuse {would_cases}"
     );
 }

@@ -39,6 +39,20 @@ pub struct SignatureRecord<'a> {
     pub algorithm: Cow<'a, str>,
 }
 
+/// The senders a robot's automatic message had before it was masqueraded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasqueradedRecord<'a> {
+    /// The envelope sender as given, when it was rewritten.
+    #[serde(borrow, default)]
+    pub mail_from: Option<Cow<'a, str>>,
+    /// The From address, when it was rewritten.
+    #[serde(borrow, default)]
+    pub from: Option<Cow<'a, str>>,
+    /// The Sender address, when it was rewritten.
+    #[serde(borrow, default)]
+    pub sender: Option<Cow<'a, str>>,
+}
+
 /// One audit record. Borrowed fields keep report parsing cheap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record<'a> {
@@ -91,6 +105,12 @@ pub struct Record<'a> {
     /// Signatures applied.
     #[serde(borrow, default)]
     pub dkim: Vec<SignatureRecord<'a>>,
+    /// The original senders of a masqueraded message.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub masqueraded: Option<MasqueradedRecord<'a>>,
+    /// A refusal recorded in monitor mode: the message was not refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub monitor: bool,
     /// Limit counters that mattered (name -> value).
     #[serde(
         borrow,

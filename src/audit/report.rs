@@ -47,12 +47,20 @@ pub struct LoginStats {
     pub locks: u64,
     /// Accepted messages that left unsigned.
     pub unsigned: u64,
+    /// Refusals recorded in monitor mode (the message passed), by reason code: who the
+    /// switch to enforce would hit.
+    pub would_refuse: BTreeMap<String, u64>,
 }
 
 impl LoginStats {
     /// All refusals.
     pub fn refused(&self) -> u64 {
         self.refusals.values().sum()
+    }
+
+    /// All refusals recorded in monitor mode.
+    pub fn would_refused(&self) -> u64 {
+        self.would_refuse.values().sum()
     }
 }
 
@@ -173,6 +181,9 @@ impl Report {
                     stats.unsigned += 1;
                 }
             }
+            Verdict::Reject | Verdict::Tempfail | Verdict::Lock if r.monitor => {
+                *stats.would_refuse.entry(r.reason.to_string()).or_default() += 1;
+            }
             Verdict::Reject | Verdict::Tempfail | Verdict::Lock => {
                 *stats.refusals.entry(r.reason.to_string()).or_default() += 1;
                 if r.reason.starts_with("limit_") {
@@ -223,14 +234,19 @@ impl Report {
             }
             Format::Csv => {
                 let mut out = String::from(
-                    "login,messages,recipients,distinct_from,refusals,limit_hits,locks,unsigned,refusals_by_reason\n",
+                    "login,messages,recipients,distinct_from,refusals,limit_hits,locks,unsigned,refusals_by_reason,would_refuse,would_refuse_by_reason\n",
                 );
                 for (login, s) in &self.logins {
                     let reasons: Vec<String> =
                         s.refusals.iter().map(|(r, n)| format!("{r}={n}")).collect();
+                    let would: Vec<String> = s
+                        .would_refuse
+                        .iter()
+                        .map(|(r, n)| format!("{r}={n}"))
+                        .collect();
                     let _ = writeln!(
                         out,
-                        "{},{},{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{},{},{},{},{}",
                         csv(login),
                         s.messages,
                         s.recipients,
@@ -239,7 +255,9 @@ impl Report {
                         s.limit_hits,
                         s.locks,
                         s.unsigned,
-                        csv(&reasons.join(";"))
+                        csv(&reasons.join(";")),
+                        s.would_refused(),
+                        csv(&would.join(";"))
                     );
                 }
                 out
@@ -255,7 +273,7 @@ impl Report {
                 );
                 let _ = writeln!(
                     out,
-                    "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8}",
+                    "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8} {:>6}",
                     "login",
                     "messages",
                     "recipients",
@@ -263,12 +281,13 @@ impl Report {
                     "refused",
                     "limits",
                     "locks",
-                    "unsigned"
+                    "unsigned",
+                    "would"
                 );
                 for (login, s) in &self.logins {
                     let _ = writeln!(
                         out,
-                        "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8}",
+                        "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8} {:>6}",
                         login,
                         s.messages,
                         s.recipients,
@@ -276,7 +295,8 @@ impl Report {
                         s.refused(),
                         s.limit_hits,
                         s.locks,
-                        s.unsigned
+                        s.unsigned,
+                        s.would_refused()
                     );
                 }
                 let _ = writeln!(out, "\ntop refused logins:");
@@ -287,6 +307,27 @@ impl Report {
                         .map(|(r, n)| format!("{r} {n}"))
                         .collect();
                     let _ = writeln!(out, "  {login:<26} {n:>8}  ({})", reasons.join(", "));
+                }
+                let would: Vec<(&String, &LoginStats)> = self
+                    .logins
+                    .iter()
+                    .filter(|(_, s)| s.would_refused() > 0)
+                    .collect();
+                if !would.is_empty() {
+                    let _ = writeln!(out, "\nwould be refused (monitor mode; passed unsigned):");
+                    for (login, s) in would {
+                        let reasons: Vec<String> = s
+                            .would_refuse
+                            .iter()
+                            .map(|(r, n)| format!("{r} {n}"))
+                            .collect();
+                        let _ = writeln!(
+                            out,
+                            "  {login:<26} {:>8}  ({})",
+                            s.would_refused(),
+                            reasons.join(", ")
+                        );
+                    }
                 }
                 let unsigned: u64 = self.logins.values().map(|s| s.unsigned).sum();
                 let _ = writeln!(out, "\naccepted but unsigned: {unsigned}");
@@ -304,5 +345,42 @@ fn csv(field: &str) -> String {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
         field.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_recorded_in_monitor_mode_are_counted_as_would_refuse() {
+        let dir = std::env::temp_dir().join(format!("rg-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("audit.log");
+        let record = |verdict: &str, reason: &str, monitor: bool| {
+            format!(
+                r#"{{"time":"2026-11-30T10:00:00.000Z","host":"h","client_class":"authenticated","login":"mallory","rcpt_count":1,"verdict":"{verdict}","reason":"{reason}","text":"t","monitor":{monitor}}}"#
+            )
+        };
+        std::fs::write(
+            &file,
+            [
+                record("reject", "sender_not_owned", true),
+                record("reject", "sender_not_owned", true),
+                record("tempfail", "limit_messages_per_hour", false),
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let report = Report::read(&[file], &Filter::default()).unwrap();
+        let mallory = &report.logins["mallory"];
+        assert_eq!(mallory.would_refuse["sender_not_owned"], 2);
+        assert_eq!(mallory.refused(), 1);
+        let table = report.render(Format::Table);
+        assert!(
+            table.contains("would be refused (monitor mode; passed unsigned):\n  mallory                           2  (sender_not_owned 2)"),
+            "{table}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -13,6 +13,7 @@ use crate::dkim::signer::SigningConfig;
 use crate::limits::LimitsPolicy;
 use crate::limits::store::StoreSettings;
 use crate::policy::Policy;
+use crate::session::rollout::Rollout;
 use crate::tomlfile::{self, FileError, Place};
 use raw::RawConfig;
 use std::net::{IpAddr, SocketAddr};
@@ -128,6 +129,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The sending limits, when configured.
     pub limits: Option<LimitsPolicy>,
+    /// Which refusals are enforced and which only recorded.
+    pub rollout: Rollout,
     /// Where counters and locks live (applies at start only).
     pub limit_store: Option<StoreSettings>,
 }
@@ -174,7 +177,9 @@ impl Config {
             }
             None => (None, None),
         };
+        let rollout = sections::rollout(&raw.rollout, p, &policy.logins)?;
         Ok(Config {
+            rollout,
             path: path.to_path_buf(),
             milter: sections::milter(raw.milter, p)?,
             login_map,
@@ -336,6 +341,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(":2: "), "{e}");
+    }
+
+    #[test]
+    fn masquerade_and_rollout_settings_are_checked_with_their_place() {
+        let robot = "[senders]\nrobots = [\"robot-web\"]\n\n[senders.masquerade.\"robot-web\"]\naddress = \"noreply@iaik.tugraz.at\"\nfrom = [\"root@*\", \"<>\"]\n";
+        let c = parse(robot).unwrap();
+        assert!(c.policy.masquerades.rule("robot-web").is_some());
+        assert_eq!(
+            c.policy.masquerades.original_header.as_deref(),
+            Some("X-Original-From")
+        );
+        for (text, expected) in [
+            (
+                robot.replace("robots = [\"robot-web\"]", "robots = []"),
+                ":4: key `senders.masquerade.robot-web`: `robot-web` is not in senders.robots: only robot accounts are masqueraded",
+            ),
+            (
+                robot.replace("noreply@iaik.tugraz.at", "noreply@gmail.com"),
+                ":5: key `senders.masquerade.robot-web.address`: `noreply@gmail.com` is not an address in the protected domains",
+            ),
+            (
+                robot.replace("\"<>\"]", "\"<>\", \"root\"]"),
+                ":6: key `senders.masquerade.robot-web.from`: `root` is not a sender pattern",
+            ),
+            (
+                format!("{robot}display_name = \"IAIK\\r\\nBcc: x\"\n"),
+                ":7: key `senders.masquerade.robot-web.display_name`: the display name must be",
+            ),
+            (
+                format!("{robot}[rollout]\nmode = \"watch\"\n"),
+                ":8: key `rollout.mode`: `watch` is not one of \"enforce\", \"monitor\"",
+            ),
+            (
+                format!("{robot}[rollout]\nwould_refuse_header = \"X-Bad: header\"\n"),
+                ":8: key `rollout.would_refuse_header`: `X-Bad: header` is not a header field name",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}\n{e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,17 @@ pub(super) struct RawConfig {
     pub(super) audit: Option<RawAudit>,
     pub(super) metrics: Option<RawMetrics>,
     pub(super) limits: Option<RawLimits>,
+    #[serde(default)]
+    pub(super) rollout: RawRollout,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) monitor_logins: Option<Vec<String>>,
+    pub(super) monitor_classes: Option<Vec<String>>,
+    pub(super) would_refuse_header: Option<Spanned<String>>,
 }
 
 /// A numeric setting as written, with its place for errors.
@@ -212,6 +223,16 @@ pub(super) struct RawSenders {
     pub(super) realms: Option<Vec<Spanned<String>>>,
     pub(super) allow_foreign: Option<bool>,
     pub(super) recipient_delimiter: Option<Spanned<String>>,
+    pub(super) original_header: Option<Spanned<String>>,
+    pub(super) masquerade: Option<std::collections::BTreeMap<String, Spanned<RawMasquerade>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMasquerade {
+    pub(super) address: Spanned<String>,
+    pub(super) from: Spanned<Vec<String>>,
+    pub(super) display_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

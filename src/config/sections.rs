@@ -2,7 +2,7 @@
 
 use super::raw::{
     Number, RawAudit, RawClassLimits, RawClients, RawConfig, RawDkim, RawLimits, RawMetrics,
-    RawMilter, range,
+    RawMilter, RawRollout, RawSenders, range,
 };
 use super::{DkimSettings, MilterConfig, SocketSpec};
 use crate::audit::writer::{AuditConfig, Destination, Fsync, OnError};
@@ -14,9 +14,12 @@ use crate::policy::Policy;
 use crate::policy::address::Address;
 use crate::policy::domains::{ProtectedDomains, normalise_domain};
 use crate::policy::hosts::{RequireName, ServerSenders};
+use crate::policy::masquerade::{Masquerades, Rule, RuleError};
 use crate::policy::senders::{LoginRules, Owners};
+use crate::session::rollout::{Mode, Rollout};
 use crate::tomlfile::{FileError, Place, line_of};
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -139,7 +142,9 @@ pub(super) fn policy(
             .collect(),
         delimiter,
     };
+    let masquerades = masquerades(senders, p, &logins, &owners.robots, &protected)?;
     let policy = Policy {
+        masquerades,
         servers: servers(&raw.clients, p)?,
         protected: ProtectedDomains::new(protected),
         internal_networks: internal_networks(&raw.clients, p)?,
@@ -148,6 +153,81 @@ pub(super) fn policy(
         allow_foreign_senders: senders.allow_foreign.unwrap_or(false),
     };
     Ok((policy, login_map))
+}
+
+/// `[senders.masquerade."LOGIN"]` and `senders.original_header`.
+fn masquerades(
+    senders: &RawSenders,
+    p: Place,
+    logins: &LoginRules,
+    robots: &[String],
+    protected: &[String],
+) -> Result<Masquerades, FileError> {
+    let original_header = match &senders.original_header {
+        None => Some("X-Original-From".to_string()),
+        Some(h) if h.get_ref().is_empty() => None,
+        Some(h) => {
+            let name = h.get_ref();
+            let valid = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if !valid {
+                return Err(p.invalid(
+                    h.span(),
+                    "senders.original_header",
+                    format!("`{name}` is not a header field name (or \"\" for none)"),
+                ));
+            }
+            Some(name.clone())
+        }
+    };
+    let mut rules = HashMap::new();
+    for (login, entry) in senders.masquerade.iter().flatten() {
+        let key = format!("senders.masquerade.{login}");
+        let at =
+            |span, what: &str, reason: String| p.invalid(span, &format!("{key}.{what}"), reason);
+        let normalised = logins.normalise(login);
+        if !robots.contains(&normalised) {
+            return Err(p.invalid(
+                entry.span(),
+                &key,
+                format!("`{login}` is not in senders.robots: only robot accounts are masqueraded"),
+            ));
+        }
+        let m = entry.get_ref();
+        let address = Address::parse_addr_spec(m.address.get_ref())
+            .ok()
+            .filter(|a| {
+                a.domain().is_some_and(|d| {
+                    protected
+                        .iter()
+                        .any(|apex| d == apex || d.ends_with(&format!(".{apex}")))
+                })
+            })
+            .ok_or_else(|| {
+                at(
+                    m.address.span(),
+                    "address",
+                    format!(
+                        "`{}` is not an address in the protected domains",
+                        m.address.get_ref()
+                    ),
+                )
+            })?;
+        let rule = Rule::new(
+            address,
+            m.from.get_ref(),
+            m.display_name.as_ref().map(|d| d.get_ref().clone()),
+        )
+        .map_err(|e| match e {
+            RuleError::DisplayName => at(
+                m.display_name.as_ref().map_or(0..0, |d| d.span()),
+                "display_name",
+                e.to_string(),
+            ),
+            RuleError::Pattern(_) => at(m.from.span(), "from", e.to_string()),
+        })?;
+        rules.insert(normalised, rule);
+    }
+    Ok(Masquerades::new(rules, original_header))
 }
 
 fn internal_networks(clients: &RawClients, p: Place) -> Result<Vec<IpNet>, FileError> {
@@ -344,6 +424,40 @@ pub(super) fn metrics(m: &RawMetrics, p: Place) -> Result<SocketAddr, FileError>
             )
         }),
     }
+}
+
+/// `[rollout]`: enforce, or monitor (globally or for some logins and classes).
+pub(super) fn rollout(r: &RawRollout, p: Place, logins: &LoginRules) -> Result<Rollout, FileError> {
+    let header = match &r.would_refuse_header {
+        None => Some("X-Relayguard-Would-Refuse".to_string()),
+        Some(h) if h.get_ref().is_empty() => None,
+        Some(h) => {
+            let name = h.get_ref();
+            if name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(p.invalid(
+                    h.span(),
+                    "rollout.would_refuse_header",
+                    format!("`{name}` is not a header field name (or \"\" for none)"),
+                ));
+            }
+            Some(name.clone())
+        }
+    };
+    Ok(Rollout {
+        mode: p.choose(
+            r.mode.as_ref(),
+            "rollout.mode",
+            &[("enforce", Mode::Enforce), ("monitor", Mode::Monitor)],
+        )?,
+        monitor_logins: r
+            .monitor_logins
+            .iter()
+            .flatten()
+            .map(|l| logins.normalise(l))
+            .collect(),
+        monitor_classes: r.monitor_classes.clone().unwrap_or_default(),
+        header,
+    })
 }
 
 /// `[limits]`: the limits (logins normalised by `logins`) and where counters live.

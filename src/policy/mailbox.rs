@@ -356,6 +356,17 @@ impl HeaderSet {
         }
     }
 
+    /// Replaces the value of the From or Sender header (a rewritten sender).
+    pub fn replace(&mut self, name: &[u8], value: &[u8]) {
+        self.from_parsed = OnceLock::new();
+        self.sender_parsed = OnceLock::new();
+        if name.eq_ignore_ascii_case(b"From") {
+            self.from = vec![value.to_vec()];
+        } else if name.eq_ignore_ascii_case(b"Sender") {
+            self.sender = vec![value.to_vec()];
+        }
+    }
+
     /// The single From mailbox; `Ok(None)` when there is no From header.
     pub fn from(&self) -> Result<Option<Address>, Ambiguity> {
         self.from_parsed
@@ -381,6 +392,28 @@ impl HeaderSet {
             [one] => parse_mailbox(&unfold(one)?).map(Some),
             _ => Err(Ambiguity::Multiple),
         }
+    }
+
+    /// The display name of the single From mailbox (or the comment of a bare address, as
+    /// cron writes it), when it is plain printable ASCII (no quotes, backslashes or
+    /// encoded-words): what can be carried into a rewritten From as one quoted string.
+    pub fn from_display_name(&self) -> Option<String> {
+        let [one] = self.from.as_slice() else {
+            return None;
+        };
+        let lexed = Lexed::lex(&unfold(one).ok()?).ok()?;
+        // `Name <addr>`, or the old `addr (Name)` that cron writes.
+        let name = match lexed.angle {
+            Some(_) => lexed.words.join(" "),
+            None => lexed.comments.join(" ").trim().to_string(),
+        };
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && !name.contains("=?")
+            && name
+                .bytes()
+                .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\');
+        plain.then_some(name)
     }
 
     /// The From value as received (first one), for logs.

@@ -7,6 +7,7 @@ pub mod address;
 pub mod domains;
 pub mod hosts;
 pub mod mailbox;
+pub mod masquerade;
 pub mod senders;
 
 use address::{Address, AddressError};
@@ -33,6 +34,8 @@ pub struct Policy {
     pub allow_foreign_senders: bool,
     /// What unauthenticated internal servers need and may use.
     pub servers: ServerSenders,
+    /// Robots' automatic sender forms and the addresses they become.
+    pub masquerades: masquerade::Masquerades,
 }
 
 /// What the MTA told us about the client.
@@ -459,18 +462,53 @@ impl Policy {
         }
     }
 
-    /// Runs every stage over a whole transaction, stopping at the first refusal.
+    /// The masquerade rule of a client: a robot account's, if it has one.
+    pub fn masquerade_rule(&self, kind: &ClientKind) -> Option<&masquerade::Rule> {
+        match kind {
+            ClientKind::Authenticated { login, .. } => self.masquerades.rule(login),
+            _ => None,
+        }
+    }
+
+    /// Runs every stage over a whole transaction, stopping at the first refusal. A robot's
+    /// automatic senders are masqueraded first, as the relay does when the MTA allows it.
     pub fn decide(&self, request: &Request<'_>) -> Decision {
         let kind = self.classify(request.client);
+        let rule = self.masquerade_rule(&kind);
+        let mut rewrites = Vec::new();
+        let mail_from = match rule.and_then(|r| r.rewrite_envelope(request.mail_from)) {
+            Some(envelope) => {
+                rewrites.push(format!(
+                    "MAIL FROM {} becomes {envelope}",
+                    request.mail_from
+                ));
+                envelope
+            }
+            None => request.mail_from.to_string(),
+        };
+        let headers = request.headers.clone().map(|mut headers| {
+            if let Some(rule) = rule {
+                for (name, rewritten) in [
+                    ("From", rule.rewrite_from(&headers)),
+                    ("Sender", rule.rewrite_sender(&headers)),
+                ] {
+                    if let Some((original, value)) = rewritten {
+                        rewrites.push(format!("{name} <{original}> becomes {value}"));
+                        headers.replace(name.as_bytes(), value.as_bytes());
+                    }
+                }
+            }
+            headers
+        });
         let mut steps = Vec::new();
         let outcome = (|| {
-            let permit = self.check_mail(&kind, request.mail_from)?;
-            steps.push((Field::MailFrom, request.mail_from.to_string(), permit));
+            let permit = self.check_mail(&kind, &mail_from)?;
+            steps.push((Field::MailFrom, mail_from.clone(), permit));
             for rcpt in &request.rcpts {
                 let permit = self.check_rcpt(&kind, rcpt)?;
                 steps.push((Field::Rcpt, rcpt.to_string(), permit));
             }
-            if let Some(headers) = &request.headers {
+            if let Some(headers) = &headers {
                 let senders = self.check_headers(&kind, headers)?;
                 let show =
                     |a: &Option<Address>| a.as_ref().map(|a| format!("<{a}>")).unwrap_or_default();
@@ -481,6 +519,7 @@ impl Policy {
         })();
         Decision {
             kind,
+            rewrites,
             steps,
             outcome,
         }
@@ -505,6 +544,8 @@ pub struct Request<'a> {
 pub struct Decision {
     /// How the client was classified.
     pub kind: ClientKind,
+    /// What masquerading rewrote (`MAIL FROM <root@web1> becomes <noreply@...>`).
+    pub rewrites: Vec<String>,
     /// Each checked field, its value and why it passed.
     pub steps: Vec<(Field, String, Permit)>,
     /// `Ok` when the message would be accepted.

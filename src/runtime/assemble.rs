@@ -76,6 +76,7 @@ pub fn build(config: &Config, now: i64) -> Result<Snapshot, LoadError> {
         ownership,
         keys,
         limits: config.limits.clone(),
+        rollout: config.rollout.clone(),
     })
 }
 
@@ -97,9 +98,9 @@ pub struct Findings {
 }
 
 /// The checks a loaded configuration must pass: `check-config` and every reload run exactly
-/// these. Socket owner and group exist, the Redis URL is usable, every signing domain has
-/// an active key now and later (a schedule gap is an error), and each selector's DNS lead
-/// time (a warning).
+/// these. Socket owner and group exist, the Redis URL is usable, each robot owns the address
+/// its automatic mail is masqueraded as, every signing domain has an active key now and
+/// later (a schedule gap is an error), and each selector's DNS lead time (a warning).
 pub fn check(loaded: &Loaded, now: i64) -> Findings {
     let mut found = Findings::default();
     let config = &loaded.config;
@@ -124,6 +125,19 @@ pub fn check(loaded: &Loaded, now: i64) -> Findings {
         found
             .errors
             .push(format!("{here}: key `limits.redis.url`: {e}"));
+    }
+    let policy = &loaded.snapshot.policy;
+    for (login, rule) in policy.masquerades.rules() {
+        if !policy
+            .owners
+            .ownership(login, &rule.address, &policy.protected)
+            .is_owned()
+        {
+            found.errors.push(format!(
+                "{here}: key `senders.masquerade.{login}.address`: robot {login} does not own <{}>: its automatic mail would be refused",
+                rule.address
+            ));
+        }
     }
     if let (Some(keys), Some(dkim)) = (&loaded.snapshot.keys, &config.dkim) {
         let required = tooling::required_domains(keys, config.policy.protected.apexes());

@@ -3,10 +3,10 @@
 
 use super::{Connection, Env, Transaction};
 use crate::audit::writer::OnError;
-use crate::audit::{Record, SignatureRecord, Verdict, recipient_fields};
+use crate::audit::{MasqueradedRecord, Record, SignatureRecord, Verdict, recipient_fields};
 use crate::dkim::signer::MadeSignature;
 use crate::log::Escaped;
-use crate::metrics::{KeyLabels, LimitLabels, VerdictLabels};
+use crate::metrics::{KeyLabels, LimitLabels, ReasonLabels, VerdictLabels};
 use crate::policy::Refusal;
 use std::borrow::Cow;
 
@@ -72,6 +72,11 @@ pub struct Decision {
     pub limit: Option<&'static str>,
     /// How the refusal counts toward an account lock, if it does.
     pub abuse: Option<Abuse>,
+    /// An internal fault or the shutdown: sent even in monitor mode (it is not a policy
+    /// refusal).
+    pub operational: bool,
+    /// Recorded in monitor mode: the refusal was not sent.
+    pub monitored: bool,
 }
 
 impl Decision {
@@ -86,6 +91,8 @@ impl Decision {
             signatures,
             limit: None,
             abuse: None,
+            operational: false,
+            monitored: false,
         }
     }
 
@@ -104,6 +111,8 @@ impl Decision {
             signatures: Vec::new(),
             limit: None,
             abuse: None,
+            operational: false,
+            monitored: false,
         }
     }
 
@@ -131,7 +140,15 @@ impl Decision {
             signatures: Vec::new(),
             limit: None,
             abuse: None,
+            operational: true,
+            monitored: false,
         }
+    }
+
+    /// Whether monitor mode records this decision instead of sending it: a refusal by
+    /// policy, limits or a lock (never an acceptance, a fault or the shutdown).
+    pub fn monitorable(&self) -> bool {
+        self.verdict != Verdict::Accept && !self.operational
     }
 
     /// The same decision about one recipient only.
@@ -147,13 +164,45 @@ impl Decision {
     }
 }
 
+/// A change the MTA makes to an accepted message (milter CHGFROM, CHGHEADER, ADDHEADER).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Modification {
+    /// Replace the envelope sender (`<address>`).
+    ChangeSender(String),
+    /// Replace the `index`th (1-based) header field called `name`.
+    ChangeHeader {
+        /// The field name.
+        name: String,
+        /// Which of the fields of that name.
+        index: i32,
+        /// The new value.
+        value: String,
+    },
+    /// Append a header field.
+    AddHeader {
+        /// The field name.
+        name: String,
+        /// The value.
+        value: String,
+    },
+}
+
+/// An accepted message: the signatures to insert and the changes to make.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// DKIM-Signature header values, inserted on top.
+    pub signatures: Vec<MadeSignature>,
+    /// Changes the MTA makes (masquerading, the monitor-mode header).
+    pub modifications: Vec<Modification>,
+}
+
 /// What the MTA is told at a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Go on.
     Continue,
-    /// Accept the message; insert these signatures.
-    Accept(Vec<MadeSignature>),
+    /// Accept the message with these signatures and changes.
+    Accept(Accepted),
     /// Refuse (the message, or the recipient at RCPT).
     Refuse(Reply),
 }
@@ -201,6 +250,8 @@ pub fn deliver(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> 
         reason = %Escaped(reason),
         dkim = %dkim.join(", "),
         text = %Escaped(&d.text),
+        monitor = d.monitored,
+        masqueraded = tx.masqueraded.is_some(),
         "decision"
     );
     let metrics = &env.metrics;
@@ -211,6 +262,17 @@ pub fn deliver(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> 
             reason: reason.to_string(),
         })
         .inc();
+    if d.monitored {
+        metrics
+            .would_refuse
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+    if d.verdict == Verdict::Accept && tx.masqueraded.is_some() && !unaudited {
+        metrics.masqueraded.inc();
+    }
     if let Some(limit) = d.limit {
         metrics
             .limit_hits
@@ -286,6 +348,12 @@ fn audit(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> bool {
             .iter()
             .map(|(k, v)| (Cow::Borrowed(*k), *v))
             .collect(),
+        masqueraded: tx.masqueraded.as_ref().map(|m| MasqueradedRecord {
+            mail_from: m.mail_from.as_deref().map(Cow::Borrowed),
+            from: m.from.as_deref().map(Cow::Borrowed),
+            sender: m.sender.as_deref().map(Cow::Borrowed),
+        }),
+        monitor: d.monitored,
     };
     let written = audit.write(&record).is_ok();
     if !written {

@@ -10,6 +10,7 @@
 pub mod checks;
 pub mod decision;
 pub mod flight;
+pub mod rollout;
 
 use crate::BoxFuture;
 use crate::audit::writer::AuditSink;
@@ -24,7 +25,7 @@ use crate::policy::mailbox::HeaderSet;
 use crate::policy::senders::OwnershipSource;
 use crate::policy::{Client, ClientKind, Policy};
 use arc_swap::ArcSwap;
-use decision::{Answer, Decision, Delivered, deliver};
+use decision::{Accepted, Answer, Decision, Delivered, Modification, deliver};
 use flight::{Flight, InFlightGuard};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Snapshot {
     pub keys: Option<KeySet>,
     /// The sending limits, when configured.
     pub limits: Option<LimitsPolicy>,
+    /// Which refusals are enforced and which only recorded.
+    pub rollout: rollout::Rollout,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -108,6 +111,19 @@ pub struct Connection {
     pub messages: u64,
     /// Whether a message of this connection was counted against the connection limits.
     pub counted: bool,
+    /// Whether the MTA lets relayguard change the sender and headers (masquerading).
+    pub can_modify: bool,
+}
+
+/// The senders a robot's automatic message had before it was masqueraded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Masqueraded {
+    /// The envelope sender as given, when rewritten.
+    pub mail_from: Option<String>,
+    /// The From address, when rewritten.
+    pub from: Option<String>,
+    /// The Sender address, when rewritten.
+    pub sender: Option<String>,
 }
 
 /// One message from MAIL to its verdict.
@@ -144,6 +160,19 @@ pub struct Transaction {
     pub number_on_connection: u64,
     /// Whether the connection limits are still to be counted for this connection.
     pub count_connection: bool,
+    /// Changes the MTA must make at end of message (masquerading).
+    pub modifications: Vec<decision::Modification>,
+    /// The original senders, when the message was masqueraded.
+    pub masqueraded: Option<Masqueraded>,
+    /// Whether this message's refusals are only recorded (monitor mode).
+    pub monitor: bool,
+    /// In monitor mode, the reason the message would have been refused.
+    pub would_refuse: Option<String>,
+    /// In monitor mode, the recipients that would have been refused, and the last reason.
+    refused_rcpts: (usize, Option<String>),
+    /// An acceptance decided at end of headers that waits for end of message, where the
+    /// MTA can still make the changes.
+    deferred: Option<Decision>,
     _in_flight: InFlightGuard,
 }
 
@@ -280,7 +309,7 @@ impl Pipeline {
     }
 
     /// Delivers a decision, then lets every check see it.
-    async fn deliver(&self, d: Decision, tx: &Transaction, cx: Ctx<'_>) -> Answer {
+    async fn deliver(&self, d: Decision, tx: &mut Transaction, cx: Ctx<'_>) -> Answer {
         let delivered = deliver(&d, cx.conn, tx, cx.env);
         for check in &self.checks {
             if let Some(after) = check.decided(tx, &d, cx) {
@@ -288,9 +317,23 @@ impl Pipeline {
             }
         }
         match delivered {
-            Delivered::Accept => Answer::Accept(d.signatures),
+            Delivered::Accept => Answer::Accept(Accepted {
+                signatures: d.signatures,
+                modifications: std::mem::take(&mut tx.modifications),
+            }),
             Delivered::Refuse(reply) => Answer::Refuse(reply),
         }
+    }
+
+    /// A refusal in monitor mode: recorded as it would be sent, and not sent; the message
+    /// goes on (a whole-message refusal marks it, so it passes unsigned).
+    async fn record_only(&self, mut d: Decision, tx: &mut Transaction, cx: Ctx<'_>) {
+        d.monitored = true;
+        match d.rcpt {
+            None => tx.would_refuse = Some(d.reason.to_string()),
+            Some(_) => tx.refused_rcpts = (tx.refused_rcpts.0 + 1, Some(d.reason.to_string())),
+        }
+        self.deliver(d, tx, cx).await;
     }
 }
 
@@ -341,26 +384,37 @@ impl Session {
             used: Used::new(),
             number_on_connection: conn.messages,
             count_connection: !conn.counted,
+            modifications: Vec::new(),
+            masqueraded: None,
+            monitor: false,
+            would_refuse: None,
+            refused_rcpts: (0, None),
+            deferred: None,
             _in_flight: env.flight.begin(),
         };
-        let cx = Ctx {
-            env,
-            conn: &self.conn,
-        };
+        tx.monitor = monitored(&tx, conn);
         let started = Instant::now();
-        let outcome = pipeline.stage(Stage::Mail, &mut tx, cx).await;
+        let outcome = pipeline
+            .stage(Stage::Mail, &mut tx, cx_of(env, &self.conn))
+            .await;
         env.metrics
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
         if !tx.count_connection {
             self.conn.counted = true;
         }
+        let cx = cx_of(env, &self.conn);
         match outcome {
+            Outcome::Decided(d) if tx.monitor && d.monitorable() => {
+                pipeline.record_only(d, &mut tx, cx).await;
+                self.tx = Some(tx);
+                Answer::Continue
+            }
+            Outcome::Decided(d) => pipeline.deliver(d, &mut tx, cx).await,
             Outcome::Continue => {
                 self.tx = Some(tx);
                 Answer::Continue
             }
-            Outcome::Decided(d) => pipeline.deliver(d, &tx, cx_of(env, &self.conn)).await,
         }
     }
 
@@ -378,6 +432,11 @@ impl Session {
         if tx.queue_id.is_none() {
             tx.queue_id = queue_id;
         }
+        if tx.would_refuse.is_some() {
+            // Monitor mode, already refused as a whole: it passes as it is.
+            tx.rcpts.push(rcpt);
+            return Answer::Continue;
+        }
         let cx = cx_of(env, &self.conn);
         let started = Instant::now();
         let outcome = pipeline.stage(Stage::Rcpt(&rcpt), tx, cx).await;
@@ -385,11 +444,16 @@ impl Session {
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
         match outcome {
-            Outcome::Continue => {
+            Outcome::Decided(d) if tx.monitor && d.monitorable() => {
+                pipeline.record_only(d.for_rcpt(&rcpt), tx, cx).await;
                 tx.rcpts.push(rcpt);
                 Answer::Continue
             }
             Outcome::Decided(d) => pipeline.deliver(d.for_rcpt(&rcpt), tx, cx).await,
+            Outcome::Continue => {
+                tx.rcpts.push(rcpt);
+                Answer::Continue
+            }
         }
     }
 
@@ -416,6 +480,18 @@ impl Session {
             tx.queue_id = queue_id;
         }
         tx.size += 2;
+        // Monitor mode: a message none of whose recipients would have been accepted would
+        // not have been accepted either.
+        if let (n, Some(reason)) = &tx.refused_rcpts
+            && *n == tx.rcpts.len()
+            && tx.would_refuse.is_none()
+        {
+            tx.would_refuse = Some(reason.clone());
+        }
+        if tx.would_refuse.is_some() {
+            self.tx = Some(tx);
+            return Answer::Continue;
+        }
         let cx = cx_of(env, &self.conn);
         let started = Instant::now();
         let outcome = pipeline.stage(Stage::Headers, &mut tx, cx).await;
@@ -423,11 +499,22 @@ impl Session {
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
         match outcome {
+            Outcome::Decided(d) if tx.monitor && d.monitorable() => {
+                pipeline.record_only(d, &mut tx, cx).await;
+                self.tx = Some(tx);
+                Answer::Continue
+            }
+            // Changes can be made only at end of message: the acceptance waits for it.
+            Outcome::Decided(d) if d.reply.is_none() && !tx.modifications.is_empty() => {
+                tx.deferred = Some(d);
+                self.tx = Some(tx);
+                Answer::Continue
+            }
+            Outcome::Decided(d) => pipeline.deliver(d, &mut tx, cx).await,
             Outcome::Continue => {
                 self.tx = Some(tx);
                 Answer::Continue
             }
-            Outcome::Decided(d) => pipeline.deliver(d, &tx, cx).await,
         }
     }
 
@@ -442,6 +529,11 @@ impl Session {
                 tx.size += chunk.len() as u64;
                 Answer::Continue
             }
+            // Decided already, passing unsigned: only its size counts.
+            None if tx.would_refuse.is_some() || tx.deferred.is_some() => {
+                tx.size += chunk.len() as u64;
+                Answer::Continue
+            }
             None => Answer::Refuse(decision::Reply::fault(
                 "body without a message being signed",
             )),
@@ -453,9 +545,27 @@ impl Session {
         let Some(mut tx) = self.tx.take() else {
             return Answer::Refuse(decision::Reply::fault("end of message without MAIL"));
         };
+        if let Some(reason) = tx.would_refuse.take() {
+            // Monitor mode: recorded when decided; the message passes, unsigned, saying why.
+            let header = tx.snapshot.rollout.header.clone();
+            return Answer::Accept(Accepted {
+                signatures: Vec::new(),
+                modifications: header
+                    .map(|name| Modification::AddHeader {
+                        name,
+                        value: reason,
+                    })
+                    .into_iter()
+                    .collect(),
+            });
+        }
         let cx = cx_of(env, &self.conn);
-        match pipeline.stage(Stage::Message, &mut tx, cx).await {
-            Outcome::Decided(d) => pipeline.deliver(d, &tx, cx).await,
+        let outcome = match tx.deferred.take() {
+            Some(d) => Outcome::Decided(d),
+            None => pipeline.stage(Stage::Message, &mut tx, cx).await,
+        };
+        match outcome {
+            Outcome::Decided(d) => pipeline.deliver(d, &mut tx, cx).await,
             Outcome::Continue => {
                 Answer::Refuse(decision::Reply::fault("end of message without a decision"))
             }
@@ -470,4 +580,22 @@ impl Session {
 
 fn cx_of<'a>(env: &'a Env, conn: &'a Connection) -> Ctx<'a> {
     Ctx { env, conn }
+}
+
+/// Whether the rollout monitors this message: by its login, or by its client's class (the
+/// limits class when limits are configured, else internal or external by network).
+fn monitored(tx: &Transaction, conn: &Connection) -> bool {
+    let snapshot = &tx.snapshot;
+    let rollout = &snapshot.rollout;
+    if rollout.enforces_all() {
+        return false;
+    }
+    let login = tx.login().map(|(_, login)| login);
+    let internal = conn.addr.is_some_and(|a| snapshot.policy.is_internal(a));
+    let class = match &snapshot.limits {
+        Some(limits) => limits.class(conn.daemon_name.as_deref(), login, internal).0,
+        None if internal => "internal",
+        None => "external",
+    };
+    rollout.monitors(login, class)
 }

@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod dkim;
+pub mod memory;
 pub mod postfix;
 pub mod redis;
 pub mod sendmail;

@@ -5,6 +5,7 @@ mod draining;
 mod headers;
 mod limits;
 mod lock;
+mod masquerade;
 mod recipients;
 mod senders;
 mod signing;
@@ -13,19 +14,21 @@ pub use draining::Draining;
 pub use headers::HeaderSenders;
 pub use limits::SendingLimits;
 pub use lock::AccountLock;
+pub use masquerade::Masquerade;
 pub use recipients::Recipients;
 pub use senders::EnvelopeSender;
 pub use signing::Signing;
 
 use super::Check;
 
-/// relayguard's checks in order. MAIL: shutting down, account lock, envelope sender, sending
-/// limits. RCPT: recipient policy, recipient limit. End of headers: From and Sender, then
-/// the signing plan. End of message: the signatures.
+/// relayguard's checks in order. MAIL: shutting down, account lock, masquerading, envelope
+/// sender, sending limits. RCPT: recipient policy, recipient limit. End of headers:
+/// masquerading, From and Sender, then the signing plan. End of message: the signatures.
 pub fn standard() -> Vec<Box<dyn Check>> {
     vec![
         Box::new(Draining),
         Box::new(AccountLock),
+        Box::new(Masquerade),
         Box::new(EnvelopeSender),
         Box::new(Recipients),
         Box::new(SendingLimits),
