@@ -105,6 +105,41 @@ fn explain_shows_the_decision_and_its_reasons() {
     );
 }
 
+#[test]
+fn explain_shows_a_robots_masquerade_and_the_rollout_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let eml = dir.path().join("cron.eml");
+    std::fs::write(
+        &eml,
+        "From: root@web1.iaik.tugraz.at (Cron Daemon)\r\nSubject: cron\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    let out = relayguard(&[
+        "explain",
+        "--config",
+        REPO_CONFIG,
+        "--login",
+        "robot-web",
+        "--client",
+        "203.0.113.7",
+        "--mail-from",
+        "root@web1.iaik.tugraz.at",
+        "--rcpt",
+        "friend@example.org",
+        eml.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    for line in [
+        "masquerade: MAIL FROM <root@web1.iaik.tugraz.at> becomes <webform@tugraz.at>\n",
+        "masquerade: From <root@web1.iaik.tugraz.at> becomes \"Cron Daemon\" <webform@tugraz.at>\n",
+        "From <webform@tugraz.at>: ok, owned through sender map entry `webform@tugraz.at`\n",
+        "verdict: accept\nmode: enforce\n",
+    ] {
+        assert!(report.contains(line), "missing {line:?} in\n{report}");
+    }
+}
+
 fn key_config(dir: &Path, selectors: &str) -> String {
     let keys = dir.join("keys");
     common::dkim::install_key(&keys, "tugraz.at.rsa-a.pem");

@@ -39,7 +39,7 @@ async fn postfix_end_to_end() {
     let milter = Milter::with_config(|dir| {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         format!(
-            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\nsocket_group = \"postfix\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"{INTERNAL}/32\", \"{SRV1}/32\", \"{NAMELESS}/32\"]\n\n[limits]\ntimezone = \"UTC\"\n\n[limits.external]\nrecipients_per_message = 20\n\n{}",
+            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\nsocket_group = \"postfix\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[clients]\ninternal_networks = [\"{INTERNAL}/32\", \"{SRV1}/32\", \"{NAMELESS}/32\"]\n\n[senders.masquerade.\"robot-web\"]\naddress = \"webform@tugraz.at\"\nfrom = [\"root@*\", \"<>\"]\ndisplay_name = \"Web forms\"\n\n[limits]\ntimezone = \"UTC\"\n\n[limits.external]\nrecipients_per_message = 20\n\n{}",
             dir.display(),
             common::dkim::standard_setup(dir)
         )
@@ -279,7 +279,54 @@ async fn postfix_end_to_end() {
         );
     }
 
-    // 12. With the milter gone, Postfix tempfails (milter_default_action = tempfail): nothing is
+    // 12. A robot's cron mail (root@ its host) leaves masqueraded as the robot's address: the
+    //     envelope the sink sees and the From are rewritten, the original is kept in
+    //     X-Original-From, and dkimpy verifies the signatures over the rewritten From.
+    let mut smtp = session(&postfix, EXTERNAL, Some("robot-web")).await;
+    let sent = submit(
+        &mut smtp,
+        "root@web1.iaik.tugraz.at",
+        &["admin@example.org"],
+        &message(
+            "root@web1.iaik.tugraz.at (Cron Daemon)",
+            "admin@example.org",
+            "robot-1",
+        ),
+    )
+    .await;
+    assert_eq!(sent.last().code, 250, "{sent:?}\n{}", postfix.log());
+    smtp.quit().await;
+    let delivered = postfix.wait_delivered("robot-1@e2e.tugraz.test").await;
+    assert!(
+        delivered.contains("X-Mail-Args: <webform@tugraz.at>"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains("From: \"Cron Daemon\" <webform@tugraz.at>"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains("X-Original-From: <root@web1.iaik.tugraz.at>"),
+        "{delivered}"
+    );
+    assert!(!delivered.contains("From: root@web1"), "{delivered}");
+    let file = out.path().join("robot-1.eml");
+    std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
+    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
+    // A person's account is never masqueraded: alice's root@ is refused as before.
+    let mut smtp = session(&postfix, EXTERNAL, Some("alice")).await;
+    let sent = submit(
+        &mut smtp,
+        "root@web1.iaik.tugraz.at",
+        &["admin@example.org"],
+        &message("root@web1.iaik.tugraz.at", "admin@example.org", "person-1"),
+    )
+    .await;
+    assert_eq!(sent.mail.code, 550, "{sent:?}");
+    smtp.quit().await;
+
+    // 13. With the milter gone, Postfix tempfails (milter_default_action = tempfail): nothing is
     //    accepted unchecked.
     milter.stop().await.unwrap();
     let mut smtp = Smtp::connect(postfix.submit, EXTERNAL.parse().unwrap()).await;

@@ -1,6 +1,6 @@
 //! Runbook: a real Sendmail 8.17 with SASL AUTH, built from the operator's .mc snippet,
 //! with relayguard on a unix socket: an owner's mail leaves signed (dkimpy verifies it),
-//! a spoofer is refused.
+//! a spoofer is refused, and a robot's cron mail leaves masqueraded as the robot's address.
 
 mod common;
 
@@ -21,14 +21,18 @@ async fn sendmail_end_to_end() {
     let milter = Milter::with_config(|dir| {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         format!(
-            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\n\n{}",
+            "[milter]\nsocket = \"unix:{}/relayguard.sock\"\nsocket_mode = \"0660\"\n\n[senders]\nlogin_map = \"sender_login_maps\"\nrobots = [\"robot-web\"]\n\n[senders.masquerade.\"robot-web\"]\naddress = \"webform@tugraz.at\"\nfrom = [\"root@*\"]\n\n{}",
             dir.display(),
             common::dkim::standard_setup(dir)
         )
     })
     .await;
     let sendmail = Sendmail::start(
-        &[("alice", "secret"), ("mallory", "secret")],
+        &[
+            ("alice", "secret"),
+            ("mallory", "secret"),
+            ("robot-web", "secret"),
+        ],
         milter.unix.as_ref().unwrap(),
     );
 
@@ -68,6 +72,37 @@ async fn sendmail_end_to_end() {
     );
     smtp.quit().await;
     assert!(sendmail.delivered("sm-spoof@e2e.tugraz.test").is_empty());
+
+    // The robot's cron mail: envelope and From rewritten by Sendmail on relayguard's word,
+    // the original kept, the signatures verify over the rewritten From.
+    let mut smtp = Smtp::connect(sendmail.submit, "127.0.0.1".parse().unwrap()).await;
+    assert_eq!(smtp.auth("robot-web@tugraz.at", "secret").await.code, 235);
+    let sent = submit(
+        &mut smtp,
+        "root@web1.iaik.tugraz.at",
+        &["friend@example.org"],
+        &message("root@web1.iaik.tugraz.at", "sm-robot"),
+    )
+    .await;
+    assert_eq!(sent.last().code, 250, "{sent:?}");
+    smtp.quit().await;
+    let delivered = sendmail.wait_delivered("sm-robot@e2e.tugraz.test").await;
+    assert!(
+        delivered.contains("X-Mail-Args: <webform@tugraz.at>"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains("From: <webform@tugraz.at>"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains("X-Original-From: <root@web1.iaik.tugraz.at>"),
+        "{delivered}"
+    );
+    let file = out.path().join("robot.eml");
+    std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
+    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
     drop(sendmail);
     milter.stop().await.unwrap();
 }
