@@ -74,12 +74,7 @@ pub fn explain_rollout(
         .as_deref()
         .map(|l| policy.logins.normalise(l));
     let internal = question.client.is_some_and(|c| policy.is_internal(c));
-    let class = match limits {
-        Some(l) => l.class(daemon_name, login.as_deref(), internal).0,
-        None if internal => "internal",
-        None => "external",
-    };
-    if rollout.monitors(login.as_deref(), class) {
+    if rollout.monitors_client(limits, daemon_name, login.as_deref(), internal) {
         "mode: monitor: a refusal is recorded, not sent; the message would pass unsigned\n".into()
     } else {
         "mode: enforce\n".into()

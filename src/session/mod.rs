@@ -582,20 +582,13 @@ fn cx_of<'a>(env: &'a Env, conn: &'a Connection) -> Ctx<'a> {
     Ctx { env, conn }
 }
 
-/// Whether the rollout monitors this message: by its login, or by its client's class (the
-/// limits class when limits are configured, else internal or external by network).
+/// Whether the rollout monitors this message.
 fn monitored(tx: &Transaction, conn: &Connection) -> bool {
     let snapshot = &tx.snapshot;
-    let rollout = &snapshot.rollout;
-    if rollout.enforces_all() {
-        return false;
-    }
-    let login = tx.login().map(|(_, login)| login);
-    let internal = conn.addr.is_some_and(|a| snapshot.policy.is_internal(a));
-    let class = match &snapshot.limits {
-        Some(limits) => limits.class(conn.daemon_name.as_deref(), login, internal).0,
-        None if internal => "internal",
-        None => "external",
-    };
-    rollout.monitors(login, class)
+    snapshot.rollout.monitors_client(
+        snapshot.limits.as_ref(),
+        conn.daemon_name.as_deref(),
+        tx.login().map(|(_, login)| login),
+        conn.addr.is_some_and(|a| snapshot.policy.is_internal(a)),
+    )
 }

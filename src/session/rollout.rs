@@ -1,6 +1,8 @@
 //! Rollout: whether refusals are enforced, or only recorded (monitor mode), so that a site
 //! replacing OpenDKIM sees whom relayguard would refuse before it refuses anyone.
 
+use crate::limits::LimitsPolicy;
+
 /// Whether refusals are sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Mode {
@@ -38,6 +40,26 @@ impl Rollout {
         self.mode == Mode::Monitor
             || login.is_some_and(|l| self.monitor_logins.iter().any(|m| m == l))
             || self.monitor_classes.iter().any(|c| c == class)
+    }
+
+    /// Whether a client is monitored: by its login, or by its class (the limits class when
+    /// limits are configured, else `internal` or `external` by network).
+    pub fn monitors_client(
+        &self,
+        limits: Option<&LimitsPolicy>,
+        daemon_name: Option<&str>,
+        login: Option<&str>,
+        internal: bool,
+    ) -> bool {
+        if self.enforces_all() {
+            return false;
+        }
+        let class = match limits {
+            Some(limits) => limits.class(daemon_name, login, internal).0,
+            None if internal => "internal",
+            None => "external",
+        };
+        self.monitors(login, class)
     }
 }
 
