@@ -1,7 +1,10 @@
 //! `relayguard explain`: a decision and its reasons for a hypothetical transaction, no socket.
 
+use crate::policy::address::Address;
 use crate::policy::mailbox::HeaderSet;
+use crate::policy::senders::Ownership;
 use crate::policy::{Client, Policy, Request};
+use crate::session::Snapshot;
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -129,8 +132,10 @@ pub fn explain_limits(
     out
 }
 
-/// Decides and explains; returns the report and whether the message would be accepted.
-pub fn explain(policy: &Policy, question: &Question) -> (String, bool) {
+/// Decides and explains with the snapshot's ownership sources (a directory is asked);
+/// returns the report and whether the message would be accepted.
+pub async fn explain(snapshot: &Snapshot, question: &Question) -> (String, bool) {
+    let policy = &snapshot.policy;
     let mail_from = bracket(&question.mail_from);
     let rcpts: Vec<String> = question.rcpts.iter().map(|r| bracket(r)).collect();
     let headers = question.message.as_ref().map(|raw| {
@@ -153,7 +158,44 @@ pub fn explain(policy: &Policy, question: &Question) -> (String, bool) {
         rcpts: rcpts.iter().map(String::as_str).collect(),
         headers,
     };
-    let decision = policy.decide(&request);
+    // Decide, ask the sources about every address the decision needed but had no answer
+    // for, and decide again, until it needs nothing new (a refusal at MAIL FROM hides the
+    // header addresses until MAIL FROM passes).
+    let mut answers: Vec<(String, String, Ownership)> = Vec::new();
+    let decision = loop {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let owner = |login: &str, address: &Address| {
+            let canonical = address.canonical();
+            match answers
+                .iter()
+                .find(|(l, a, _)| l == login && *a == canonical)
+            {
+                Some((_, _, ownership)) => ownership.clone(),
+                None => {
+                    asked
+                        .borrow_mut()
+                        .push((login.to_string(), address.clone()));
+                    Ownership::NotOwned(None)
+                }
+            }
+        };
+        let decision = policy.decide_with(&request, &owner);
+        let asked = asked.into_inner();
+        if asked.is_empty() {
+            break decision;
+        }
+        for (login, address) in asked {
+            match snapshot.ownership.ownership(&login, &address).await {
+                Ok(ownership) => answers.push((login, address.canonical(), ownership)),
+                Err(down) => {
+                    let out = format!(
+                        "ownership of <{address}>: {down}\nverdict: tempfail: 451 4.3.0 temporary local problem ({down}), try again later\n"
+                    );
+                    return (out, false);
+                }
+            }
+        }
+    };
     let mut out = String::new();
     let client = question
         .client

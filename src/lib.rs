@@ -6,6 +6,7 @@
 //!   decision becomes a reply, an audit record, metrics and a log line;
 //! - [`milter`]: the indymilter adapter, a table of callbacks;
 //! - [`config`]: `relayguard.toml`, parsed and validated, nothing read;
+//! - [`ldap`]: ownership from the directory, Postfix's ldap_table behind the ownership seam;
 //! - [`runtime`]: assembles the service from its files and runs it (sockets, signals, the
 //!   one reload path);
 //! - [`bench`]: a tool, not the service: the load generator behind `relayguard bench`.
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod dkim;
 pub mod explain;
+pub mod ldap;
 pub mod limits;
 pub mod log;
 pub mod metrics;

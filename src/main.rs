@@ -114,6 +114,10 @@ struct BenchArgs {
     /// Header From and envelope sender.
     #[arg(long, default_value = "alice@tugraz.at")]
     from: String,
+    /// Distinct logins: with N > 1, message k sends as login `LOGIN<k mod N>` from
+    /// `LOGIN<k mod N>@DOMAIN` (DOMAIN from --from), so a directory sees N different users.
+    #[arg(long, default_value_t = 1)]
+    logins: usize,
     /// The milter's PID, for CPU and memory figures.
     #[arg(long)]
     pid: Option<u32>,
@@ -297,7 +301,8 @@ fn exit_code(result: Result<(), String>) -> ExitCode {
 
 /// Loads the configuration and every file it names.
 fn load(path: &Path) -> Result<Loaded, String> {
-    assemble::load(path, unix_now()).map_err(|e| e.to_string())
+    let directories = relayguard::ldap::Directories::standalone();
+    assemble::load(path, unix_now(), &directories).map_err(|e| e.to_string())
 }
 
 /// A single-threaded runtime for one command's I/O.
@@ -353,7 +358,8 @@ fn explain_command(path: &Path, question: &Question, daemon_name: Option<&str>) 
         }
     };
     let policy = &loaded.snapshot.policy;
-    let (report, accepted) = explain(policy, question);
+    let explained = block_on(async { Ok(explain(&loaded.snapshot, question).await) });
+    let (report, accepted) = explained.unwrap_or_else(|e| (format!("error: {e}\n"), false));
     print!("{report}");
     print!(
         "{}",
@@ -472,6 +478,7 @@ fn bench_command(args: BenchArgs) -> Result<(), String> {
         rcpts: args.rcpts,
         login: args.login,
         from: args.from,
+        logins: args.logins.max(1),
     };
     let before = args.pid.and_then(relayguard::bench::process_stats);
     let results = tokio::runtime::Builder::new_multi_thread()
@@ -495,6 +502,9 @@ fn bench_command(args: BenchArgs) -> Result<(), String> {
         "signed {}, accepted unsigned {}, rejected {}, tempfailed {}",
         results.signed, results.unsigned, results.rejected, results.tempfailed
     ));
+    if load.logins > 1 {
+        say(format!("{} distinct logins", load.logins.min(n)));
+    }
     if let (Some((cpu0, _)), Some((cpu1, hwm))) =
         (before, args.pid.and_then(relayguard::bench::process_stats))
     {

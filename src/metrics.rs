@@ -85,6 +85,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Times a connection took the last free slot.
     pub slots_full: Counter,
+    /// The directory's lookups, latency and cache.
+    pub ldap: crate::ldap::LdapMetrics,
     registry: Registry,
 }
 
@@ -110,6 +112,7 @@ impl Default for Metrics {
             masqueraded: Counter::default(),
             connections: Gauge::default(),
             slots_full: Counter::default(),
+            ldap: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -183,6 +186,7 @@ impl Default for Metrics {
             "Times every milter connection slot was taken (new MTA connections wait)",
             m.slots_full.clone(),
         );
+        m.ldap.register(&mut registry);
         Metrics { registry, ..m }
     }
 }

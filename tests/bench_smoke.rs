@@ -16,6 +16,7 @@ fn load(target: String) -> Load {
         rcpts: 2,
         login: "alice".into(),
         from: "alice@tugraz.at".into(),
+        logins: 1,
     }
 }
 

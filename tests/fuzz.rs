@@ -24,6 +24,7 @@ fn policy() -> Policy {
     relayguard::runtime::assemble::load(
         Path::new("tests/policy_table/relayguard.toml"),
         relayguard::clock::unix_now(),
+        &relayguard::ldap::Directories::standalone(),
     )
     .unwrap()
     .snapshot

@@ -12,7 +12,7 @@ use relayguard::audit::writer::OnError;
 use relayguard::limits::rate::{Gcra, Rate};
 use relayguard::limits::store::{CounterStore, StoreDown};
 use relayguard::policy::address::Address;
-use relayguard::policy::senders::{Ownership, OwnershipSource, SourceDown};
+use relayguard::policy::senders::{Lookup, OwnershipSource, SourceDown, Sources};
 use relayguard::session::decision::{Answer, Modification, Reply};
 use relayguard::session::{Pipeline, Session, Snapshot};
 use serde_json::Value;
@@ -45,11 +45,11 @@ impl CounterStore for DownStore {
 struct DownSource;
 
 impl OwnershipSource for DownSource {
-    fn ownership<'a>(
+    fn answer<'a>(
         &'a self,
         _: &'a str,
         _: &'a Address,
-    ) -> BoxFuture<'a, Result<Ownership, SourceDown>> {
+    ) -> BoxFuture<'a, Result<Lookup, SourceDown>> {
         Box::pin(async { Err(SourceDown("ldap://directory: timeout".into())) })
     }
 }
@@ -522,7 +522,10 @@ async fn an_ownership_source_that_cannot_answer_tempfails_never_guesses() {
     let relay = new_relay("[dkim]\n");
     let mut snapshot = Snapshot {
         policy: relay.env.snapshot().policy.clone(),
-        ownership: Arc::new(DownSource),
+        ownership: Arc::new(Sources::only(
+            Arc::new(DownSource),
+            relay.env.snapshot().policy.protected.clone(),
+        )),
         keys: None,
         limits: None,
         rollout: Default::default(),

@@ -12,6 +12,7 @@ fn policy() -> Policy {
     relayguard::runtime::assemble::load(
         Path::new("tests/policy_table/relayguard.toml"),
         relayguard::clock::unix_now(),
+        &relayguard::ldap::Directories::standalone(),
     )
     .expect("policy table config loads")
     .snapshot

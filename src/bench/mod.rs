@@ -26,6 +26,24 @@ pub struct Load {
     pub login: String,
     /// Header From and envelope sender.
     pub from: String,
+    /// Distinct logins (1: only `login` from `from`; N: `login<k mod N>` from
+    /// `login<k mod N>@` the domain of `from`).
+    pub logins: usize,
+}
+
+impl Load {
+    /// The login and sender address of message `k` of the whole run.
+    pub fn sender(&self, k: usize) -> (String, String) {
+        if self.logins <= 1 {
+            return (self.login.clone(), self.from.clone());
+        }
+        let n = k % self.logins;
+        let domain = self.from.rsplit_once('@').map_or("tugraz.at", |(_, d)| d);
+        (
+            format!("{}{n}", self.login),
+            format!("{}{n}@{domain}", self.login),
+        )
+    }
 }
 
 /// What a run measured.
@@ -79,8 +97,10 @@ async fn run_connection<S: AsyncRead + AsyncWrite>(
     let mut out = Vec::with_capacity(load.messages);
     for m in 0..load.messages {
         let queue_id = format!("B{c:04X}{m:06X}");
+        // Interleaved over connections, so that concurrent messages use different logins.
+        let (login, from) = load.sender(m * load.connections + c);
         let headers = vec![
-            ("From".to_string(), format!("Load Test <{}>", load.from)),
+            ("From".to_string(), format!("Load Test <{from}>")),
             ("To".to_string(), "rcpt0@example.org".to_string()),
             ("Subject".to_string(), format!("relayguard bench {c}/{m}")),
             (
@@ -93,8 +113,8 @@ async fn run_connection<S: AsyncRead + AsyncWrite>(
             ),
         ];
         let message = Message {
-            login: &load.login,
-            mail_from: &load.from,
+            login: &login,
+            mail_from: &from,
             rcpts: &rcpts,
             headers: &headers,
             body,

@@ -109,6 +109,47 @@ pub struct DkimSettings {
     pub signing: SigningConfig,
 }
 
+/// One element of `[senders] sources`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The sender map (`senders.login_map`).
+    Map,
+    /// The directory (`[senders.ldap]`).
+    Ldap,
+    /// Login `x` owns `x@` each protected apex.
+    OwnLocalPart,
+}
+
+impl SourceKind {
+    /// The name as written in `sources`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Map => "map",
+            SourceKind::Ldap => "ldap",
+            SourceKind::OwnLocalPart => "own_local_part",
+        }
+    }
+}
+
+/// Where the directory's ldap_table settings are.
+#[derive(Debug, Clone)]
+pub enum LdapTable {
+    /// A Postfix ldap_table(5) file (`postfix_table`) and the line naming it; the runtime
+    /// reads it.
+    File(PathBuf, usize),
+    /// The ldap_table keys written in `[senders.ldap]`, validated.
+    Inline(Box<crate::ldap::table::Settings>),
+}
+
+/// `[senders.ldap]`.
+#[derive(Debug, Clone)]
+pub struct LdapConfig {
+    /// The ldap_table settings.
+    pub table: LdapTable,
+    /// relayguard's own directory settings (cache, pool, robots).
+    pub tuning: crate::ldap::table::Tuning,
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -118,6 +159,10 @@ pub struct Config {
     pub milter: MilterConfig,
     /// The sender-login map file, if any, and the line of `relayguard.toml` naming it.
     pub login_map: Option<(PathBuf, usize)>,
+    /// The ownership sources, in the order they are asked.
+    pub sources: Vec<SourceKind>,
+    /// The directory, when `ldap` is a source.
+    pub ldap: Option<LdapConfig>,
     /// The sender policy as `relayguard.toml` gives it: its sender map is empty until
     /// `runtime::assemble` reads `login_map` into it.
     pub policy: Policy,
@@ -154,7 +199,7 @@ impl Config {
         let raw: RawConfig = tomlfile::parse(path, text)?;
         let p = Place { path, text };
         let base = path.parent().unwrap_or(Path::new("."));
-        let (policy, login_map) = sections::policy(&raw, p, base)?;
+        let (policy, senders) = sections::policy(&raw, p, base)?;
         let dkim = raw
             .dkim
             .as_ref()
@@ -182,7 +227,9 @@ impl Config {
             rollout,
             path: path.to_path_buf(),
             milter: sections::milter(raw.milter, p)?,
-            login_map,
+            login_map: senders.login_map,
+            sources: senders.sources,
+            ldap: senders.ldap,
             policy,
             dkim,
             audit,
@@ -197,6 +244,13 @@ impl Config {
         let mut files: Vec<PathBuf> = std::iter::once(self.path.clone())
             .chain(self.login_map.as_ref().map(|(file, _)| file.clone()))
             .collect();
+        if let Some(LdapConfig {
+            table: LdapTable::File(file, _),
+            ..
+        }) = &self.ldap
+        {
+            files.push(file.clone());
+        }
         if let Some(d) = &self.dkim {
             files.push(d.selectors.clone());
         }
@@ -391,5 +445,98 @@ mod tests {
             text.starts_with("/etc/relayguard/relayguard.toml:3: unknown field `allow_forein`"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn sources_default_to_todays_order_and_are_checked() {
+        let names = |c: &Config| c.sources.iter().map(|s| s.name()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&parse("[senders]\n").unwrap()),
+            ["map", "own_local_part"]
+        );
+        assert_eq!(
+            names(&parse("[senders]\nown_local_part = false\n").unwrap()),
+            ["map"]
+        );
+        let ldap = "[senders.ldap]\nserver_host = \"ldap://127.0.0.1:3389\"\nsearch_base = \"dc=tugraz,dc=at\"\nquery_filter = \"(mail=%s)\"\nresult_attribute = [\"uid\"]\nbind = false\n";
+        let c = parse(&format!("[senders]\n{ldap}")).unwrap();
+        assert_eq!(names(&c), ["map", "ldap", "own_local_part"]);
+        let Some(LdapConfig {
+            table: LdapTable::Inline(settings),
+            ..
+        }) = &c.ldap
+        else {
+            panic!("inline settings");
+        };
+        assert_eq!(settings.result_attributes, ["uid"]);
+        assert_eq!(settings.bind, None);
+        let c = parse(&format!(
+            "[senders]\nsources = [\"ldap\", \"own_local_part\"]\n{ldap}positive_ttl_secs = 30\nrobot_filter = \"(objectClass=tugRobot)\"\n"
+        ))
+        .unwrap();
+        assert_eq!(names(&c), ["ldap", "own_local_part"]);
+        let tuning = &c.ldap.unwrap().tuning;
+        assert_eq!(tuning.positive_ttl, Duration::from_secs(30));
+        assert_eq!(
+            tuning.robot_filter.as_deref(),
+            Some("(objectClass=tugRobot)")
+        );
+        for (text, expected) in [
+            (
+                "[senders]\nsources = [\"ldap\"]\n".to_string(),
+                ":2: key `senders.sources`: `ldap` is listed but [senders.ldap] is not configured",
+            ),
+            (
+                format!("[senders]\nsources = [\"own_local_part\"]\n{ldap}"),
+                ":2: key `senders.sources`: [senders.ldap] is configured but `ldap` is not listed",
+            ),
+            (
+                "[senders]\nsources = [\"map\"]\n".into(),
+                ":2: key `senders.sources`: `map` is listed but senders.login_map is not set",
+            ),
+            (
+                "[senders]\nsources = [\"own_local_part\", \"own_local_part\"]\n".into(),
+                "`own_local_part` is listed twice",
+            ),
+            (
+                "[senders]\nsources = [\"directory\"]\n".into(),
+                "`directory` is not one of \"map\", \"ldap\", \"own_local_part\"",
+            ),
+            (
+                "[senders]\nsources = []\n".into(),
+                "needs at least one source",
+            ),
+            (
+                "[senders]\nown_local_part = true\nsources = [\"own_local_part\"]\n".into(),
+                "set either sources or own_local_part",
+            ),
+            (
+                format!("[senders]\n{ldap}postfix_table = \"/etc/postfix/ldap.cf\"\n"),
+                "set either postfix_table or the ldap_table keys inline",
+            ),
+            (
+                format!("[senders]\n{ldap}chase_referrals = 1\n"),
+                ":8: key `senders.ldap.chase_referrals`: unsupported: referrals are not followed",
+            ),
+            (
+                format!("[senders]\n{ldap}serach_base = \"x\"\n"),
+                ":8: key `senders.ldap.serach_base`: not an ldap_table(5) parameter",
+            ),
+            (
+                format!("[senders]\n{ldap}pool_size = 0\n"),
+                ":8: key `senders.ldap.pool_size`: 0 is out of range: 1..=32",
+            ),
+            (
+                format!("[senders]\n{ldap}robot_filter = \"objectClass=robot\"\n"),
+                ":8: key `senders.ldap.robot_filter`: `objectClass=robot` is not a parenthesised LDAP filter",
+            ),
+            (
+                "[senders]\n[senders.ldap]\nrobot_filter = \"(objectClass=x)\"\n".into(),
+                "key `senders.ldap`: needs postfix_table or the ldap_table keys",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}\n{e}");
+        }
     }
 }

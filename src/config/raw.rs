@@ -55,6 +55,10 @@ pub(super) mod range {
     pub const RECIPIENTS_PER_MESSAGE: RangeInclusive<u64> = 1..=100_000;
     pub const AUTHENTICATIONS_PER_WINDOW: RangeInclusive<u64> = 1..=1_000_000;
     pub const OWN_NAME_PARENTS: RangeInclusive<u64> = 0..=5;
+    pub const LDAP_TTL_SECS: RangeInclusive<u64> = 0..=86_400;
+    pub const LDAP_MAX_STALE_SECS: RangeInclusive<u64> = 0..=604_800;
+    pub const LDAP_CACHE_SIZE: RangeInclusive<u64> = 1..=10_000_000;
+    pub const LDAP_POOL_SIZE: RangeInclusive<u64> = 1..=32;
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -225,6 +229,10 @@ pub(super) struct RawSenders {
     pub(super) recipient_delimiter: Option<Spanned<String>>,
     pub(super) original_header: Option<Spanned<String>>,
     pub(super) masquerade: Option<std::collections::BTreeMap<String, Spanned<RawMasquerade>>>,
+    pub(super) sources: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `[senders.ldap]`: relayguard's own keys and ldap_table(5) keys, read by hand so that
+    /// an unsupported ldap_table key gets ldap_table's error, not serde's.
+    pub(super) ldap: Option<Spanned<std::collections::BTreeMap<String, Spanned<toml::Value>>>>,
 }
 
 #[derive(Debug, Deserialize)]

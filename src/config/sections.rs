@@ -4,7 +4,7 @@ use super::raw::{
     Number, RawAudit, RawClassLimits, RawClients, RawConfig, RawDkim, RawLimits, RawMetrics,
     RawMilter, RawRollout, RawSenders, range,
 };
-use super::{DkimSettings, MilterConfig, SocketSpec};
+use super::{DkimSettings, LdapConfig, LdapTable, MilterConfig, SocketSpec, SourceKind};
 use crate::audit::writer::{AuditConfig, Destination, Fsync, OnError};
 use crate::dkim::signer::{DEFAULT_HEADERS, DEFAULT_OVERSIGNED, SigningConfig, WithoutKey};
 use crate::limits::rate::Window;
@@ -84,13 +84,20 @@ fn domains(list: &[Spanned<String>], key: &str, p: Place) -> Result<Vec<String>,
         .collect()
 }
 
+/// What `[senders]` names beyond the policy: the files and sources the runtime reads.
+pub(super) struct SenderSources {
+    pub(super) login_map: Option<(PathBuf, usize)>,
+    pub(super) sources: Vec<SourceKind>,
+    pub(super) ldap: Option<LdapConfig>,
+}
+
 /// `[domains]`, `[senders]` and `[clients]`: the sender policy (its map empty: the runtime
-/// reads the file), and the sender map's file and the line naming it.
+/// reads the file), the sender map's file and the line naming it, and the sources.
 pub(super) fn policy(
     raw: &RawConfig,
     p: Place,
     base: &Path,
-) -> Result<(Policy, Option<(PathBuf, usize)>), FileError> {
+) -> Result<(Policy, SenderSources), FileError> {
     let protected = match &raw.domains.protected {
         Some(list) if list.get_ref().is_empty() => {
             return Err(p.invalid(
@@ -131,9 +138,15 @@ pub(super) fn policy(
         .login_map
         .as_ref()
         .map(|m| (base.join(m.get_ref()), line_of(p.text, m.span().start)));
+    let ldap = senders
+        .ldap
+        .as_ref()
+        .map(|table| ldap(table, p, base, &logins, delimiter))
+        .transpose()?;
+    let sources = sources(senders, p, login_map.is_some(), ldap.is_some())?;
     let owners = Owners {
         map: Default::default(),
-        own_local_part: senders.own_local_part.unwrap_or(true),
+        own_local_part: sources.contains(&SourceKind::OwnLocalPart),
         robots: senders
             .robots
             .iter()
@@ -142,7 +155,17 @@ pub(super) fn policy(
             .collect(),
         delimiter,
     };
-    let masquerades = masquerades(senders, p, &logins, &owners.robots, &protected)?;
+    let directory_robots = ldap
+        .as_ref()
+        .is_some_and(|l| l.tuning.robot_filter.is_some());
+    let masquerades = masquerades(
+        senders,
+        p,
+        &logins,
+        &owners.robots,
+        directory_robots,
+        &protected,
+    )?;
     let policy = Policy {
         masquerades,
         servers: servers(&raw.clients, p)?,
@@ -152,7 +175,203 @@ pub(super) fn policy(
         logins,
         allow_foreign_senders: senders.allow_foreign.unwrap_or(false),
     };
-    Ok((policy, login_map))
+    Ok((
+        policy,
+        SenderSources {
+            login_map,
+            sources,
+            ldap,
+        },
+    ))
+}
+
+/// `senders.sources` (default: `map`, then `ldap` when `[senders.ldap]` is set, then
+/// `own_local_part` unless `own_local_part = false`).
+fn sources(
+    senders: &RawSenders,
+    p: Place,
+    has_map: bool,
+    has_ldap: bool,
+) -> Result<Vec<SourceKind>, FileError> {
+    let Some(list) = &senders.sources else {
+        let mut sources = vec![SourceKind::Map];
+        if has_ldap {
+            sources.push(SourceKind::Ldap);
+        }
+        if senders.own_local_part.unwrap_or(true) {
+            sources.push(SourceKind::OwnLocalPart);
+        }
+        return Ok(sources);
+    };
+    let key = "senders.sources";
+    if senders.own_local_part.is_some() {
+        return Err(p.invalid(
+            list.span(),
+            key,
+            "set either sources or own_local_part, not both (list \"own_local_part\" in sources to use the rule)".into(),
+        ));
+    }
+    if list.get_ref().is_empty() {
+        return Err(p.invalid(list.span(), key, "needs at least one source".into()));
+    }
+    let mut sources = Vec::new();
+    for name in list.get_ref() {
+        let kind = p.choose(
+            Some(name),
+            key,
+            &[
+                ("map", SourceKind::Map),
+                ("ldap", SourceKind::Ldap),
+                ("own_local_part", SourceKind::OwnLocalPart),
+            ],
+        )?;
+        if sources.contains(&kind) {
+            return Err(p.invalid(
+                name.span(),
+                key,
+                format!("`{}` is listed twice", kind.name()),
+            ));
+        }
+        if kind == SourceKind::Map && !has_map {
+            return Err(p.invalid(
+                name.span(),
+                key,
+                "`map` is listed but senders.login_map is not set".into(),
+            ));
+        }
+        if kind == SourceKind::Ldap && !has_ldap {
+            return Err(p.invalid(
+                name.span(),
+                key,
+                "`ldap` is listed but [senders.ldap] is not configured".into(),
+            ));
+        }
+        sources.push(kind);
+    }
+    if has_ldap && !sources.contains(&SourceKind::Ldap) {
+        return Err(p.invalid(
+            list.span(),
+            key,
+            "[senders.ldap] is configured but `ldap` is not listed: it would never be asked".into(),
+        ));
+    }
+    Ok(sources)
+}
+
+/// `[senders.ldap]`: relayguard's own directory settings, and either `postfix_table` (a
+/// Postfix ldap_table file) or the same ldap_table keys inline.
+fn ldap(
+    table: &Spanned<std::collections::BTreeMap<String, Spanned<toml::Value>>>,
+    p: Place,
+    base: &Path,
+    logins: &LoginRules,
+    delimiter: Option<char>,
+) -> Result<LdapConfig, FileError> {
+    use crate::ldap::table::{Origin, Pair, Settings, Tuning};
+    let key = |k: &str| format!("senders.ldap.{k}");
+    let mut tuning = Tuning::default();
+    let mut postfix_table = None;
+    let mut pairs = Vec::new();
+    for (name, value) in table.get_ref() {
+        let span = value.span();
+        let text = |v: &toml::Value| -> Option<String> {
+            match v {
+                toml::Value::String(s) => Some(s.clone()),
+                toml::Value::Integer(n) => Some(n.to_string()),
+                toml::Value::Boolean(b) => Some(if *b { "yes" } else { "no" }.into()),
+                _ => None,
+            }
+        };
+        let number = |range: std::ops::RangeInclusive<u64>| -> Result<u64, FileError> {
+            let n = value
+                .get_ref()
+                .as_integer()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| {
+                    p.invalid(span.clone(), &key(name), "must be a whole number".into())
+                })?;
+            p.number(&Some(Spanned::new(span.clone(), n)), &key(name), range)
+                .map(|n| n.expect("given"))
+        };
+        let string = || -> Result<String, FileError> {
+            value
+                .get_ref()
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| p.invalid(span.clone(), &key(name), "must be a string".into()))
+        };
+        let secs = Duration::from_secs;
+        match name.as_str() {
+            "postfix_table" => {
+                postfix_table = Some((base.join(string()?), line_of(p.text, span.start)))
+            }
+            "robot_filter" => {
+                let filter = string()?;
+                crate::ldap::query::check_template(&filter)
+                    .map_err(|why| p.invalid(span.clone(), &key(name), why))?;
+                tuning.robot_filter = Some(filter);
+            }
+            "positive_ttl_secs" => tuning.positive_ttl = secs(number(range::LDAP_TTL_SECS)?),
+            "negative_ttl_secs" => tuning.negative_ttl = secs(number(range::LDAP_TTL_SECS)?),
+            "max_stale_secs" => tuning.max_stale = secs(number(range::LDAP_MAX_STALE_SECS)?),
+            "cache_size" => tuning.cache_size = number(range::LDAP_CACHE_SIZE)? as usize,
+            "pool_size" => tuning.pool_size = number(range::LDAP_POOL_SIZE)? as usize,
+            _ => {
+                let value = match value.get_ref() {
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(text)
+                        .collect::<Option<Vec<String>>>()
+                        .map(|items| items.join(", ")),
+                    v => text(v),
+                }
+                .ok_or_else(|| {
+                    p.invalid(
+                        span.clone(),
+                        &key(name),
+                        "must be a string, number, yes/no or a list of strings".into(),
+                    )
+                })?;
+                pairs.push(Pair {
+                    key: name.clone(),
+                    value,
+                    line: line_of(p.text, span.start),
+                });
+            }
+        }
+    }
+    let table = match (postfix_table, pairs.first()) {
+        (Some((file, line)), None) => LdapTable::File(file, line),
+        (Some(_), Some(pair)) => {
+            return Err(FileError::Invalid {
+                path: p.path.to_path_buf(),
+                line: pair.line,
+                key: key(&pair.key),
+                reason: "set either postfix_table or the ldap_table keys inline, not both".into(),
+            });
+        }
+        (None, _) => {
+            let origin = Origin {
+                path: p.path.to_path_buf(),
+                prefix: "senders.ldap.",
+            };
+            if pairs.is_empty() {
+                return Err(p.invalid(
+                    table.span(),
+                    "senders.ldap",
+                    "needs postfix_table or the ldap_table keys (server_host, search_base, query_filter, result_attribute, ...)".into(),
+                ));
+            }
+            LdapTable::Inline(Box::new(Settings::from_pairs(
+                &origin,
+                &pairs,
+                logins.clone(),
+                delimiter,
+                tuning.clone(),
+            )?))
+        }
+    };
+    Ok(LdapConfig { table, tuning })
 }
 
 /// `[senders.masquerade."LOGIN"]` and `senders.original_header`.
@@ -161,6 +380,7 @@ fn masquerades(
     p: Place,
     logins: &LoginRules,
     robots: &[String],
+    directory_robots: bool,
     protected: &[String],
 ) -> Result<Masquerades, FileError> {
     let original_header = match &senders.original_header {
@@ -185,7 +405,7 @@ fn masquerades(
         let at =
             |span, what: &str, reason: String| p.invalid(span, &format!("{key}.{what}"), reason);
         let normalised = logins.normalise(login);
-        if !robots.contains(&normalised) {
+        if !robots.contains(&normalised) && !directory_robots {
             return Err(p.invalid(
                 entry.span(),
                 &key,

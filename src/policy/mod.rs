@@ -201,6 +201,12 @@ impl fmt::Display for Permit {
             Permit::Owned(Ownership::MapEntry(key)) => {
                 write!(f, "owned through sender map entry `{key}`")
             }
+            Permit::Owned(Ownership::Directory { key, entry }) => {
+                write!(
+                    f,
+                    "owned through directory entry `{entry}` (lookup `{key}`)"
+                )
+            }
             Permit::Owned(Ownership::OwnLocalPart) => {
                 f.write_str("owned: login matches the local part")
             }
@@ -473,6 +479,15 @@ impl Policy {
     /// Runs every stage over a whole transaction, stopping at the first refusal. A robot's
     /// automatic senders are masqueraded first, as the relay does when the MTA allows it.
     pub fn decide(&self, request: &Request<'_>) -> Decision {
+        self.decide_with(request, &self.own_owners())
+    }
+
+    /// As [`Policy::decide`], with ownership answered by `owner`.
+    pub fn decide_with(
+        &self,
+        request: &Request<'_>,
+        owner: &dyn Fn(&str, &Address) -> Ownership,
+    ) -> Decision {
         let kind = self.classify(request.client);
         let rule = self.masquerade_rule(&kind);
         let mut rewrites = Vec::new();
@@ -502,14 +517,14 @@ impl Policy {
         });
         let mut steps = Vec::new();
         let outcome = (|| {
-            let permit = self.check_mail(&kind, &mail_from)?;
+            let permit = self.check_mail_with(&kind, &mail_from, owner)?;
             steps.push((Field::MailFrom, mail_from.clone(), permit));
             for rcpt in &request.rcpts {
                 let permit = self.check_rcpt(&kind, rcpt)?;
                 steps.push((Field::Rcpt, rcpt.to_string(), permit));
             }
             if let Some(headers) = &headers {
-                let senders = self.check_headers(&kind, headers)?;
+                let senders = self.check_headers_with(&kind, headers, owner)?;
                 let show =
                     |a: &Option<Address>| a.as_ref().map(|a| format!("<{a}>")).unwrap_or_default();
                 steps.push((Field::From, show(&senders.from), senders.from_permit));

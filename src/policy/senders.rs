@@ -1,5 +1,6 @@
-//! Sender ownership: the Postfix `smtpd_sender_login_maps` table, the login rules, and the
-//! seam every ownership source (the map today, a directory tomorrow) answers through.
+//! Sender ownership: the Postfix `smtpd_sender_login_maps` table, the login rules, the
+//! seam every ownership source (the map, the directory) answers through, and the chain that
+//! asks them in the configured order.
 
 use super::address::Address;
 use super::domains::{ProtectedDomains, normalise_domain};
@@ -13,39 +14,159 @@ use std::sync::Arc;
 #[error("ownership source unavailable: {0}")]
 pub struct SourceDown(pub String);
 
-/// Who owns a sender address: the one seam between the sender checks and where ownership
-/// lives. Implement it (and name it in `runtime::assemble`) to add a source.
+/// What one ownership source says about an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The source has an entry for the address itself: its word is final.
+    Exact(Ownership),
+    /// The source has only a domain-wide entry (`@domain`): it decides unless a later
+    /// source has an entry for the address or the own-local-part rule applies.
+    Domain(Ownership),
+    /// The source knows nothing of the address.
+    Silent,
+}
+
+/// Where ownership lives: the seam between the sender checks and a sender map, a
+/// directory, or anything else. Implement it and name it in `runtime::assemble` to add one.
 pub trait OwnershipSource: Send + Sync {
-    /// Whether `login` (normalised) owns the protected `address`, and why.
-    fn ownership<'a>(
+    /// What the source says about `login` (normalised) using the protected `address`.
+    fn answer<'a>(
         &'a self,
         login: &'a str,
         address: &'a Address,
-    ) -> BoxFuture<'a, Result<Ownership, SourceDown>>;
+    ) -> BoxFuture<'a, Result<Lookup, SourceDown>>;
+
+    /// Whether the source marks `login` as a robot (which owns only what it is assigned).
+    fn is_robot<'a>(&'a self, _login: &'a str) -> BoxFuture<'a, Result<bool, SourceDown>> {
+        Box::pin(std::future::ready(Ok(false)))
+    }
 }
 
-/// The sender map with the own-local-part rule and robots, in memory.
+/// One element of `[senders] sources`, in the configured order.
+#[derive(Clone)]
+pub enum Source {
+    /// A source with entries (the sender map, the directory).
+    Entries(Arc<dyn OwnershipSource>),
+    /// The rule that login `x` owns `x@` each protected apex, unless it is a robot.
+    OwnLocalPart,
+}
+
+/// The configured ownership sources, asked in order: the first entry for the address
+/// itself decides; else the own-local-part rule where it stands; else the first
+/// domain-wide entry; else not owned. With `["map", "own_local_part"]` this is Postfix's
+/// order for `smtpd_sender_login_maps` plus the local-part rule.
+#[derive(Clone)]
+pub struct Sources {
+    sources: Vec<Source>,
+    robots: Vec<String>,
+    protected: ProtectedDomains,
+    delimiter: Option<char>,
+}
+
+impl Sources {
+    /// The chain; `robots` are the configured robot logins (sources may add more).
+    pub fn new(
+        sources: Vec<Source>,
+        robots: Vec<String>,
+        protected: ProtectedDomains,
+        delimiter: Option<char>,
+    ) -> Self {
+        Sources {
+            sources,
+            robots,
+            protected,
+            delimiter,
+        }
+    }
+
+    /// The chain of one source alone.
+    pub fn only(source: Arc<dyn OwnershipSource>, protected: ProtectedDomains) -> Self {
+        Sources::new(vec![Source::Entries(source)], Vec::new(), protected, None)
+    }
+
+    /// Whether `login` (normalised) owns the protected `address`, and why.
+    pub async fn ownership(&self, login: &str, address: &Address) -> Result<Ownership, SourceDown> {
+        let mut domain_wide = None;
+        for source in &self.sources {
+            match source {
+                Source::Entries(source) => match source.answer(login, address).await? {
+                    Lookup::Exact(ownership) => return Ok(ownership),
+                    Lookup::Domain(ownership) => {
+                        domain_wide.get_or_insert(ownership);
+                    }
+                    Lookup::Silent => {}
+                },
+                Source::OwnLocalPart => {
+                    if owns_local_part(login, address, &self.protected, self.delimiter)
+                        && !self.is_robot(login).await?
+                    {
+                        return Ok(Ownership::OwnLocalPart);
+                    }
+                }
+            }
+        }
+        Ok(domain_wide.unwrap_or(Ownership::NotOwned(None)))
+    }
+
+    /// Whether `login` is a robot: configured as one, or marked by a source.
+    pub async fn is_robot(&self, login: &str) -> Result<bool, SourceDown> {
+        if self.robots.iter().any(|r| r == login) {
+            return Ok(true);
+        }
+        for source in &self.sources {
+            if let Source::Entries(source) = source
+                && source.is_robot(login).await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The own-local-part rule alone: `login` is the local part (without extension) of an
+/// address at a protected apex.
+pub fn owns_local_part(
+    login: &str,
+    address: &Address,
+    protected: &ProtectedDomains,
+    delimiter: Option<char>,
+) -> bool {
+    let local = address.local();
+    let base = delimiter
+        .and_then(|d| local.split_once(d).map(|(b, _)| b))
+        .unwrap_or(local);
+    let is_apex = address
+        .domain()
+        .is_some_and(|d| protected.apexes().iter().any(|a| a == d));
+    is_apex && base == login
+}
+
+/// The sender map as an ownership source.
 #[derive(Debug, Clone)]
 pub struct MapSource {
-    owners: Owners,
-    protected: ProtectedDomains,
+    map: Arc<SenderMap>,
+    delimiter: Option<char>,
 }
 
 impl MapSource {
-    /// The source answering from `owners` for the `protected` domains.
-    pub fn new(owners: Owners, protected: ProtectedDomains) -> Self {
-        MapSource { owners, protected }
+    /// The source answering from `map`; `alice+tag@` is looked up as `alice@` too.
+    pub fn new(map: Arc<SenderMap>, delimiter: Option<char>) -> Self {
+        MapSource { map, delimiter }
     }
 }
 
 impl OwnershipSource for MapSource {
-    fn ownership<'a>(
+    fn answer<'a>(
         &'a self,
         login: &'a str,
         address: &'a Address,
-    ) -> BoxFuture<'a, Result<Ownership, SourceDown>> {
-        let answer = self.owners.ownership(login, address, &self.protected);
-        Box::pin(std::future::ready(Ok(answer)))
+    ) -> BoxFuture<'a, Result<Lookup, SourceDown>> {
+        Box::pin(std::future::ready(Ok(self.map.answer(
+            login,
+            address,
+            self.delimiter,
+        ))))
     }
 }
 
@@ -93,6 +214,13 @@ pub enum Ownership {
     MapEntry(String),
     /// The rule that login `x` owns `x@` each protected apex.
     OwnLocalPart,
+    /// A directory entry names the login as an owner.
+    Directory {
+        /// The lookup key that found it (`alice@tugraz.at`, `@tugraz.at`).
+        key: String,
+        /// The DN of the entry naming the login.
+        entry: String,
+    },
     /// Not owned; the map entry consulted, if any.
     NotOwned(Option<String>),
 }
@@ -210,10 +338,32 @@ impl SenderMap {
         let key = format!("{base}@{domain}");
         self.addresses.get(&key).map(|owners| (key, owners))
     }
+
+    /// What the map says about `login` using `address`, Postfix-style: the exact address
+    /// entry (then without its extension), else the `@domain` entry.
+    pub fn answer(&self, login: &str, address: &Address, delimiter: Option<char>) -> Lookup {
+        let judge = |key: String, owners: &Vec<String>| {
+            if owners.iter().any(|o| o == login) {
+                Ownership::MapEntry(key)
+            } else {
+                Ownership::NotOwned(Some(key))
+            }
+        };
+        if let Some((key, owners)) = self.address_entry(address, delimiter) {
+            return Lookup::Exact(judge(key, owners));
+        }
+        match address
+            .domain()
+            .and_then(|d| Some((d, self.domains.get(d)?)))
+        {
+            Some((domain, owners)) => Lookup::Domain(judge(format!("@{domain}"), owners)),
+            None => Lookup::Silent,
+        }
+    }
 }
 
-/// Everything needed to decide whether a login owns an address (cheap to clone: the map
-/// is shared).
+/// Everything needed to decide from the sender map and the login rules alone whether a
+/// login owns an address (cheap to clone: the map is shared).
 #[derive(Debug, Clone)]
 pub struct Owners {
     /// The sender-login map.
@@ -227,45 +377,27 @@ pub struct Owners {
 }
 
 impl Owners {
-    /// Decides whether `login` (normalised) owns `address`, Postfix-style: the exact address
-    /// entry (then without its extension) decides; else the own-local-part rule; else `@domain`.
+    /// Decides whether `login` (normalised) owns `address` with the sources
+    /// `["map", "own_local_part"]`: the exact address entry (then without its extension)
+    /// decides; else the own-local-part rule; else `@domain`.
     pub fn ownership(
         &self,
         login: &str,
         address: &Address,
         protected: &ProtectedDomains,
     ) -> Ownership {
-        if let Some((key, owners)) = self.map.address_entry(address, self.delimiter) {
-            return if owners.iter().any(|o| o == login) {
-                Ownership::MapEntry(key)
-            } else {
-                Ownership::NotOwned(Some(key))
-            };
-        }
-        if self.own_local_part && !self.robots.iter().any(|r| r == login) {
-            let local = address.local();
-            let base = self
-                .delimiter
-                .and_then(|d| local.split_once(d).map(|(b, _)| b))
-                .unwrap_or(local);
-            let is_apex = address
-                .domain()
-                .is_some_and(|d| protected.apexes().iter().any(|a| a == d));
-            if is_apex && base == login {
-                return Ownership::OwnLocalPart;
-            }
-        }
-        if let Some(domain) = address.domain()
-            && let Some(owners) = self.map.domains.get(domain)
+        let domain_wide = match self.map.answer(login, address, self.delimiter) {
+            Lookup::Exact(ownership) => return ownership,
+            Lookup::Domain(ownership) => Some(ownership),
+            Lookup::Silent => None,
+        };
+        if self.own_local_part
+            && !self.robots.iter().any(|r| r == login)
+            && owns_local_part(login, address, protected, self.delimiter)
         {
-            let key = format!("@{domain}");
-            return if owners.iter().any(|o| o == login) {
-                Ownership::MapEntry(key)
-            } else {
-                Ownership::NotOwned(Some(key))
-            };
+            return Ownership::OwnLocalPart;
         }
-        Ownership::NotOwned(None)
+        domain_wide.unwrap_or(Ownership::NotOwned(None))
     }
 }
 

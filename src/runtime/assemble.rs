@@ -5,12 +5,15 @@
 //! and `dkim` parse their own formats, and this room puts them together. `check-config`,
 //! the start and every reload go through [`load`] and [`check`].
 
-use crate::config::{Config, DkimSettings};
+use crate::config::{Config, DkimSettings, LdapConfig, LdapTable, SourceKind};
 use crate::dkim::keys::KeyError;
 use crate::dkim::schedule::Schedule;
 use crate::dkim::signer::KeySet;
 use crate::dkim::tooling;
-use crate::policy::senders::{MapSource, SenderMap, SenderMapError};
+use crate::ldap::Directories;
+use crate::ldap::table::{self, Origin, Settings};
+use crate::policy::Policy;
+use crate::policy::senders::{MapSource, SenderMap, SenderMapError, Source, Sources};
 use crate::session::Snapshot;
 use crate::tomlfile::{self, FileError};
 use std::path::{Path, PathBuf};
@@ -43,15 +46,17 @@ pub struct Loaded {
 
 /// Reads `path` and every file it names; `now` (Unix seconds) decides which keys are
 /// retired and need not load. A bad file refuses the whole, so nothing half-read is used.
-pub fn load(path: &Path, now: i64) -> Result<Loaded, LoadError> {
+/// A directory comes from `directories` (the one in use, while its settings are the same).
+pub fn load(path: &Path, now: i64, directories: &Directories) -> Result<Loaded, LoadError> {
     let text = tomlfile::read(path)?;
     let config = Config::parse(path, &text)?;
-    let snapshot = build(&config, now)?;
+    let snapshot = build(&config, now, directories)?;
     Ok(Loaded { config, snapshot })
 }
 
-/// Builds the snapshot from a parsed configuration: reads the sender map and the keys.
-pub fn build(config: &Config, now: i64) -> Result<Snapshot, LoadError> {
+/// Builds the snapshot from a parsed configuration: reads the sender map, the directory's
+/// ldap_table file and the keys.
+pub fn build(config: &Config, now: i64, directories: &Directories) -> Result<Snapshot, LoadError> {
     let mut policy = config.policy.clone();
     if let Some((file, line)) = &config.login_map {
         let text = std::fs::read_to_string(file).map_err(|e| FileError::Invalid {
@@ -62,10 +67,7 @@ pub fn build(config: &Config, now: i64) -> Result<Snapshot, LoadError> {
         })?;
         policy.owners.map = Arc::new(SenderMap::parse(file, &text, &policy.logins)?);
     }
-    let ownership = Arc::new(MapSource::new(
-        policy.owners.clone(),
-        policy.protected.clone(),
-    ));
+    let ownership = Arc::new(ownership(config, &policy, directories)?);
     let keys = config
         .dkim
         .as_ref()
@@ -78,6 +80,69 @@ pub fn build(config: &Config, now: i64) -> Result<Snapshot, LoadError> {
         limits: config.limits.clone(),
         rollout: config.rollout.clone(),
     })
+}
+
+/// The ownership sources in the configured order; `policy` has the sender map read.
+pub fn ownership(
+    config: &Config,
+    policy: &Policy,
+    directories: &Directories,
+) -> Result<Sources, LoadError> {
+    let mut sources = Vec::new();
+    for kind in &config.sources {
+        sources.push(match kind {
+            SourceKind::Map => Source::Entries(Arc::new(MapSource::new(
+                policy.owners.map.clone(),
+                policy.owners.delimiter,
+            ))),
+            SourceKind::OwnLocalPart => Source::OwnLocalPart,
+            SourceKind::Ldap => {
+                let ldap = config
+                    .ldap
+                    .as_ref()
+                    .expect("config checks ldap is configured");
+                let settings = ldap_settings(config, ldap, policy)?;
+                Source::Entries(directories.directory(settings))
+            }
+        });
+    }
+    Ok(Sources::new(
+        sources,
+        policy.owners.robots.clone(),
+        policy.protected.clone(),
+        policy.owners.delimiter,
+    ))
+}
+
+/// The directory's settings: inline, or read from the Postfix ldap_table file.
+fn ldap_settings(
+    config: &Config,
+    ldap: &LdapConfig,
+    policy: &Policy,
+) -> Result<Settings, LoadError> {
+    match &ldap.table {
+        LdapTable::Inline(settings) => Ok((**settings).clone()),
+        LdapTable::File(file, line) => {
+            let text = std::fs::read_to_string(file).map_err(|e| FileError::Invalid {
+                path: config.path.clone(),
+                line: *line,
+                key: "senders.ldap.postfix_table".into(),
+                reason: format!("cannot read {}: {e}", file.display()),
+            })?;
+            let pairs = table::parse_postfix_file(file, &text)?;
+            let origin = Origin {
+                path: file.clone(),
+                prefix: "",
+            };
+            Ok(Settings::from_pairs(
+                &origin,
+                &pairs,
+                policy.logins.clone(),
+                policy.owners.delimiter,
+                ldap.tuning.clone(),
+            )?)
+        }
+    }
 }
 
 /// The schedule and every key it still needs at `now`.
@@ -127,16 +192,27 @@ pub fn check(loaded: &Loaded, now: i64) -> Findings {
             .push(format!("{here}: key `limits.redis.url`: {e}"));
     }
     let policy = &loaded.snapshot.policy;
+    let directory = config.sources.contains(&SourceKind::Ldap);
     for (login, rule) in policy.masquerades.rules() {
         if !policy
             .owners
             .ownership(login, &rule.address, &policy.protected)
             .is_owned()
         {
-            found.errors.push(format!(
-                "{here}: key `senders.masquerade.{login}.address`: robot {login} does not own <{}>: its automatic mail would be refused",
+            let problem = format!(
+                "{here}: key `senders.masquerade.{login}.address`: robot {login} does not own <{}>",
                 rule.address
-            ));
+            );
+            if directory {
+                // The directory may assign it; it is asked per message, not here.
+                found.warnings.push(format!(
+                    "{problem} by the sender map; the directory must assign it"
+                ));
+            } else {
+                found
+                    .errors
+                    .push(format!("{problem}: its automatic mail would be refused"));
+            }
         }
     }
     if let (Some(keys), Some(dkim)) = (&loaded.snapshot.keys, &config.dkim) {
@@ -155,7 +231,7 @@ pub fn check(loaded: &Loaded, now: i64) -> Findings {
 }
 
 /// The parts of a configuration that a reload must not silently drop: a truncated or
-/// emptied file would otherwise turn signing or limits off.
+/// emptied file would otherwise turn signing, limits or an ownership source off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shape {
     dkim: bool,
@@ -163,6 +239,7 @@ pub struct Shape {
     login_map: Option<PathBuf>,
     map_entries: usize,
     protected: Vec<String>,
+    sources: Vec<SourceKind>,
 }
 
 impl Shape {
@@ -174,6 +251,7 @@ impl Shape {
             login_map: loaded.config.login_map.as_ref().map(|(f, _)| f.clone()),
             map_entries: loaded.snapshot.policy.owners.map.len(),
             protected: loaded.snapshot.policy.protected.apexes().to_vec(),
+            sources: loaded.config.sources.clone(),
         }
     }
 
@@ -194,6 +272,12 @@ impl Shape {
                 self.map_entries
             ));
         }
+        for source in self.sources.iter().filter(|s| !new.sources.contains(s)) {
+            why.push(format!(
+                "ownership source `{}` is missing from senders.sources: a reload may not drop a source (restart to change them)",
+                source.name()
+            ));
+        }
         for domain in self.protected.iter().filter(|d| !new.protected.contains(d)) {
             why.push(format!(
                 "protected domain {domain} is missing: a reload may not drop a protected domain"
@@ -212,7 +296,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relayguard.toml");
         std::fs::write(&path, "[senders]\nlogin_map = \"does-not-exist\"\n").unwrap();
-        let e = load(&path, 0).err().unwrap().to_string();
+        let e = load(&path, 0, &Directories::standalone())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             e.contains(&format!(
                 "relayguard.toml:2: key `senders.login_map`: cannot read {}",

@@ -137,7 +137,12 @@ impl Running {
 /// endpoint, starts the fsync timer, the watcher and the signal handlers as `options` say.
 pub async fn start(config_path: &Path, options: Options) -> Result<Running, StartError> {
     let now = (options.clock)().div_euclid(1000);
-    let loaded = assemble::load(config_path, now)?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let directories = Arc::new(crate::ldap::Directories::new(
+        options.clock.clone(),
+        metrics.ldap.clone(),
+    ));
+    let loaded = assemble::load(config_path, now, &directories)?;
     // What check-config would refuse is logged; the service still starts (a domain without
     // a key is tempfailed and /healthz reports it), and reloads refuse such a configuration.
     let found = assemble::check(&loaded, now);
@@ -147,7 +152,7 @@ pub async fn start(config_path: &Path, options: Options) -> Result<Running, Star
     for w in &found.warnings {
         warn!("{w}");
     }
-    let service = Service::new(loaded, options.clock);
+    let service = Service::new(loaded, options.clock, metrics, directories);
     let listener = listen::bind(service.milter_config())
         .await
         .map_err(|source| StartError::Listen {
@@ -222,7 +227,8 @@ fn signals(service: Arc<Service>, stop: watch::Sender<bool>) -> io::Result<JoinH
         loop {
             tokio::select! {
                 Some(()) = hup.recv() => {
-                    info!("SIGHUP: reloading, reopening the audit log");
+                    info!("SIGHUP: reloading, forgetting directory answers, reopening the audit log");
+                    service.clear_directory_caches();
                     let reloading = service.clone();
                     let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
                 }

@@ -6,6 +6,7 @@ use super::reload::fingerprint;
 use crate::audit::writer::{AuditLog, AuditSink};
 use crate::clock::Clock;
 use crate::config::MilterConfig;
+use crate::ldap::Directories;
 use crate::limits::store::{StoreMetrics, StoreSettings, Stores};
 use crate::metrics::{KeyLabels, Metrics, ResultLabels};
 use crate::session::flight::Flight;
@@ -49,18 +50,24 @@ pub struct Service {
     env: Arc<Env>,
     pipeline: Arc<Pipeline>,
     audit_log: Option<Arc<AuditLog>>,
+    directories: Arc<Directories>,
     watched: Mutex<Watched>,
     reloads: watch::Sender<ReloadStatus>,
 }
 
 impl Service {
-    /// Builds the service from a loaded configuration, on `clock`.
-    pub fn new(loaded: Loaded, clock: Clock) -> Arc<Self> {
+    /// Builds the service from a loaded configuration, on `clock`, counting into `metrics`;
+    /// `directories` made the loaded directory and serves reloads.
+    pub fn new(
+        loaded: Loaded,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        directories: Arc<Directories>,
+    ) -> Arc<Self> {
         let (reloads, _) = watch::channel(ReloadStatus::default());
         let shape = Shape::of(&loaded);
         let Loaded { config, snapshot } = loaded;
         let (files, dirs) = (config.watched_files(), config.watched_dirs());
-        let metrics = Arc::new(Metrics::default());
         let stores = config.limit_store.as_ref().and_then(|settings| {
             let store_metrics = StoreMetrics {
                 errors: metrics.redis_errors.clone(),
@@ -93,6 +100,7 @@ impl Service {
             env: Arc::new(env),
             pipeline: Arc::new(Pipeline::standard()),
             audit_log,
+            directories,
             watched: Mutex::new(Watched {
                 fingerprint: fingerprint(&files, &dirs),
                 shape,
@@ -231,7 +239,7 @@ impl Service {
         let (files, dirs) = self.watched();
         let before = fingerprint(&files, &dirs);
         let now = self.now();
-        let result = assemble::load(&self.config_path, now).and_then(|loaded| {
+        let result = assemble::load(&self.config_path, now, &self.directories).and_then(|loaded| {
             let mut problems = assemble::check(&loaded, now).errors;
             let shape = Shape::of(&loaded);
             problems.extend(
@@ -291,6 +299,11 @@ impl Service {
         };
         self.reloads.send_replace(status);
         outcome
+    }
+
+    /// Forgets every directory answer (SIGHUP), so a directory change is seen at once.
+    pub fn clear_directory_caches(&self) {
+        self.directories.clear_caches();
     }
 
     fn count_reload(&self, result: &str) {

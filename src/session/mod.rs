@@ -22,7 +22,7 @@ use crate::limits::{ClassLimits, LimitsPolicy, Used};
 use crate::metrics::Metrics;
 use crate::policy::hosts::HostName;
 use crate::policy::mailbox::HeaderSet;
-use crate::policy::senders::OwnershipSource;
+use crate::policy::senders::Sources;
 use crate::policy::{Client, ClientKind, Policy};
 use arc_swap::ArcSwap;
 use decision::{Accepted, Answer, Decision, Delivered, Modification, deliver};
@@ -36,8 +36,8 @@ use std::time::Instant;
 pub struct Snapshot {
     /// The sender policy.
     pub policy: Policy,
-    /// Who owns which sender address.
-    pub ownership: Arc<dyn OwnershipSource>,
+    /// Who owns which sender address: the configured sources, in order.
+    pub ownership: Arc<Sources>,
     /// The DKIM keys, when signing is configured.
     pub keys: Option<KeySet>,
     /// The sending limits, when configured.

@@ -9,10 +9,11 @@ use relayguard::config::Config;
 use relayguard::dkim::keys;
 use relayguard::dkim::schedule::Schedule;
 use relayguard::dkim::signer::KeySet;
+use relayguard::ldap::Directories;
 use relayguard::limits::locks::{Lock, LockStore};
 use relayguard::limits::store::{CounterStore, MemoryStore};
 use relayguard::metrics::Metrics;
-use relayguard::policy::senders::{MapSource, SenderMap};
+use relayguard::policy::senders::SenderMap;
 use relayguard::session::decision::Answer;
 use relayguard::session::flight::Flight;
 use relayguard::session::{Env, Pipeline, Session, Snapshot};
@@ -149,12 +150,16 @@ impl Relay {
         let locks = Arc::new(MemoryLocks::default());
         let limits = config.limits.is_some();
         let clock = now.clone();
+        let clock: relayguard::clock::Clock = Arc::new(move || clock.load(Ordering::SeqCst));
+        let metrics = Arc::new(Metrics::default());
+        let directories = Directories::new(clock.clone(), metrics.ldap.clone());
+        let ownership = Arc::new(
+            relayguard::runtime::assemble::ownership(&config, &policy, &directories)
+                .expect("ownership sources"),
+        );
         let env = Env {
             snapshot: arc_swap::ArcSwap::from_pointee(Snapshot {
-                ownership: Arc::new(MapSource::new(
-                    policy.owners.clone(),
-                    policy.protected.clone(),
-                )),
+                ownership,
                 policy,
                 keys,
                 limits: config.limits.clone(),
@@ -163,8 +168,8 @@ impl Relay {
             counters: limits.then(|| Arc::new(MemoryStore::default()) as Arc<dyn CounterStore>),
             locks: limits.then(|| locks.clone() as Arc<dyn LockStore>),
             audit: Some(audit.clone()),
-            metrics: Arc::new(Metrics::default()),
-            clock: Arc::new(move || clock.load(Ordering::SeqCst)),
+            metrics,
+            clock,
             host: "relay1".into(),
             flight: Flight::default(),
         };

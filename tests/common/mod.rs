@@ -7,6 +7,7 @@ pub mod memory;
 pub mod postfix;
 pub mod redis;
 pub mod sendmail;
+pub mod slapd;
 pub mod smtp;
 
 use indymilter_test::{MacroStage, SocketInfo, Status, TestConnection};
@@ -28,9 +29,14 @@ pub fn free_port() -> u16 {
 
 /// Creates SASL users (realm tugraz.at) in a sasldb2 file with saslpasswd2.
 pub fn add_sasl_users(db: &Path, users: &[(&str, &str)]) {
+    add_sasl_users_in(db, "tugraz.at", users)
+}
+
+/// Creates SASL users of `realm` in a sasldb2 file with saslpasswd2.
+pub fn add_sasl_users_in(db: &Path, realm: &str, users: &[(&str, &str)]) {
     for (user, password) in users {
         let mut child = std::process::Command::new("saslpasswd2")
-            .args(["-p", "-c", "-u", "tugraz.at", "-f"])
+            .args(["-p", "-c", "-u", realm, "-f"])
             .arg(db)
             .arg(user)
             .stdin(std::process::Stdio::piped())

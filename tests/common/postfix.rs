@@ -57,6 +57,18 @@ impl Postfix {
     /// Starts Postfix with the given SASL users (login, password; realm tugraz.at) and
     /// relayguard's unix socket as its milter.
     pub fn start(users: &[(&str, &str)], milter_socket: &Path) -> Self {
+        Self::start_with(users, "tugraz.at", Some(milter_socket), "")
+    }
+
+    /// Starts Postfix with SASL users of `realm` (`smtpd_sasl_local_domain`; empty: myhostname's realm,
+    /// and logins are reported bare), relayguard's socket as its milter
+    /// when given, and `extra` appended to main.cf (later settings override earlier ones).
+    pub fn start_with(
+        users: &[(&str, &str)],
+        realm: &str,
+        milter_socket: Option<&Path>,
+        extra: &str,
+    ) -> Self {
         require_postfix();
         let dir = tempfile::Builder::new()
             .prefix("relayguard-postfix")
@@ -78,20 +90,34 @@ impl Postfix {
                 .replace("@SUBMIT_PORT@", &submit_port.to_string())
                 .replace("@SINK_PORT@", &sink_port.to_string())
         };
-        let snippet = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/packaging/postfix/main.cf.snippet"
-        ))
-        .unwrap()
-        .replace(
-            "unix:/run/relayguard/relayguard.sock",
-            &format!("unix:{}", milter_socket.display()),
-        );
-        std::fs::write(conf.join("main.cf"), fill("main.cf") + &snippet).unwrap();
+        let snippet = match milter_socket {
+            Some(socket) => std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/packaging/postfix/main.cf.snippet"
+            ))
+            .unwrap()
+            .replace(
+                "unix:/run/relayguard/relayguard.sock",
+                &format!("unix:{}", socket.display()),
+            ),
+            None => String::new(),
+        };
+        let main_cf = fill("main.cf").replace(
+            "smtpd_sasl_local_domain = tugraz.at",
+            &format!("smtpd_sasl_local_domain = {realm}"),
+        ) + &snippet
+            + extra;
+        std::fs::write(conf.join("main.cf"), main_cf).unwrap();
         std::fs::write(conf.join("master.cf"), fill("master.cf")).unwrap();
         std::fs::write(conf.join("sasl/smtpd.conf"), fill("smtpd.conf")).unwrap();
         let sasldb = root.join("sasldb2");
-        super::add_sasl_users(&sasldb, users);
+        // Without a local domain Cyrus looks users up in the server's realm: myhostname.
+        let realm = if realm.is_empty() {
+            "relay.tugraz.test"
+        } else {
+            realm
+        };
+        super::add_sasl_users_in(&sasldb, realm, users);
         chown_postfix(&sasldb);
         let sink = super::spawn_sink(&root.join("sink"), sink_port);
         let postfix = Postfix {
