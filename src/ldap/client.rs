@@ -3,8 +3,10 @@
 //! (group members through `special_result_attribute`, leaf and terminal attributes).
 
 use super::cache::Owner;
-use super::table::{Scope, Settings};
-use ldap3::{DerefAliases, Ldap, LdapConnAsync, LdapConnSettings, SearchEntry, SearchOptions};
+use super::table::{Scope, Server, Settings};
+use ldap3::{
+    DerefAliases, Ldap, LdapConnAsync, LdapConnSettings, SearchEntry, SearchOptions, StdStream,
+};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,7 +120,7 @@ impl Pool {
         let mut why = Vec::new();
         for server in &s.servers {
             let url = server.url();
-            match tokio::time::timeout(s.timeout, self.connect_one(&url, server.scheme)).await {
+            match tokio::time::timeout(s.timeout, self.connect_one(server)).await {
                 Ok(Ok(ldap)) => return Ok(ldap),
                 Ok(Err(e)) => why.push(format!("{url}: {e}")),
                 Err(_) => why.push(format!(
@@ -130,19 +132,28 @@ impl Pool {
         Err(Failure(why.join("; ")))
     }
 
-    async fn connect_one(&self, url: &str, scheme: &str) -> Result<Ldap, String> {
+    async fn connect_one(&self, server: &Server) -> Result<Ldap, String> {
         let s = &self.settings;
+        // Requests are small and many share a connection: without TCP_NODELAY, Nagle's
+        // algorithm holds each behind the previous one's acknowledgement.
+        let tcp = tokio::net::TcpStream::connect((server.host.as_str(), server.port))
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let tcp = tcp.into_std().map_err(|e| e.to_string())?;
         let mut conn_settings = LdapConnSettings::new()
             .set_conn_timeout(s.timeout)
-            .set_starttls(s.start_tls && scheme == "ldap");
-        if s.start_tls || scheme == "ldaps" {
+            .set_std_stream(StdStream::Tcp(tcp))
+            .set_starttls(s.start_tls && server.scheme == "ldap");
+        if s.start_tls || server.scheme == "ldaps" {
             if !s.tls_require_cert {
                 conn_settings = conn_settings.set_no_tls_verify(true);
             } else if let Some(ca) = &s.tls_ca_cert_file {
                 conn_settings = conn_settings.set_config(tls_config(ca)?);
             }
         }
-        let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, url)
+        let url = server.url();
+        let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &url)
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(async move {

@@ -44,7 +44,8 @@ impl Default for LdapMetrics {
         LdapMetrics {
             lookups: Family::default(),
             seconds: Histogram::new([
-                0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.05, 0.25, 1.0,
+                0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005,
+                0.01, 0.05, 0.25, 1.0,
             ]),
             cache_entries: Gauge::default(),
         }

@@ -53,6 +53,7 @@ impl Slapd {
              rootdn \"{ADMIN_DN}\"\n\
              rootpw {ADMIN_PW}\n\
              directory {d}/db\n\
+             index objectClass eq\n\
              index uid,mail,mailAlternateAddress,employeeType eq\n\
              access to attrs=userPassword by anonymous auth by * none\n\
              access to * by dn.exact=\"{BIND_DN}\" read by * none\n",
