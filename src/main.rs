@@ -322,8 +322,18 @@ fn check_config(path: &Path, service_user: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The same checks every reload runs, then what the service user needs.
-    let found = relayguard::runtime::preflight::check_config(&loaded, service_user, unix_now());
+    // The same checks every reload runs, then what the service user needs, then whether
+    // the directory answers (a warning: it may be down now and fine later).
+    let mut found = relayguard::runtime::preflight::check_config(&loaded, service_user, unix_now());
+    if let Some(directory) = &loaded.directory {
+        match block_on(directory.probe()) {
+            Ok(what) => println!("directory: {what}"),
+            Err(e) => found.warnings.push(format!(
+                "{}: {e}; until it answers, senders it must decide on get 451",
+                directory.settings().origin.display()
+            )),
+        }
+    }
     for w in &found.warnings {
         eprintln!("warning: {w}");
     }

@@ -206,7 +206,16 @@ async fn a_directory_change_is_seen_when_the_cached_answer_expires() {
 
 /// The directory's settings from its Postfix file, as relayguard reads them.
 fn directory(slapd: &Slapd) -> std::sync::Arc<relayguard::ldap::Directory> {
+    directory_with(slapd, |text| text)
+}
+
+/// As [`directory`], with the Postfix file's text changed by `edit`.
+fn directory_with(
+    slapd: &Slapd,
+    edit: impl Fn(String) -> String,
+) -> std::sync::Arc<relayguard::ldap::Directory> {
     let file = slapd.postfix_table();
+    std::fs::write(&file, edit(std::fs::read_to_string(&file).unwrap())).unwrap();
     let pairs = table::parse_postfix_file(&file, &std::fs::read_to_string(&file).unwrap()).unwrap();
     let settings = Settings::from_pairs(
         &Origin {
@@ -703,4 +712,140 @@ async fn a_reload_never_drops_the_directory_nor_reads_a_truncated_table() {
     );
     std::fs::write(&config, text).unwrap();
     milter.service.reload().unwrap();
+}
+
+/// The logins the directory names for `key`, or why it could not answer.
+async fn logins(directory: &relayguard::ldap::Directory, key: &str) -> Result<Vec<String>, String> {
+    directory
+        .lookup(key)
+        .await
+        .map(|owners| owners.iter().map(|o| o.login.clone()).collect())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn servers_are_tried_in_order() {
+    let slapd = Slapd::start();
+    let dead = common::free_port();
+    let directory = directory_with(&slapd, |text| {
+        text.replace(
+            "server_host = ldap://",
+            &format!("server_host = ldap://127.0.0.1:{dead}, ldap://"),
+        )
+    });
+    assert_eq!(
+        logins(&directory, "institute@tugraz.at").await.unwrap(),
+        ["alice", "bob"]
+    );
+    let nowhere = directory_with(&slapd, |text| {
+        text.replace(&slapd.url(), &format!("ldap://127.0.0.1:{dead}"))
+    });
+    let e = logins(&nowhere, "alice@tugraz.at").await.unwrap_err();
+    assert!(
+        e.starts_with(&format!(
+            "ownership source unavailable: directory: ldap://127.0.0.1:{dead}: "
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn start_tls_trusts_the_configured_ca_and_no_other() {
+    let slapd = Slapd::start_with_tls();
+    let ca = slapd.dir().join("ca.pem");
+    let trusted = directory_with(&slapd, |text| {
+        format!(
+            "{text}start_tls = yes\ntls_ca_cert_file = {}\n",
+            ca.display()
+        )
+    });
+    assert_eq!(
+        logins(&trusted, "alice@tugraz.at").await.unwrap(),
+        ["alice"]
+    );
+
+    common::slapd::make_certificates(slapd.dir(), "other-ca");
+    let other = slapd.dir().join("other-ca.pem");
+    let untrusted = directory_with(&slapd, |text| {
+        format!(
+            "{text}start_tls = yes\ntls_ca_cert_file = {}\n",
+            other.display()
+        )
+    });
+    let e = logins(&untrusted, "alice@tugraz.at").await.unwrap_err();
+    assert!(e.contains("certificate"), "{e}");
+    // As Postfix's tls_require_cert = no: encrypted, not verified (check-config warns).
+    let unverified = directory_with(&slapd, |text| {
+        format!(
+            "{text}start_tls = yes\ntls_ca_cert_file = {}\ntls_require_cert = no\n",
+            other.display()
+        )
+    });
+    assert_eq!(
+        logins(&unverified, "alice@tugraz.at").await.unwrap(),
+        ["alice"]
+    );
+}
+
+#[tokio::test]
+async fn a_robot_from_the_directory_is_masqueraded_to_the_address_it_is_assigned() {
+    let slapd = Slapd::start();
+    let relay = relay_from(&config(&slapd).replace(
+        "[dkim]",
+        "[senders.masquerade.\"robot-web\"]\naddress = \"noreply-web@tugraz.at\"\nfrom = [\"root@*\"]\n\n[dkim]",
+    ));
+    let cron = Msg {
+        headers: vec![("From", b"root@web1.tugraz.at"), ("Subject", b"cron")],
+        ..msg("robot-web", "root@web1.tugraz.at")
+    };
+    assert_eq!(outcome(&relay, &cron).await, signed());
+    let record = relay.last();
+    assert_eq!(record["masqueraded"]["mail_from"], "<root@web1.tugraz.at>");
+    assert_eq!(record["mail_from"], "<noreply-web@tugraz.at>", "{record}");
+}
+
+#[test]
+fn check_config_asks_the_directory_and_warns_when_it_cannot_bind() {
+    let slapd = Slapd::start();
+    let config = slapd.dir().join("relayguard.toml");
+    std::fs::write(&config, config_text_on_disk(&slapd)).unwrap();
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_relayguard"))
+            .args(["check-config", "--service-user", "root", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("directory: search base `dc=tugraz,dc=at` readable"),
+        "{stdout}"
+    );
+    let table = slapd.postfix_table();
+    let text = std::fs::read_to_string(&table).unwrap();
+    std::fs::write(
+        &table,
+        text.replace("bind_pw = milter-secret", "bind_pw = wrong"),
+    )
+    .unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: {}: directory: {}: bind as cn=milter,ou=services,dc=tugraz,dc=at:",
+            table.display(),
+            slapd.url()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("invalidCredentials") || stderr.contains("rc=49"),
+        "{stderr}"
+    );
 }

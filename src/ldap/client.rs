@@ -75,6 +75,27 @@ impl Pool {
         unreachable!("the second attempt returns")
     }
 
+    /// Connects (and binds) on a connection of its own and reads the search base entry;
+    /// returns the server that answered.
+    pub async fn probe(&self) -> Result<String, Failure> {
+        let s = &self.settings;
+        let mut ldap = self.connect().await?;
+        let base = &s.search_base;
+        let found = tokio::time::timeout(
+            s.timeout,
+            self.search(&mut ldap, base, ldap3::Scope::Base, "(objectClass=*)"),
+        )
+        .await
+        .map_err(|_| Failure(format!("no answer within {} ms", s.timeout.as_millis())))??;
+        let _ = ldap.unbind().await;
+        if found.is_empty() {
+            return Err(Failure(format!(
+                "search_base `{base}` does not exist or the bind DN may not read it"
+            )));
+        }
+        Ok(format!("search base `{base}` readable"))
+    }
+
     async fn drop_connection(&self, slot: usize) {
         if let Some(mut ldap) = self.slots[slot].lock().await.take() {
             let _ = ldap.unbind().await;

@@ -44,8 +44,8 @@ impl Default for LdapMetrics {
         LdapMetrics {
             lookups: Family::default(),
             seconds: Histogram::new([
-                0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005,
-                0.01, 0.05, 0.25, 1.0,
+                0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01,
+                0.05, 0.25, 1.0,
             ]),
             cache_entries: Gauge::default(),
         }
@@ -118,6 +118,15 @@ impl Directory {
     pub async fn lookup(&self, key: &str) -> Result<Owners, SourceDown> {
         self.owners("address", key, &self.settings.query_filter)
             .await
+    }
+
+    /// Connects, binds and reads the search base, as `check-config` does to show that the
+    /// directory answers the way the settings say.
+    pub async fn probe(&self) -> Result<String, String> {
+        self.pool
+            .probe()
+            .await
+            .map_err(|failure| format!("directory: {}", failure.0))
     }
 
     /// Forgets every cached answer (SIGHUP: a directory change is seen at once).

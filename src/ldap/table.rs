@@ -487,6 +487,34 @@ impl Settings {
         }
     }
 
+    /// What `check-config` warns about: a certificate not verified, a password sent in
+    /// clear to a server that is not on this host.
+    pub fn advice(&self) -> Vec<String> {
+        let at = self.origin.display();
+        let mut advice = Vec::new();
+        let tls = |s: &Server| s.scheme == "ldaps" || self.start_tls;
+        if !self.tls_require_cert && self.servers.iter().any(tls) {
+            advice.push(format!(
+                "{at}: tls_require_cert = no: the directory's certificate is not verified"
+            ));
+        }
+        let local = |s: &Server| {
+            s.host == "localhost"
+                || s.host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        if self.bind.is_some() {
+            for server in self.servers.iter().filter(|s| !tls(s) && !local(s)) {
+                advice.push(format!(
+                    "{at}: bind_pw goes in clear to {}: use ldaps:// or start_tls = yes",
+                    server.url()
+                ));
+            }
+        }
+        advice
+    }
+
     /// Every attribute a search asks for.
     pub fn requested_attributes(&self) -> Vec<String> {
         let mut all = Vec::new();
@@ -669,6 +697,28 @@ mod tests {
         );
         let e = settings("  search_base = a\n").unwrap_err().to_string();
         assert!(e.contains(":1: continuation line"), "{e}");
+    }
+
+    #[test]
+    fn advice_on_clear_passwords_and_unverified_certificates() {
+        let s = settings(FILE).unwrap();
+        assert_eq!(
+            s.advice(),
+            [
+                "/etc/postfix/ldap-sender-login.cf: bind_pw goes in clear to ldap://ldap1.tugraz.at:3389: use ldaps:// or start_tls = yes"
+            ]
+        );
+        let s = settings(&format!("{FILE}start_tls = yes\ntls_require_cert = no\n")).unwrap();
+        assert_eq!(
+            s.advice(),
+            [
+                "/etc/postfix/ldap-sender-login.cf: tls_require_cert = no: the directory's certificate is not verified"
+            ]
+        );
+        let s =
+            settings("server_host = ldap://127.0.0.1:3389\nsearch_base = dc=x\nbind_dn = cn=m\n")
+                .unwrap();
+        assert!(s.advice().is_empty(), "loopback");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use crate::dkim::keys::KeyError;
 use crate::dkim::schedule::Schedule;
 use crate::dkim::signer::KeySet;
 use crate::dkim::tooling;
-use crate::ldap::Directories;
 use crate::ldap::table::{self, Origin, Settings};
+use crate::ldap::{Directories, Directory};
 use crate::policy::Policy;
 use crate::policy::senders::{MapSource, SenderMap, SenderMapError, Source, Sources};
 use crate::session::Snapshot;
@@ -42,6 +42,8 @@ pub struct Loaded {
     pub config: Config,
     /// What messages are decided and signed with.
     pub snapshot: Snapshot,
+    /// The directory, when ownership comes from one (also inside the snapshot's sources).
+    pub directory: Option<Arc<Directory>>,
 }
 
 /// Reads `path` and every file it names; `now` (Unix seconds) decides which keys are
@@ -50,13 +52,21 @@ pub struct Loaded {
 pub fn load(path: &Path, now: i64, directories: &Directories) -> Result<Loaded, LoadError> {
     let text = tomlfile::read(path)?;
     let config = Config::parse(path, &text)?;
-    let snapshot = build(&config, now, directories)?;
-    Ok(Loaded { config, snapshot })
+    let (snapshot, directory) = build(&config, now, directories)?;
+    Ok(Loaded {
+        config,
+        snapshot,
+        directory,
+    })
 }
 
 /// Builds the snapshot from a parsed configuration: reads the sender map, the directory's
-/// ldap_table file and the keys.
-pub fn build(config: &Config, now: i64, directories: &Directories) -> Result<Snapshot, LoadError> {
+/// ldap_table file and the keys. Also returns the directory, when there is one.
+pub fn build(
+    config: &Config,
+    now: i64,
+    directories: &Directories,
+) -> Result<(Snapshot, Option<Arc<Directory>>), LoadError> {
     let mut policy = config.policy.clone();
     if let Some((file, line)) = &config.login_map {
         let text = std::fs::read_to_string(file).map_err(|e| FileError::Invalid {
@@ -67,27 +77,40 @@ pub fn build(config: &Config, now: i64, directories: &Directories) -> Result<Sna
         })?;
         policy.owners.map = Arc::new(SenderMap::parse(file, &text, &policy.logins)?);
     }
-    let ownership = Arc::new(ownership(config, &policy, directories)?);
+    let directory = directory(config, &policy, directories)?;
+    let ownership = Arc::new(ownership(config, &policy, directory.clone()));
     let keys = config
         .dkim
         .as_ref()
         .map(|dkim| load_keys(dkim, now))
         .transpose()?;
-    Ok(Snapshot {
+    let snapshot = Snapshot {
         policy,
         ownership,
         keys,
         limits: config.limits.clone(),
         rollout: config.rollout.clone(),
-    })
+    };
+    Ok((snapshot, directory))
 }
 
-/// The ownership sources in the configured order; `policy` has the sender map read.
-pub fn ownership(
+/// The directory `[senders.ldap]` names, when `ldap` is a source: the one in use from
+/// `directories` while its settings are the same.
+pub fn directory(
     config: &Config,
     policy: &Policy,
     directories: &Directories,
-) -> Result<Sources, LoadError> {
+) -> Result<Option<Arc<Directory>>, LoadError> {
+    match &config.ldap {
+        Some(ldap) if config.sources.contains(&SourceKind::Ldap) => Ok(Some(
+            directories.directory(ldap_settings(config, ldap, policy)?),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The ownership sources in the configured order; `policy` has the sender map read.
+pub fn ownership(config: &Config, policy: &Policy, directory: Option<Arc<Directory>>) -> Sources {
     let mut sources = Vec::new();
     for kind in &config.sources {
         sources.push(match kind {
@@ -96,22 +119,19 @@ pub fn ownership(
                 policy.owners.delimiter,
             ))),
             SourceKind::OwnLocalPart => Source::OwnLocalPart,
-            SourceKind::Ldap => {
-                let ldap = config
-                    .ldap
-                    .as_ref()
-                    .expect("config checks ldap is configured");
-                let settings = ldap_settings(config, ldap, policy)?;
-                Source::Entries(directories.directory(settings))
-            }
+            SourceKind::Ldap => Source::Entries(
+                directory
+                    .clone()
+                    .expect("config checks [senders.ldap] when ldap is a source"),
+            ),
         });
     }
-    Ok(Sources::new(
+    Sources::new(
         sources,
         policy.owners.robots.clone(),
         policy.protected.clone(),
         policy.owners.delimiter,
-    ))
+    )
 }
 
 /// The directory's settings: inline, or read from the Postfix ldap_table file.
@@ -214,6 +234,9 @@ pub fn check(loaded: &Loaded, now: i64) -> Findings {
                     .push(format!("{problem}: its automatic mail would be refused"));
             }
         }
+    }
+    if let Some(directory) = &loaded.directory {
+        found.warnings.extend(directory.settings().advice());
     }
     if let (Some(keys), Some(dkim)) = (&loaded.snapshot.keys, &config.dkim) {
         let required = tooling::required_domains(keys, config.policy.protected.apexes());

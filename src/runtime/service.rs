@@ -66,7 +66,9 @@ impl Service {
     ) -> Arc<Self> {
         let (reloads, _) = watch::channel(ReloadStatus::default());
         let shape = Shape::of(&loaded);
-        let Loaded { config, snapshot } = loaded;
+        let Loaded {
+            config, snapshot, ..
+        } = loaded;
         let (files, dirs) = (config.watched_files(), config.watched_dirs());
         let stores = config.limit_store.as_ref().and_then(|settings| {
             let store_metrics = StoreMetrics {

@@ -153,10 +153,11 @@ impl Relay {
         let clock: relayguard::clock::Clock = Arc::new(move || clock.load(Ordering::SeqCst));
         let metrics = Arc::new(Metrics::default());
         let directories = Directories::new(clock.clone(), metrics.ldap.clone());
-        let ownership = Arc::new(
-            relayguard::runtime::assemble::ownership(&config, &policy, &directories)
-                .expect("ownership sources"),
-        );
+        let directory = relayguard::runtime::assemble::directory(&config, &policy, &directories)
+            .expect("the directory's settings");
+        let ownership = Arc::new(relayguard::runtime::assemble::ownership(
+            &config, &policy, directory,
+        ));
         let env = Env {
             snapshot: arc_swap::ArcSwap::from_pointee(Snapshot {
                 ownership,

@@ -31,6 +31,16 @@ impl Slapd {
     /// Starts slapd with the campus directory plus `users` generated people `user<k>` who
     /// own `user<k>@tugraz.at` (for load through many distinct logins).
     pub fn start_with_users(users: usize) -> Self {
+        Self::launch(users, false)
+    }
+
+    /// Starts slapd with the campus directory and a certificate for 127.0.0.1 from a test
+    /// CA (`ca.pem` in [`Slapd::dir`]), for StartTLS.
+    pub fn start_with_tls() -> Self {
+        Self::launch(0, true)
+    }
+
+    fn launch(users: usize, tls: bool) -> Self {
         assert!(
             Path::new("/usr/sbin/slapd").exists(),
             "slapd is missing: run scripts/test, which installs it"
@@ -38,12 +48,22 @@ impl Slapd {
         let dir = tempfile::tempdir().unwrap();
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ldap");
         std::fs::create_dir(dir.path().join("db")).unwrap();
+        let tls = if tls {
+            make_certificates(dir.path(), "ca");
+            format!(
+                "TLSCACertificateFile {d}/ca.pem\nTLSCertificateFile {d}/server.pem\nTLSCertificateKeyFile {d}/server.key\n",
+                d = dir.path().display()
+            )
+        } else {
+            String::new()
+        };
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
              include /etc/ldap/schema/inetorgperson.schema\n\
              include /etc/ldap/schema/nis.schema\n\
              include {schema}\n\
+             {tls}\
              pidfile {d}/slapd.pid\n\
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
@@ -192,6 +212,84 @@ impl Slapd {
             .map(str::to_string)
             .collect()
     }
+}
+
+/// Makes a CA (`NAME.pem`, `NAME.key`) in `dir` and, for the CA `ca`, a server certificate
+/// for 127.0.0.1 signed by it (`server.pem`, `server.key`).
+pub fn make_certificates(dir: &Path, name: &str) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &pem,
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    if name != "ca" {
+        return;
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
 }
 
 impl Drop for Slapd {
