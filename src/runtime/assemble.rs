@@ -69,12 +69,7 @@ pub fn build(
 ) -> Result<(Snapshot, Option<Arc<Directory>>), LoadError> {
     let mut policy = config.policy.clone();
     if let Some((file, line)) = &config.login_map {
-        let text = std::fs::read_to_string(file).map_err(|e| FileError::Invalid {
-            path: config.path.clone(),
-            line: *line,
-            key: "senders.login_map".into(),
-            reason: format!("cannot read {}: {e}", file.display()),
-        })?;
+        let text = read_named(config, file, *line, "senders.login_map")?;
         policy.owners.map = Arc::new(SenderMap::parse(file, &text, &policy.logins)?);
     }
     let directory = directory(config, &policy, directories)?;
@@ -134,6 +129,16 @@ pub fn ownership(config: &Config, policy: &Policy, directory: Option<Arc<Directo
     )
 }
 
+/// Reads a file that `relayguard.toml` names with `key` at `line`; an error names both.
+fn read_named(config: &Config, file: &Path, line: usize, key: &str) -> Result<String, FileError> {
+    std::fs::read_to_string(file).map_err(|e| FileError::Invalid {
+        path: config.path.clone(),
+        line,
+        key: key.into(),
+        reason: format!("cannot read {}: {e}", file.display()),
+    })
+}
+
 /// The directory's settings: inline, or read from the Postfix ldap_table file.
 fn ldap_settings(
     config: &Config,
@@ -143,12 +148,7 @@ fn ldap_settings(
     match &ldap.table {
         LdapTable::Inline(settings) => Ok((**settings).clone()),
         LdapTable::File(file, line) => {
-            let text = std::fs::read_to_string(file).map_err(|e| FileError::Invalid {
-                path: config.path.clone(),
-                line: *line,
-                key: "senders.ldap.postfix_table".into(),
-                reason: format!("cannot read {}: {e}", file.display()),
-            })?;
+            let text = read_named(config, file, *line, "senders.ldap.postfix_table")?;
             let pairs = table::parse_postfix_file(file, &text)?;
             let origin = Origin {
                 path: file.clone(),
