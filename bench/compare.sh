@@ -104,13 +104,13 @@ once() { local label=$1; shift; echo "$label $(measure "$@")" >> "$runs"; }
 for _ in $(seq "$RUNS"); do
     for size_msgs in "10000 $MSGS_10K" "1000000 $MSGS_1M"; do
         read -r size msgs <<<"$size_msgs"
-        once "relayguard-rsa-$size" relayguard "$work/rg-rsa.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 8 -m "$msgs" --size "$size"
-        once "opendkim-rsa-$size" opendkim - "unix:$work/od/od.sock" "$work/od/od.sock" -c 8 -m "$msgs" --size "$size"
+        once "relayguard-rsa-$size" relayguard "$work/rg-rsa.toml" "unix:$work/rg.sock" "$work/rg.sock" -n 8 -m "$msgs" --size "$size"
+        once "opendkim-rsa-$size" opendkim - "unix:$work/od/od.sock" "$work/od/od.sock" -n 8 -m "$msgs" --size "$size"
     done
-    once "relayguard-100x10MB" relayguard "$work/rg-rsa.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 100 -m 1 --size 10000000
-    once "opendkim-100x10MB" opendkim - "unix:$work/od/od.sock" "$work/od/od.sock" -c 100 -m 1 --size 10000000
-    once "relayguard-ed25519-10000" relayguard "$work/rg-ed.toml" "unix:$work/rg.sock" "$work/rg.sock" -c 8 -m "$MSGS_ED" --size 10000
-    once "relayguard-tcp-rsa-10000" relayguard "$work/rg-tcp.toml" "inet:18991@127.0.0.1" 18991 -c 8 -m "$MSGS_10K" --size 10000
+    once "relayguard-100x10MB" relayguard "$work/rg-rsa.toml" "unix:$work/rg.sock" "$work/rg.sock" -n 100 -m 1 --size 10000000
+    once "opendkim-100x10MB" opendkim - "unix:$work/od/od.sock" "$work/od/od.sock" -n 100 -m 1 --size 10000000
+    once "relayguard-ed25519-10000" relayguard "$work/rg-ed.toml" "unix:$work/rg.sock" "$work/rg.sock" -n 8 -m "$MSGS_ED" --size 10000
+    once "relayguard-tcp-rsa-10000" relayguard "$work/rg-tcp.toml" "inet:18991@127.0.0.1" 18991 -n 8 -m "$MSGS_10K" --size 10000
 done
 
 # The ceiling: ring signing the same RSA-2048 key on 2 threads with nothing else to do.

@@ -105,8 +105,8 @@ declare -A rate cpu
 for run in $(seq "$RUNS"); do
     for kind in map ldap; do
         start_rg "$kind"
-        bench -c 8 -m "$WARM_MSGS" >/dev/null
-        out=$(bench -c 8 -m "$WARM_MSGS" --pid "$rg_pid")
+        bench -n 8 -m "$WARM_MSGS" >/dev/null
+        out=$(bench -n 8 -m "$WARM_MSGS" --pid "$rg_pid")
         stop_rg
         grep -q "tempfailed 0" <<<"$out" && grep -q "rejected 0" <<<"$out" || { echo "$out" >&2; exit 1; }
         rate[$kind]+="$(sed -n 's/.*: \([0-9]*\) messages\/s.*/\1/p' <<<"$out") "
@@ -120,7 +120,7 @@ range() { tr ' ' '\n' | grep -v '^$' | sort -n | awk 'NR==1{lo=$1} {hi=$1} END {
 cold() {
     local connections=$1
     start_rg ldap
-    cold_out=$(bench -c "$connections" -m $((USERS / connections)) --pid "$rg_pid")
+    cold_out=$(bench -n "$connections" -m $((USERS / connections)) --pid "$rg_pid")
     histogram=$(curl -s "http://127.0.0.1:$((port + 1))/metrics" | grep '^relayguard_ldap_lookup_seconds_bucket')
     stop_rg
     count=$(grep 'le="+Inf"' <<<"$histogram" | awk '{print $2}')

@@ -19,6 +19,15 @@ use std::process::ExitCode;
     about = "A milter for outgoing mail relays: sender validation, DKIM signing, limits and audit"
 )]
 struct Cli {
+    /// Configuration file (every command reads the same one).
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "RELAYGUARD_CONFIG",
+        default_value = "/etc/relayguard/relayguard.toml"
+    )]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,16 +35,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the milter protocol.
-    Run {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
-        config: PathBuf,
-    },
+    Run,
     /// Validate the configuration and every file it names; exit non-zero on any error.
     CheckConfig {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
-        config: PathBuf,
         /// The user the service runs as: checks that it can read the keys and write the
         /// socket directory and audit log (skipped when the user does not exist).
         #[arg(long, default_value = "relayguard")]
@@ -43,9 +45,6 @@ enum Command {
     },
     /// Print the decision for a transaction and why, without a socket.
     Explain {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
-        config: PathBuf,
         /// SASL login of the session (omit for an unauthenticated client).
         #[arg(long)]
         login: Option<String>,
@@ -72,9 +71,6 @@ enum Command {
     Bench(BenchArgs),
     /// Account locks: list, lock, unlock.
     Accounts {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
-        config: PathBuf,
         #[command(subcommand)]
         command: AccountsCommand,
     },
@@ -88,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print a shell completion script (the package installs them).
+    Completions {
+        /// bash, zsh or fish.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `relayguard bench`: a milter load, or with `--ceiling` a key's signing rate.
@@ -97,7 +98,7 @@ struct BenchArgs {
     #[arg(long, default_value = "inet:8891@127.0.0.1")]
     target: String,
     /// Concurrent connections.
-    #[arg(long, short = 'c', default_value_t = 8)]
+    #[arg(long, short = 'n', default_value_t = 8)]
     connections: usize,
     /// Messages per connection.
     #[arg(long, short = 'm', default_value_t = 100)]
@@ -178,9 +179,6 @@ enum AuditCommand {
 enum KeysCommand {
     /// Generate a private key (mode 0600) and add its selector to selectors.toml.
     Generate {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
-        config: PathBuf,
         /// Signing domain (d=).
         #[arg(long)]
         domain: String,
@@ -202,38 +200,23 @@ enum KeysCommand {
     },
     /// Give every protected domain without any selector an RSA-2048 key that signs at once
     /// (the package runs this on first install; publish the records with `keys dns`).
-    Bootstrap {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
-        config: PathBuf,
-    },
+    Bootstrap,
     /// Print the DNS TXT records that must be published now, later, and may be removed.
-    Dns {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
-        config: PathBuf,
-    },
+    Dns,
     /// Show per domain what signs now, what is next and when, and what is overdue.
-    Status {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/relayguard/relayguard.toml")]
-        config: PathBuf,
-    },
+    Status,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config;
     match cli.command {
-        Command::Run { config } => {
+        Command::Run => {
             init_logging();
             relayguard::runtime::run(&config)
         }
-        Command::CheckConfig {
-            config,
-            service_user,
-        } => check_config(&config, &service_user),
+        Command::CheckConfig { service_user } => check_config(&config, &service_user),
         Command::Explain {
-            config,
             login,
             client,
             client_name,
@@ -273,8 +256,18 @@ fn main() -> ExitCode {
                 },
         } => exit_code(audit_report(since, until, login, &format, &files)),
         Command::Bench(args) => exit_code(bench_command(args)),
-        Command::Accounts { config, command } => exit_code(accounts_command(&config, command)),
-        Command::Keys { command } => exit_code(keys_command(command)),
+        Command::Accounts { command } => exit_code(accounts_command(&config, command)),
+        Command::Keys { command } => exit_code(keys_command(&config, command)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "relayguard",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -588,11 +581,10 @@ fn load_with_keys(path: &Path) -> Result<Loaded, String> {
     Ok(loaded)
 }
 
-fn keys_command(command: KeysCommand) -> Result<(), String> {
+fn keys_command(config: &Path, command: KeysCommand) -> Result<(), String> {
     let now = unix_now();
     match command {
         KeysCommand::Generate {
-            config,
             domain,
             selector,
             algorithm,
@@ -600,7 +592,7 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
             active_from,
             print,
         } => {
-            let loaded = load_with_keys(&config)?;
+            let loaded = load_with_keys(config)?;
             let dkim = loaded.config.dkim.as_ref().expect("dkim configured");
             let kind = match algorithm.as_str() {
                 "rsa-2048" => KeyKind::Rsa(2048),
@@ -648,8 +640,8 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
             );
             Ok(())
         }
-        KeysCommand::Bootstrap { config } => {
-            let loaded = load_with_keys(&config)?;
+        KeysCommand::Bootstrap => {
+            let loaded = load_with_keys(config)?;
             let dkim = loaded.config.dkim.as_ref().expect("dkim configured");
             let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
             let made = tooling::bootstrap(
@@ -667,14 +659,14 @@ fn keys_command(command: KeysCommand) -> Result<(), String> {
             }
             Ok(())
         }
-        KeysCommand::Dns { config } => {
-            let loaded = load_with_keys(&config)?;
+        KeysCommand::Dns => {
+            let loaded = load_with_keys(config)?;
             let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
             print!("{}", tooling::dns_report(keys, now));
             Ok(())
         }
-        KeysCommand::Status { config } => {
-            let loaded = load_with_keys(&config)?;
+        KeysCommand::Status => {
+            let loaded = load_with_keys(config)?;
             let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
             let required =
                 tooling::required_domains(keys, loaded.snapshot.policy.protected.apexes());

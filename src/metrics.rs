@@ -32,6 +32,13 @@ pub struct KeyLabels {
     pub algorithm: String,
 }
 
+/// Labels naming a signing domain.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainLabels {
+    /// d=.
+    pub domain: String,
+}
+
 /// Labels of reload counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -67,6 +74,13 @@ pub struct Metrics {
     pub reloads: Family<ResultLabels, Counter>,
     /// Seconds since each active key started signing.
     pub key_age: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    /// Keys that can sign each required signing domain now.
+    pub domain_keys: Family<DomainLabels, Gauge>,
+    /// Seconds until each required signing domain first has no active selector (+Inf:
+    /// never, as the schedule stands).
+    pub key_coverage: Family<DomainLabels, Gauge<f64, AtomicU64>>,
+    /// Accounts locked for abuse.
+    pub account_locks: Counter,
     /// Limit hits.
     pub limit_hits: Family<LimitLabels, Counter>,
     /// Redis errors.
@@ -103,6 +117,9 @@ impl Default for Metrics {
             signing_seconds: Histogram::new(buckets),
             reloads: Family::default(),
             key_age: Family::default(),
+            domain_keys: Family::default(),
+            key_coverage: Family::default(),
+            account_locks: Counter::default(),
             limit_hits: Family::default(),
             redis_errors: Counter::default(),
             redis_unavailable: Gauge::default(),
@@ -146,6 +163,21 @@ impl Default for Metrics {
             m.key_age.clone(),
         );
         registry.register(
+            "dkim_domain_keys",
+            "Keys that can sign each required signing domain now (0: its mail is not signed)",
+            m.domain_keys.clone(),
+        );
+        registry.register(
+            "dkim_coverage_seconds",
+            "Seconds until a required signing domain first has no active selector, as the schedule stands",
+            m.key_coverage.clone(),
+        );
+        registry.register(
+            "account_locks",
+            "Accounts locked for abuse (ownership refusals or limit hits)",
+            m.account_locks.clone(),
+        );
+        registry.register(
             "limit_hits",
             "Sending limit hits by limit",
             m.limit_hits.clone(),
@@ -187,11 +219,45 @@ impl Default for Metrics {
             m.slots_full.clone(),
         );
         m.ldap.register(&mut registry);
+        m.initialise();
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    /// Creates the series the alerting rules watch at zero, so that the first reload
+    /// failure, limit hit or directory error is an increase Prometheus sees (a series that
+    /// appears at 1 has no increase).
+    fn initialise(&self) {
+        for result in ["ok", "failed"] {
+            let _ = self.reloads.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+        for limit in [
+            "connections_per_second",
+            "messages_per_connection",
+            "messages_per_hour",
+            "recipients_per_message",
+            "authentications_per_window",
+        ] {
+            let _ = self.limit_hits.get_or_create(&LimitLabels {
+                limit: limit.into(),
+            });
+        }
+        for (verdict, reason) in [
+            ("accept", "ok"),
+            ("reject", "sender_not_owned"),
+            ("tempfail", "ownership_unavailable"),
+        ] {
+            let _ = self.messages.get_or_create(&VerdictLabels {
+                verdict: verdict.into(),
+                reason: reason.into(),
+            });
+        }
+        self.ldap.initialise();
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -221,19 +287,24 @@ pub async fn serve(listener: TcpListener, service: Arc<Service>) {
             };
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = match path {
-                "/metrics" => ("200 OK", service.metrics_text()),
+            // prometheus-client writes OpenMetrics (`_total` samples under the family name,
+            // `# EOF`): said so, Prometheus keeps each family's type and help.
+            const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            const TEXT: &str = "text/plain; charset=utf-8";
+            let (status, kind, body) = match path {
+                "/metrics" => ("200 OK", OPENMETRICS, service.metrics_text()),
                 "/healthz" => match service.health() {
-                    Ok(()) => ("200 OK", "ok\n".to_string()),
+                    Ok(()) => ("200 OK", TEXT, "ok\n".to_string()),
                     Err(problems) => (
                         "503 Service Unavailable",
+                        TEXT,
                         format!("unhealthy\n{}\n", problems.join("\n")),
                     ),
                 },
-                _ => ("404 Not Found", "not found\n".to_string()),
+                _ => ("404 Not Found", TEXT, "not found\n".to_string()),
             };
             let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = stream.write_all(response.as_bytes()).await;

@@ -72,6 +72,15 @@ impl LdapMetrics {
         );
     }
 
+    /// Creates every result's series at zero (see `Metrics`).
+    pub fn initialise(&self) {
+        for result in ["hit", "miss", "stale", "error"] {
+            let _ = self.lookups.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+    }
+
     fn count(&self, result: &str) {
         self.lookups
             .get_or_create(&ResultLabels {

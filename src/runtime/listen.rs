@@ -214,6 +214,68 @@ impl Listener for MilterListener {
     }
 }
 
+/// The listening socket systemd passed (socket activation: `LISTEN_FDS`, `LISTEN_PID`),
+/// if any. It is served as it is: its path, mode and owner are the socket unit's, and it is
+/// never removed (systemd keeps it open, so the MTA's connections wait in its backlog while
+/// relayguard restarts).
+pub fn inherited() -> io::Result<Option<MilterListener>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = sd_notify::listen_fds()?;
+    let Some(fd) = fds.next() else {
+        return Ok(None);
+    };
+    if fds.len() > 0 {
+        tracing::warn!(
+            unused = fds.len(),
+            "systemd passed several sockets; relayguard serves the first"
+        );
+    }
+    // SAFETY: systemd handed this descriptor to this process (LISTEN_PID is ours); nothing
+    // else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let inner = match socket_family(&owned)? {
+        libc::AF_UNIX => {
+            let listener = std::os::unix::net::UnixListener::from(owned);
+            listener.set_nonblocking(true)?;
+            EitherListener::Unix(UnixListener::from_std(listener)?)
+        }
+        libc::AF_INET | libc::AF_INET6 => {
+            let listener = std::net::TcpListener::from(owned);
+            listener.set_nonblocking(true)?;
+            EitherListener::Tcp(TcpListener::from_std(listener)?)
+        }
+        other => {
+            return Err(io::Error::other(format!(
+                "the socket systemd passed has address family {other}, not unix or inet"
+            )));
+        }
+    };
+    Ok(Some(MilterListener {
+        inner: Some(inner),
+        socket_file: None,
+        stop: None,
+        slots: None,
+    }))
+}
+
+fn socket_family(fd: &std::os::fd::OwnedFd) -> io::Result<libc::c_int> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockname writes at most `len` bytes into a zeroed sockaddr_storage.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(addr.ss_family as libc::c_int)
+}
+
 /// Binds the configured socket: removes a stale unix socket, refuses one that is in use,
 /// then applies mode, owner and group.
 pub async fn bind(config: &MilterConfig) -> io::Result<MilterListener> {

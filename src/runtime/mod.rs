@@ -153,12 +153,21 @@ pub async fn start(config_path: &Path, options: Options) -> Result<Running, Star
         warn!("{w}");
     }
     let service = Service::new(loaded, options.clock, metrics, directories);
-    let listener = listen::bind(service.milter_config())
-        .await
-        .map_err(|source| StartError::Listen {
-            socket: format!("{:?}", service.milter_config().socket),
-            source,
-        })?;
+    let listen_error = |source| StartError::Listen {
+        socket: format!("{:?}", service.milter_config().socket),
+        source,
+    };
+    let listener = match listen::inherited().map_err(listen_error)? {
+        Some(listener) => {
+            info!(
+                "serving the socket systemd passed (socket activation); milter.socket is not bound"
+            );
+            listener
+        }
+        None => listen::bind(service.milter_config())
+            .await
+            .map_err(listen_error)?,
+    };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut metrics_addr = None;

@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::config::MilterConfig;
 use crate::ldap::Directories;
 use crate::limits::store::{StoreMetrics, StoreSettings, Stores};
-use crate::metrics::{KeyLabels, Metrics, ResultLabels};
+use crate::metrics::{DomainLabels, KeyLabels, Metrics, ResultLabels};
 use crate::session::flight::Flight;
 use crate::session::{Env, Pipeline, Snapshot};
 use arc_swap::ArcSwap;
@@ -140,7 +140,25 @@ impl Service {
         let now = self.now();
         let metrics = &self.env.metrics;
         metrics.key_age.clear();
+        metrics.domain_keys.clear();
+        metrics.key_coverage.clear();
         if let Some(keys) = &snapshot.keys {
+            let required =
+                crate::dkim::tooling::required_domains(keys, snapshot.policy.protected.apexes());
+            for domain in required {
+                let labels = DomainLabels {
+                    domain: domain.clone(),
+                };
+                metrics
+                    .domain_keys
+                    .get_or_create(&labels)
+                    .set(keys.active(&domain, now).len() as i64);
+                let coverage = match keys.schedule.first_gap(&domain, now) {
+                    Some(gap) => (gap - now) as f64,
+                    None => f64::INFINITY,
+                };
+                metrics.key_coverage.get_or_create(&labels).set(coverage);
+            }
             for domain in keys.schedule.domains() {
                 for entry in keys.active(domain, now) {
                     let labels = KeyLabels {

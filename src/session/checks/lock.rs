@@ -62,7 +62,10 @@ impl Check for AccountLock {
             let ownership = abuse == Abuse::Ownership;
             match abuse_signal(counters.as_ref(), rules, login, ownership, now).await {
                 Ok(Some(reason)) => match locks.lock(login, Lock::new(&reason, now)).await {
-                    Ok(()) => tracing::warn!(login = %Escaped(login), reason, "account locked"),
+                    Ok(()) => {
+                        cx.env.metrics.account_locks.inc();
+                        tracing::warn!(login = %Escaped(login), reason, "account locked")
+                    }
                     Err(e) => {
                         tracing::error!(login = %Escaped(login), error = %e, "cannot lock account")
                     }
