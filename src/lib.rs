@@ -16,6 +16,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod dkim;
+pub mod dns;
 pub mod explain;
 pub mod ldap;
 pub mod limits;

@@ -39,6 +39,29 @@ pub struct DomainLabels {
     pub domain: String,
 }
 
+/// Labels of a selector's DNS state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsStateLabels {
+    /// d=.
+    pub domain: String,
+    /// s=.
+    pub selector: String,
+    /// published, missing, mismatch, revoked, unreachable (never answered), unchecked.
+    pub state: String,
+}
+
+/// Labels of a selector that signs, or does not, other than the schedule says.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// d=.
+    pub domain: String,
+    /// s=.
+    pub selector: String,
+    /// waiting_for_dns (the schedule's selector does not sign yet) or past_retire_at (a
+    /// retired selector signs on).
+    pub reason: String,
+}
+
 /// Labels of reload counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -81,6 +104,12 @@ pub struct Metrics {
     pub key_coverage: Family<DomainLabels, Gauge<f64, AtomicU64>>,
     /// Accounts locked for abuse.
     pub account_locks: Counter,
+    /// Seconds until each selector's `retire_at`.
+    pub key_expiry: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    /// Each checked selector's DNS state (1 for the state it is in).
+    pub dns_state: Family<DnsStateLabels, Gauge>,
+    /// Selectors signing, or not, other than the schedule says (activation waits for DNS).
+    pub signing_fallback: Family<FallbackLabels, Gauge>,
     /// Limit hits.
     pub limit_hits: Family<LimitLabels, Counter>,
     /// Redis errors.
@@ -120,6 +149,9 @@ impl Default for Metrics {
             domain_keys: Family::default(),
             key_coverage: Family::default(),
             account_locks: Counter::default(),
+            key_expiry: Family::default(),
+            dns_state: Family::default(),
+            signing_fallback: Family::default(),
             limit_hits: Family::default(),
             redis_errors: Counter::default(),
             redis_unavailable: Gauge::default(),
@@ -171,6 +203,21 @@ impl Default for Metrics {
             "dkim_coverage_seconds",
             "Seconds until a required signing domain first has no active selector, as the schedule stands",
             m.key_coverage.clone(),
+        );
+        registry.register(
+            "dkim_key_expiry_seconds",
+            "Seconds until each selector's retire_at",
+            m.key_expiry.clone(),
+        );
+        registry.register(
+            "dkim_dns_state",
+            "Each selector's DNS state: 1 for the state it is in (published, missing, mismatch, revoked, unreachable, unchecked)",
+            m.dns_state.clone(),
+        );
+        registry.register(
+            "dkim_signing_fallback",
+            "1 for a selector that signs or waits other than the schedule says: waiting_for_dns, past_retire_at",
+            m.signing_fallback.clone(),
         );
         registry.register(
             "account_locks",

@@ -301,6 +301,7 @@ async fn many_header_layouts_never_hit_the_b_folding_trap() {
         let mut oversign: Vec<String> = DEFAULT_OVERSIGNED.iter().map(|h| h.to_string()).collect();
         oversign.push(format!("x-tail{}", "t".repeat(n % 70)));
         let config = SigningConfig {
+            require_dns: false,
             headers,
             oversign,
             expiry: None,

@@ -96,9 +96,25 @@ pub struct MilterConfig {
     pub idle_timeout: Duration,
 }
 
+/// `[dkim.dns]`: how selectors' DNS records are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Whether records are checked at all (`require_dns`, or a `[dkim.dns]` section): no
+    /// lookup leaves the host otherwise.
+    pub check: bool,
+    /// Resolvers to ask (empty: the system's, from /etc/resolv.conf).
+    pub nameservers: Vec<SocketAddr>,
+    /// How often the records of active and next selectors are checked again.
+    pub recheck: Duration,
+    /// How long one lookup may take before the resolver counts as unreachable.
+    pub timeout: Duration,
+}
+
 /// `[dkim]`: where the schedule and keys are, and how to sign.
 #[derive(Debug, Clone)]
 pub struct DkimSettings {
+    /// How selectors' DNS records are checked.
+    pub dns: DnsSettings,
     /// selectors.toml.
     pub selectors: PathBuf,
     /// The keys directory.

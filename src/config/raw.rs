@@ -55,6 +55,8 @@ pub(super) mod range {
     pub const RECIPIENTS_PER_MESSAGE: RangeInclusive<u64> = 1..=100_000;
     pub const AUTHENTICATIONS_PER_WINDOW: RangeInclusive<u64> = 1..=1_000_000;
     pub const OWN_NAME_PARENTS: RangeInclusive<u64> = 0..=5;
+    pub const DNS_RECHECK_MINUTES: RangeInclusive<u64> = 1..=1_440;
+    pub const DNS_TIMEOUT_MS: RangeInclusive<u64> = 100..=30_000;
     pub const LDAP_TTL_SECS: RangeInclusive<u64> = 0..=86_400;
     pub const LDAP_MAX_STALE_SECS: RangeInclusive<u64> = 0..=604_800;
     pub const LDAP_CACHE_SIZE: RangeInclusive<u64> = 1..=10_000_000;
@@ -198,6 +200,16 @@ pub(super) struct RawDkim {
     pub(super) allow_unsafe_key_permissions: Option<bool>,
     pub(super) min_publish_lead_hours: Number,
     pub(super) signing_domains: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub(super) require_dns: Option<bool>,
+    pub(super) dns: Option<RawDkimDns>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDkimDns {
+    pub(super) nameservers: Option<Vec<Spanned<String>>>,
+    pub(super) recheck_minutes: Number,
+    pub(super) timeout_ms: Number,
 }
 
 #[derive(Debug, Default, Deserialize)]

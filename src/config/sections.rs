@@ -4,7 +4,9 @@ use super::raw::{
     Number, RawAudit, RawClassLimits, RawClients, RawConfig, RawDkim, RawLimits, RawMetrics,
     RawMilter, RawRollout, RawSenders, range,
 };
-use super::{DkimSettings, LdapConfig, LdapTable, MilterConfig, SocketSpec, SourceKind};
+use super::{
+    DkimSettings, DnsSettings, LdapConfig, LdapTable, MilterConfig, SocketSpec, SourceKind,
+};
 use crate::audit::writer::{AuditConfig, Destination, Fsync, OnError};
 use crate::dkim::signer::{DEFAULT_HEADERS, DEFAULT_OVERSIGNED, SigningConfig, WithoutKey};
 use crate::limits::rate::Window;
@@ -585,9 +587,54 @@ pub(super) fn dkim(d: &RawDkim, p: Place, base: &Path) -> Result<DkimSettings, F
         signing_domains,
         without_key,
         require_safe_keys: !d.allow_unsafe_key_permissions.unwrap_or(false),
+        require_dns: d.require_dns.unwrap_or(false),
+    };
+    let raw_dns = d.dns.as_ref();
+    let mut nameservers = Vec::new();
+    for ns in raw_dns
+        .and_then(|n| n.nameservers.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let text = ns.get_ref();
+        let addr = text
+            .parse::<SocketAddr>()
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| {
+                p.invalid(
+                    ns.span(),
+                    "dkim.dns.nameservers",
+                    format!("`{text}` is not an IP address or IP:PORT"),
+                )
+            })?;
+        nameservers.push(addr);
+    }
+    let none = Default::default();
+    let raw_dns = raw_dns.unwrap_or(&none);
+    let dns = DnsSettings {
+        check: d.require_dns.unwrap_or(false) || d.dns.is_some(),
+        nameservers,
+        recheck: Duration::from_secs(
+            60 * p
+                .number(
+                    &raw_dns.recheck_minutes,
+                    "dkim.dns.recheck_minutes",
+                    range::DNS_RECHECK_MINUTES,
+                )?
+                .unwrap_or(10),
+        ),
+        timeout: Duration::from_millis(
+            p.number(
+                &raw_dns.timeout_ms,
+                "dkim.dns.timeout_ms",
+                range::DNS_TIMEOUT_MS,
+            )?
+            .unwrap_or(2_000),
+        ),
     };
     Ok(DkimSettings {
         signing,
+        dns,
         selectors: base.join(d.selectors.as_deref().unwrap_or("selectors.toml")),
         keys_dir: base.join(d.keys_dir.as_deref().unwrap_or("keys")),
         min_publish_lead: p

@@ -2,7 +2,9 @@
 //! streaming signer.
 
 pub mod body;
+pub mod dns;
 pub mod keys;
+pub mod record;
 pub mod schedule;
 pub mod signer;
 pub mod tooling;

@@ -2,6 +2,7 @@
 
 use super::body::BodyHash;
 use super::keys::{self, KeyError, LoadedKey};
+use super::record::DnsState;
 use super::schedule::{Algorithm, Schedule, Selector};
 use crate::policy::domains::ProtectedDomains;
 use mail_auth::common::crypto::{DkimKey, SigningKey};
@@ -60,6 +61,9 @@ pub struct SigningConfig {
     pub without_key: WithoutKey,
     /// Whether key files must be private (mode 0600 or stricter).
     pub require_safe_keys: bool,
+    /// Whether a selector signs only once DNS serves its key (and the previous one keeps
+    /// signing until then).
+    pub require_dns: bool,
 }
 
 /// One usable selector: its schedule entry, public key and ready signer.
@@ -70,6 +74,10 @@ pub struct SignerEntry {
     pub bits: Option<usize>,
     /// The DNS TXT record value for this key.
     pub dns_record: String,
+    /// The public key as `p=` carries it.
+    pub public_key: Vec<u8>,
+    /// The first 16 hex digits of SHA-256 over the public key: which key a host has.
+    pub fingerprint: String,
     /// Key and signature template (its `h=` is kept apart in `headers`, so that cloning
     /// the template per message copies no header list).
     signer: DkimSigner<DkimKey, Done>,
@@ -127,6 +135,16 @@ impl KeySet {
                 Err(e) => errors.push(e),
             }
         }
+        // When activation waits for DNS, the newest retired selector of each domain and
+        // algorithm may have to sign on past its retire_at: load it if its key is still there.
+        if config.require_dns {
+            for selector in Self::last_retired(&schedule, now) {
+                match load(selector) {
+                    Ok(key) => entries.push(Arc::new(Self::entry(selector.clone(), key, &config))),
+                    Err(e) => tracing::debug!(error = %e, "retired key not loaded"),
+                }
+            }
+        }
         if errors.is_empty() {
             Ok(KeySet {
                 schedule,
@@ -136,6 +154,22 @@ impl KeySet {
         } else {
             Err(errors)
         }
+    }
+
+    /// The newest retired selector of each domain and algorithm.
+    fn last_retired(schedule: &Schedule, now: i64) -> Vec<&Selector> {
+        let mut newest: Vec<&Selector> = Vec::new();
+        for s in schedule.selectors.iter().filter(|s| s.is_retired(now)) {
+            match newest
+                .iter_mut()
+                .find(|n| n.domain == s.domain && n.algorithm == s.algorithm)
+            {
+                Some(n) if n.active_from < s.active_from => *n = s,
+                Some(_) => {}
+                None => newest.push(s),
+            }
+        }
+        newest
     }
 
     fn entry(selector: Selector, key: LoadedKey, config: &SigningConfig) -> SignerEntry {
@@ -150,12 +184,19 @@ impl KeySet {
             signer = signer.expiration(x);
         }
         let headers = std::mem::take(&mut signer.template.h);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &key.public_key);
+        let fingerprint: String = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         SignerEntry {
+            fingerprint,
             dns_record: format!(
                 "v=DKIM1; k={}; p={}",
                 key.algorithm.key_type(),
                 base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key.public_key)
             ),
+            public_key: key.public_key,
             bits: key.bits,
             selector,
             signer,
@@ -180,7 +221,8 @@ impl KeySet {
             .or_else(|| protected.apex_of(from_domain).map(str::to_string))
     }
 
-    /// The loaded selectors that sign for `domain` at `now`, one per algorithm.
+    /// The loaded selectors the schedule makes active for `domain` at `now`, one per
+    /// algorithm (whatever DNS says).
     pub fn active(&self, domain: &str, now: i64) -> Vec<Arc<SignerEntry>> {
         self.schedule
             .active_all(domain, now)
@@ -189,9 +231,95 @@ impl KeySet {
             .collect()
     }
 
+    /// The selectors that sign for `domain` at `now`, one per algorithm. Without
+    /// `require_dns` those the schedule makes active. With it, per algorithm the newest
+    /// selector due (`active_from <= now`) whose record `dns` says is published; the
+    /// schedule's own choice waits (noted) until then, and a retired one signs on (noted)
+    /// when nothing newer is published, because unsigned mail is worse.
+    pub fn signers(
+        &self,
+        domain: &str,
+        now: i64,
+        dns: &dyn Fn(&SignerEntry) -> Option<DnsState>,
+    ) -> Signers {
+        if !self.config.require_dns {
+            return Signers {
+                entries: self.active(domain, now),
+                notes: Vec::new(),
+            };
+        }
+        let mut signers = Signers::default();
+        for algorithm in [Algorithm::RsaSha256, Algorithm::Ed25519Sha256] {
+            let mut due: Vec<&Arc<SignerEntry>> = self
+                .entries
+                .iter()
+                .filter(|e| {
+                    let s = &e.selector;
+                    s.domain == domain && s.algorithm == algorithm && s.active_from <= now
+                })
+                .collect();
+            due.sort_by_key(|e| std::cmp::Reverse((e.selector.active_from, e.selector.line)));
+            let scheduled = due.iter().find(|e| !e.selector.is_retired(now));
+            let chosen = due.iter().find(|e| dns(e) == Some(DnsState::Published));
+            if let Some(scheduled) = scheduled
+                && chosen.is_none_or(|c| !Arc::ptr_eq(c, scheduled))
+            {
+                signers.notes.push(Note::Waiting {
+                    selector: scheduled.selector.name.clone(),
+                    state: dns(scheduled),
+                });
+            }
+            if let Some(chosen) = chosen {
+                if chosen.selector.is_retired(now) {
+                    signers.notes.push(Note::PastRetire {
+                        selector: chosen.selector.name.clone(),
+                    });
+                }
+                signers.entries.push((*chosen).clone());
+            }
+        }
+        signers
+    }
+
     /// Every loaded (not retired) selector.
     pub fn entries(&self) -> &[Arc<SignerEntry>] {
         &self.entries
+    }
+}
+
+/// The selectors that sign for a domain, and why the schedule's choice does not, if so.
+#[derive(Debug, Default)]
+pub struct Signers {
+    /// One per algorithm.
+    pub entries: Vec<Arc<SignerEntry>>,
+    /// What the operator should know.
+    pub notes: Vec<Note>,
+}
+
+/// Why the schedule's choice is not what signs (activation waits for DNS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// The schedule's selector is not signing: its record is not (yet) published.
+    Waiting {
+        /// Its name.
+        selector: String,
+        /// What DNS said last (`None`: nothing yet).
+        state: Option<DnsState>,
+    },
+    /// This retired selector signs on: nothing newer is published.
+    PastRetire {
+        /// Its name.
+        selector: String,
+    },
+}
+
+impl SignerEntry {
+    /// The key's identity for DNS observations: domain, selector and fingerprint.
+    pub fn id(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.selector.domain, self.selector.name, self.fingerprint
+        )
     }
 }
 
@@ -213,6 +341,7 @@ impl KeySet {
         from_domain: Option<&str>,
         protected: &ProtectedDomains,
         now: i64,
+        dns: &dyn Fn(&SignerEntry) -> Option<DnsState>,
     ) -> SigningPlan {
         let Some(from_domain) = from_domain else {
             return SigningPlan::Unsigned("no From domain");
@@ -220,7 +349,7 @@ impl KeySet {
         let Some(d) = self.signing_domain(from_domain, protected) else {
             return SigningPlan::Unsigned("From outside the protected domains");
         };
-        let active = self.active(&d, now);
+        let active = self.signers(&d, now, dns).entries;
         if active.is_empty() {
             SigningPlan::NoKey(d)
         } else {

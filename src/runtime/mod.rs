@@ -192,6 +192,7 @@ pub async fn start(config_path: &Path, options: Options) -> Result<Running, Star
             }
         }));
     }
+    tasks.push(tokio::spawn(service.clone().dns_checker()));
     if options.watch_files {
         match reload::watch_files(service.clone()) {
             Ok(task) => tasks.push(task),

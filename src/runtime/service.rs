@@ -5,10 +5,15 @@ use super::assemble::{self, LoadError, Loaded, Shape};
 use super::reload::fingerprint;
 use crate::audit::writer::{AuditLog, AuditSink};
 use crate::clock::Clock;
+use crate::config::DnsSettings;
 use crate::config::MilterConfig;
+use crate::dkim::record::DnsState;
+use crate::dns::TxtLookup;
 use crate::ldap::Directories;
 use crate::limits::store::{StoreMetrics, StoreSettings, Stores};
-use crate::metrics::{DomainLabels, KeyLabels, Metrics, ResultLabels};
+use crate::metrics::{
+    DnsStateLabels, DomainLabels, FallbackLabels, KeyLabels, Metrics, ResultLabels,
+};
 use crate::session::flight::Flight;
 use crate::session::{Env, Pipeline, Snapshot};
 use arc_swap::ArcSwap;
@@ -51,6 +56,10 @@ pub struct Service {
     pipeline: Arc<Pipeline>,
     audit_log: Option<Arc<AuditLog>>,
     directories: Arc<Directories>,
+    /// The resolver selectors' records are checked with, and the settings it was made from.
+    resolver: Mutex<Option<(DnsSettings, Arc<dyn TxtLookup>)>>,
+    /// Wakes the DNS checker (after a reload).
+    dns_wake: tokio::sync::Notify,
     watched: Mutex<Watched>,
     reloads: watch::Sender<ReloadStatus>,
 }
@@ -70,6 +79,7 @@ impl Service {
             config, snapshot, ..
         } = loaded;
         let (files, dirs) = (config.watched_files(), config.watched_dirs());
+        let resolver = config.dkim.as_ref().and_then(|d| resolver_for(&d.dns));
         let stores = config.limit_store.as_ref().and_then(|settings| {
             let store_metrics = StoreMetrics {
                 errors: metrics.redis_errors.clone(),
@@ -93,6 +103,7 @@ impl Service {
             clock,
             host: crate::audit::host_name(),
             flight: Flight::default(),
+            dns: Default::default(),
         };
         let service = Service {
             config_path: config.path.clone(),
@@ -103,6 +114,8 @@ impl Service {
             pipeline: Arc::new(Pipeline::standard()),
             audit_log,
             directories,
+            resolver: Mutex::new(resolver),
+            dns_wake: tokio::sync::Notify::new(),
             watched: Mutex::new(Watched {
                 fingerprint: fingerprint(&files, &dirs),
                 shape,
@@ -139,9 +152,14 @@ impl Service {
         let snapshot = self.snapshot();
         let now = self.now();
         let metrics = &self.env.metrics;
-        metrics.key_age.clear();
+        let dns = |e: &crate::dkim::signer::SignerEntry| self.env.dns.state(e);
+        let checked = self.resolver.lock().expect("resolver lock").is_some();
         metrics.domain_keys.clear();
+        metrics.key_age.clear();
         metrics.key_coverage.clear();
+        metrics.key_expiry.clear();
+        metrics.dns_state.clear();
+        metrics.signing_fallback.clear();
         if let Some(keys) = &snapshot.keys {
             let required =
                 crate::dkim::tooling::required_domains(keys, snapshot.policy.protected.apexes());
@@ -152,24 +170,61 @@ impl Service {
                 metrics
                     .domain_keys
                     .get_or_create(&labels)
-                    .set(keys.active(&domain, now).len() as i64);
+                    .set(keys.signers(&domain, now, &dns).entries.len() as i64);
                 let coverage = match keys.schedule.first_gap(&domain, now) {
                     Some(gap) => (gap - now) as f64,
                     None => f64::INFINITY,
                 };
                 metrics.key_coverage.get_or_create(&labels).set(coverage);
             }
+            let key_labels = |entry: &crate::dkim::signer::SignerEntry| KeyLabels {
+                domain: entry.selector.domain.clone(),
+                selector: entry.selector.name.clone(),
+                algorithm: entry.selector.algorithm.tag().into(),
+            };
             for domain in keys.schedule.domains() {
-                for entry in keys.active(domain, now) {
-                    let labels = KeyLabels {
-                        domain: entry.selector.domain.clone(),
-                        selector: entry.selector.name.clone(),
-                        algorithm: entry.selector.algorithm.tag().into(),
-                    };
+                let signers = keys.signers(domain, now, &dns);
+                for entry in &signers.entries {
                     metrics
                         .key_age
-                        .get_or_create(&labels)
+                        .get_or_create(&key_labels(entry))
                         .set((now - entry.selector.active_from) as f64);
+                }
+                for note in &signers.notes {
+                    let (selector, reason) = match note {
+                        crate::dkim::signer::Note::Waiting { selector, .. } => {
+                            (selector, "waiting_for_dns")
+                        }
+                        crate::dkim::signer::Note::PastRetire { selector } => {
+                            (selector, "past_retire_at")
+                        }
+                    };
+                    metrics
+                        .signing_fallback
+                        .get_or_create(&FallbackLabels {
+                            domain: domain.to_string(),
+                            selector: selector.clone(),
+                            reason: reason.into(),
+                        })
+                        .set(1);
+                }
+            }
+            for entry in keys.entries() {
+                if let Some(retire) = entry.selector.retire_at.filter(|&r| r > now) {
+                    metrics
+                        .key_expiry
+                        .get_or_create(&key_labels(entry))
+                        .set((retire - now) as f64);
+                }
+                if checked {
+                    metrics
+                        .dns_state
+                        .get_or_create(&DnsStateLabels {
+                            domain: entry.selector.domain.clone(),
+                            selector: entry.selector.name.clone(),
+                            state: self.env.dns.get(entry).name().into(),
+                        })
+                        .set(1);
                 }
             }
         }
@@ -177,23 +232,39 @@ impl Service {
         metrics.encode()
     }
 
-    /// Healthy while every required signing domain has a valid active key.
+    /// Healthy while every required signing domain has a key that signs (its record
+    /// published, when activation waits for DNS) and every selector the schedule makes
+    /// active has the record DNS was last seen to serve for it published. The reasons
+    /// otherwise.
     pub fn health(&self) -> Result<(), Vec<String>> {
         let snapshot = self.snapshot();
         let Some(keys) = &snapshot.keys else {
             return Ok(());
         };
         let now = self.now();
-        let missing: Vec<String> =
+        let dns = |e: &crate::dkim::signer::SignerEntry| self.env.dns.state(e);
+        let mut problems: Vec<String> =
             crate::dkim::tooling::required_domains(keys, snapshot.policy.protected.apexes())
                 .into_iter()
-                .filter(|d| keys.active(d, now).is_empty())
+                .filter(|d| keys.signers(d, now, &dns).entries.is_empty())
                 .map(|d| format!("{d}: no valid active DKIM key"))
                 .collect();
-        if missing.is_empty() {
+        for domain in keys.schedule.domains() {
+            for entry in keys.active(domain, now) {
+                if let Some(state) = self.env.dns.state(&entry)
+                    && state != DnsState::Published
+                {
+                    problems.push(format!(
+                        "{domain}: the DNS record of active selector {} is {state}",
+                        entry.selector.name
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
             Ok(())
         } else {
-            Err(missing)
+            Err(problems)
         }
     }
 
@@ -301,7 +372,14 @@ impl Service {
                     dirs: new_dirs,
                     shape,
                 };
+                let dns = config.dkim.as_ref().map(|d| d.dns.clone());
+                let mut resolver = self.resolver.lock().expect("resolver lock");
+                if resolver.as_ref().map(|(s, _)| s) != dns.as_ref() {
+                    *resolver = dns.as_ref().and_then(resolver_for);
+                }
+                drop(resolver);
                 self.env.snapshot.store(Arc::new(loaded.snapshot));
+                self.dns_wake.notify_one();
                 status.applied += 1;
                 status.last_error = None;
                 self.count_reload("ok");
@@ -319,6 +397,53 @@ impl Service {
         };
         self.reloads.send_replace(status);
         outcome
+    }
+
+    /// Checks the DNS record of every loaded DKIM key now, when checks are configured;
+    /// returns when the next check is due (a selector waiting for its record is looked at
+    /// again within a minute, the next scheduled activation is checked when it comes).
+    pub async fn check_dns(&self) -> Option<std::time::Duration> {
+        let (settings, resolver) = self.resolver.lock().expect("resolver lock").clone()?;
+        let snapshot = self.snapshot();
+        let keys = snapshot.keys.as_ref()?;
+        let now = self.now();
+        crate::dkim::dns::check(keys, resolver.as_ref(), &self.env.dns, now).await;
+        let mut next = settings.recheck.as_secs() as i64;
+        let waiting = keys.schedule.domains().iter().any(|d| {
+            keys.signers(d, now, &|e| self.env.dns.state(e))
+                .notes
+                .iter()
+                .any(|n| matches!(n, crate::dkim::signer::Note::Waiting { .. }))
+        });
+        if waiting {
+            next = next.min(60);
+        }
+        if let Some(activation) = keys
+            .schedule
+            .selectors
+            .iter()
+            .map(|s| s.active_from - now)
+            .filter(|&t| t > 0)
+            .min()
+        {
+            next = next.min(activation);
+        }
+        Some(std::time::Duration::from_secs(next.max(1) as u64))
+    }
+
+    /// Runs [`Service::check_dns`] until the task is dropped: at start, when due, and after
+    /// every reload.
+    pub async fn dns_checker(self: Arc<Self>) {
+        loop {
+            let next = self
+                .check_dns()
+                .await
+                .unwrap_or(std::time::Duration::from_secs(600));
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                _ = self.dns_wake.notified() => {}
+            }
+        }
     }
 
     /// Forgets every directory answer (SIGHUP), so a directory change is seen at once.
@@ -344,5 +469,20 @@ impl Service {
     /// Number of messages in flight.
     pub fn messages_in_flight(&self) -> usize {
         self.env.flight.count()
+    }
+}
+
+/// The resolver for `settings`, when records are to be checked (a resolver that cannot be
+/// set up is logged; checks then wait for a reload that fixes it).
+fn resolver_for(settings: &DnsSettings) -> Option<(DnsSettings, Arc<dyn TxtLookup>)> {
+    if !settings.check {
+        return None;
+    }
+    match crate::dns::Resolver::new(&settings.nameservers, settings.timeout) {
+        Ok(resolver) => Some((settings.clone(), Arc::new(resolver) as Arc<dyn TxtLookup>)),
+        Err(e) => {
+            error!(error = %e, "cannot set up the DNS resolver: selector records are not checked");
+            None
+        }
     }
 }

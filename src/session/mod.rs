@@ -74,6 +74,8 @@ pub struct Env {
     pub host: String,
     /// Messages in flight, and whether the service is draining.
     pub flight: Flight,
+    /// What DNS said about each selector's key (activation waits for it when required).
+    pub dns: Arc<crate::dkim::dns::DnsBook>,
 }
 
 impl Env {

@@ -173,6 +173,7 @@ impl Relay {
             clock,
             host: "relay1".into(),
             flight: Flight::default(),
+            dns: Default::default(),
         };
         Relay {
             env,

@@ -1,6 +1,7 @@
 //! Shared test harness: start relayguard on a real socket, drive it as an MTA would, stop it.
 #![allow(dead_code)]
 
+pub mod bind;
 pub mod daemon;
 pub mod dkim;
 pub mod memory;

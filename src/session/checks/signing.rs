@@ -22,6 +22,7 @@ impl Check for Signing {
                 tx.from_domain.as_deref(),
                 &snapshot.policy.protected,
                 cx.env.now(),
+                &|entry| cx.env.dns.state(entry),
             ),
             None => SigningPlan::Unsigned("DKIM signing not configured"),
         };
