@@ -42,6 +42,9 @@ enum Command {
         /// socket directory and audit log (skipped when the user does not exist).
         #[arg(long, default_value = "relayguard")]
         service_user: String,
+        /// Do not look up the selectors' DNS records (nor the directory).
+        #[arg(long)]
+        offline: bool,
     },
     /// Print the decision for a transaction and why, without a socket.
     Explain {
@@ -205,6 +208,21 @@ enum KeysCommand {
     Dns,
     /// Show per domain what signs now, what is next and when, and what is overdue.
     Status,
+    /// Put the records of selectors whose `publish` has come into the zone and take out
+    /// those retired past the grace period (RFC 2136, [dkim.publish]).
+    Publish {
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// One rotation pass ([dkim.rotation]): make the successor keys that are due, set
+    /// retire_at, remove long-retired selectors, then publish (for a cron job or timer on
+    /// one host of a cluster).
+    Rotate {
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -215,7 +233,10 @@ fn main() -> ExitCode {
             init_logging();
             relayguard::runtime::run(&config)
         }
-        Command::CheckConfig { service_user } => check_config(&config, &service_user),
+        Command::CheckConfig {
+            service_user,
+            offline,
+        } => check_config(&config, &service_user, offline),
         Command::Explain {
             login,
             client,
@@ -307,7 +328,7 @@ fn block_on<T>(future: impl std::future::Future<Output = Result<T, String>>) -> 
         .block_on(future)
 }
 
-fn check_config(path: &Path, service_user: &str) -> ExitCode {
+fn check_config(path: &Path, service_user: &str, offline: bool) -> ExitCode {
     let loaded = match load(path) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -318,7 +339,28 @@ fn check_config(path: &Path, service_user: &str) -> ExitCode {
     // The same checks every reload runs, then what the service user needs, then whether
     // the directory answers (a warning: it may be down now and fine later).
     let mut found = relayguard::runtime::preflight::check_config(&loaded, service_user, unix_now());
-    if let Some(directory) = &loaded.directory {
+    if !offline && let (Some(live), Some(keys)) = (live_dns(&loaded), loaded.snapshot.keys.as_ref())
+    {
+        let now = unix_now();
+        for entry in keys.entries() {
+            let s = &entry.selector;
+            let state = &live[&(s.domain.clone(), s.name.clone())];
+            println!("dns: {}._domainkey.{} {state}", s.name, s.domain);
+            if s.is_active(now) && state != "published" {
+                found.warnings.push(format!(
+                    "selector {} of {} signs by the schedule but DNS does not serve its key ({state}){}",
+                    s.name,
+                    s.domain,
+                    if keys.config.require_dns {
+                        "; the previous selector signs meanwhile"
+                    } else {
+                        "; receivers cannot verify its signatures (require_dns = true would wait)"
+                    }
+                ));
+            }
+        }
+    }
+    if let Some(directory) = loaded.directory.as_ref().filter(|_| !offline) {
         match block_on(directory.probe()) {
             Ok(what) => println!("directory: {what}"),
             Err(e) => found.warnings.push(format!(
@@ -581,6 +623,116 @@ fn load_with_keys(path: &Path) -> Result<Loaded, String> {
     Ok(loaded)
 }
 
+/// `keys rotate` and `keys publish`: the steps due (rotation only), then the zone made to
+/// match; every event printed (and audited when the audit log is configured).
+fn rotation_pass(config: &Path, rotate: bool, dry_run: bool, now: i64) -> Result<(), String> {
+    use relayguard::dkim::rotation;
+    let loaded = load_with_keys(config)?;
+    let dkim = loaded.config.dkim.clone().expect("dkim configured");
+    if !rotate && dkim.publish.is_none() {
+        return Err(format!("{}: no [dkim.publish] section", config.display()));
+    }
+    // The zone as the schedule wants it (records of long-retired selectors go while their
+    // stanzas still name them), the rotation steps, and the zone again for new keys.
+    let publish = |loaded: &Loaded| -> Result<Vec<rotation::KeyEvent>, String> {
+        let Some(settings) = &dkim.publish else {
+            return Ok(Vec::new());
+        };
+        let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
+        let resolver = relayguard::dns::Resolver::new(&dkim.dns.nameservers, dkim.dns.timeout)?;
+        let zones = loaded.snapshot.policy.protected.apexes().to_vec();
+        let updater = rotation::updater(settings, &zones, dkim.dns.timeout)?;
+        block_on(rotation::publish(
+            keys,
+            &resolver,
+            &updater,
+            settings.remove_after,
+            now,
+            dry_run,
+        ))
+    };
+    let mut events = publish(&loaded)?;
+    if rotate {
+        let settings = dkim
+            .rotation
+            .as_ref()
+            .ok_or_else(|| format!("{}: no [dkim.rotation] section", config.display()))?;
+        let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
+        let remove_after = dkim.publish.as_ref().map_or(7 * 86_400, |p| p.remove_after);
+        let steps = rotation::plan(
+            &keys.schedule,
+            settings,
+            dkim.min_publish_lead,
+            remove_after,
+            now,
+        );
+        if dry_run {
+            for step in &steps {
+                println!("would: {step:?}");
+            }
+        } else if !steps.is_empty() {
+            events.extend(rotation::apply(
+                &steps,
+                &dkim.selectors,
+                &dkim.keys_dir,
+                settings.key_bits,
+                now,
+            )?);
+            events.extend(publish(&load_with_keys(config)?)?);
+        }
+    }
+    let audit = (!dry_run)
+        .then(|| loaded.config.audit.clone())
+        .flatten()
+        .map(relayguard::audit::writer::AuditLog::open);
+    let host = relayguard::audit::host_name();
+    for event in &events {
+        let verb = if dry_run { "would: " } else { "" };
+        println!(
+            "{verb}{} {} {}: {}",
+            event.event, event.domain, event.selector, event.detail
+        );
+        if let Some(audit) = &audit {
+            let _ = audit.event(event, &relayguard::clock::rfc3339_ms(now * 1000), &host);
+        }
+    }
+    if events.is_empty() {
+        println!("nothing to do");
+    }
+    Ok(())
+}
+
+/// What DNS serves for every loaded key now, when record checks are configured
+/// (`require_dns` or `[dkim.dns]`): `published`, `missing`, … or `unreachable (why)`.
+fn live_dns(loaded: &Loaded) -> Option<tooling::LiveDns> {
+    let dkim = loaded.config.dkim.as_ref()?;
+    if !dkim.dns.check {
+        return None;
+    }
+    let keys = loaded.snapshot.keys.as_ref()?;
+    let lookup = async {
+        let resolver = relayguard::dns::Resolver::new(&dkim.dns.nameservers, dkim.dns.timeout)?;
+        let mut live = tooling::LiveDns::new();
+        for entry in keys.entries() {
+            use relayguard::dns::TxtLookup;
+            let s = &entry.selector;
+            let name = relayguard::dkim::record::record_name(&s.name, &s.domain);
+            let state = match resolver.txt(&name).await {
+                Ok(records) => relayguard::dkim::record::judge(
+                    records.as_deref(),
+                    s.algorithm,
+                    &entry.public_key,
+                )
+                .to_string(),
+                Err(e) => format!("unreachable ({e})"),
+            };
+            live.insert((s.domain.clone(), s.name.clone()), state);
+        }
+        Ok(live)
+    };
+    block_on(lookup).ok()
+}
+
 fn keys_command(config: &Path, command: KeysCommand) -> Result<(), String> {
     let now = unix_now();
     match command {
@@ -662,15 +814,22 @@ fn keys_command(config: &Path, command: KeysCommand) -> Result<(), String> {
         KeysCommand::Dns => {
             let loaded = load_with_keys(config)?;
             let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
-            print!("{}", tooling::dns_report(keys, now));
+            let live = live_dns(&loaded);
+            print!("{}", tooling::dns_report(keys, now, live.as_ref()));
             Ok(())
         }
+        KeysCommand::Publish { dry_run } => rotation_pass(config, false, dry_run, now),
+        KeysCommand::Rotate { dry_run } => rotation_pass(config, true, dry_run, now),
         KeysCommand::Status => {
             let loaded = load_with_keys(config)?;
             let keys = loaded.snapshot.keys.as_ref().expect("dkim configured");
             let required =
                 tooling::required_domains(keys, loaded.snapshot.policy.protected.apexes());
-            print!("{}", tooling::status_report(keys, &required, now));
+            let live = live_dns(&loaded);
+            print!(
+                "{}",
+                tooling::status_report(keys, &required, now, live.as_ref())
+            );
             Ok(())
         }
     }

@@ -62,6 +62,19 @@ pub struct FallbackLabels {
     pub reason: String,
 }
 
+/// Labels of the selector a host signs with, and its key.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SigningLabels {
+    /// d=.
+    pub domain: String,
+    /// s=.
+    pub selector: String,
+    /// a=.
+    pub algorithm: String,
+    /// The first 16 hex digits of SHA-256 over the public key.
+    pub fingerprint: String,
+}
+
 /// Labels of reload counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -110,6 +123,8 @@ pub struct Metrics {
     pub dns_state: Family<DnsStateLabels, Gauge>,
     /// Selectors signing, or not, other than the schedule says (activation waits for DNS).
     pub signing_fallback: Family<FallbackLabels, Gauge>,
+    /// The selectors this host signs with, and their keys' fingerprints.
+    pub signing: Family<SigningLabels, Gauge>,
     /// Limit hits.
     pub limit_hits: Family<LimitLabels, Counter>,
     /// Redis errors.
@@ -152,6 +167,7 @@ impl Default for Metrics {
             key_expiry: Family::default(),
             dns_state: Family::default(),
             signing_fallback: Family::default(),
+            signing: Family::default(),
             limit_hits: Family::default(),
             redis_errors: Counter::default(),
             redis_unavailable: Gauge::default(),
@@ -218,6 +234,11 @@ impl Default for Metrics {
             "dkim_signing_fallback",
             "1 for a selector that signs or waits other than the schedule says: waiting_for_dns, past_retire_at",
             m.signing_fallback.clone(),
+        );
+        registry.register(
+            "dkim_signing",
+            "1 for each selector this host signs with, and its key's fingerprint",
+            m.signing.clone(),
         );
         registry.register(
             "account_locks",

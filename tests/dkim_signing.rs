@@ -384,7 +384,57 @@ fn rotation_config(dir: &std::path::Path) -> String {
     ]
     .concat();
     std::fs::write(dir.join("selectors.toml"), schedule).unwrap();
-    format!("{}\n[dkim]\n", config_text("inet:0@127.0.0.1"))
+    // The clock is simulated (January to March) and mail-auth verifies against the real
+    // one: no x= here (expiry has its own test below).
+    format!(
+        "{}\n[dkim]\nexpiry_days = 0\n",
+        config_text("inet:0@127.0.0.1")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_expire_after_a_week_and_an_independent_verifier_honours_it() {
+    let signed_at = Arc::new(AtomicI64::new(T0 + 40 * 86_400));
+    let clock_now = signed_at.clone();
+    let clock: relayguard::clock::Clock = Arc::new(move || clock_now.load(Ordering::SeqCst) * 1000);
+    // The default configuration: expiry_days unset.
+    let milter = Milter::with_clock(
+        |dir| {
+            let text = rotation_config(dir);
+            text.replace("expiry_days = 0\n", "")
+        },
+        Some(clock),
+    )
+    .await;
+    let raw = b"From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: x\r\n\r\nhello\r\n";
+    let mut conn = milter.connect().await;
+    let (status, signatures) = sign(&mut conn, "alice", "<alice@tugraz.at>", raw).await;
+    assert_eq!(status, Status::Accept);
+    let at = T0 + 40 * 86_400;
+    assert!(
+        signatures[0].contains(&format!("x={}", at + 7 * 86_400)),
+        "{}",
+        signatures[0]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.eml");
+    std::fs::write(&file, signed_message(&signatures, raw)).unwrap();
+    let verify = |when: i64| {
+        dkim::verify_dkimpy_at(
+            std::slice::from_ref(&file),
+            &records(),
+            dir.path(),
+            Some(when),
+        )[0]
+        .clone()
+    };
+    assert!(
+        verify(at + 6 * 86_400).ends_with(" ok 1"),
+        "within the week"
+    );
+    let late = verify(at + 8 * 86_400);
+    assert!(late.contains("FAIL"), "a replay a week later: {late}");
+    milter.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,6 +127,12 @@ _relayguard() {
             relayguard__subcmd__help__subcmd__keys,generate)
                 cmd="relayguard__subcmd__help__subcmd__keys__subcmd__generate"
                 ;;
+            relayguard__subcmd__help__subcmd__keys,publish)
+                cmd="relayguard__subcmd__help__subcmd__keys__subcmd__publish"
+                ;;
+            relayguard__subcmd__help__subcmd__keys,rotate)
+                cmd="relayguard__subcmd__help__subcmd__keys__subcmd__rotate"
+                ;;
             relayguard__subcmd__help__subcmd__keys,status)
                 cmd="relayguard__subcmd__help__subcmd__keys__subcmd__status"
                 ;;
@@ -142,6 +148,12 @@ _relayguard() {
             relayguard__subcmd__keys,help)
                 cmd="relayguard__subcmd__keys__subcmd__help"
                 ;;
+            relayguard__subcmd__keys,publish)
+                cmd="relayguard__subcmd__keys__subcmd__publish"
+                ;;
+            relayguard__subcmd__keys,rotate)
+                cmd="relayguard__subcmd__keys__subcmd__rotate"
+                ;;
             relayguard__subcmd__keys,status)
                 cmd="relayguard__subcmd__keys__subcmd__status"
                 ;;
@@ -156,6 +168,12 @@ _relayguard() {
                 ;;
             relayguard__subcmd__keys__subcmd__help,help)
                 cmd="relayguard__subcmd__keys__subcmd__help__subcmd__help"
+                ;;
+            relayguard__subcmd__keys__subcmd__help,publish)
+                cmd="relayguard__subcmd__keys__subcmd__help__subcmd__publish"
+                ;;
+            relayguard__subcmd__keys__subcmd__help,rotate)
+                cmd="relayguard__subcmd__keys__subcmd__help__subcmd__rotate"
                 ;;
             relayguard__subcmd__keys__subcmd__help,status)
                 cmd="relayguard__subcmd__keys__subcmd__help__subcmd__status"
@@ -531,7 +549,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__check__subcmd__config)
-            opts="-c -h --service-user --config --help"
+            opts="-c -h --service-user --offline --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -793,7 +811,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__help__subcmd__keys)
-            opts="generate bootstrap dns status"
+            opts="generate bootstrap dns status publish rotate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -848,6 +866,34 @@ _relayguard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        relayguard__subcmd__help__subcmd__keys__subcmd__publish)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__help__subcmd__keys__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         relayguard__subcmd__help__subcmd__keys__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -877,7 +923,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__keys)
-            opts="-c -h --config --help generate bootstrap dns status help"
+            opts="-c -h --config --help generate bootstrap dns status publish rotate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -985,7 +1031,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__keys__subcmd__help)
-            opts="generate bootstrap dns status help"
+            opts="generate bootstrap dns status publish rotate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1054,6 +1100,34 @@ _relayguard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        relayguard__subcmd__keys__subcmd__help__subcmd__publish)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__keys__subcmd__help__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         relayguard__subcmd__keys__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -1061,6 +1135,50 @@ _relayguard() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__keys__subcmd__publish)
+            opts="-c -h --dry-run --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__keys__subcmd__rotate)
+            opts="-c -h --dry-run --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -40,6 +40,7 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand run" -s c -l confi
 complete -c relayguard -n "__fish_relayguard_using_subcommand run" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand check-config" -l service-user -d 'The user the service runs as: checks that it can read the keys and write the socket directory and audit log (skipped when the user does not exist)' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand check-config" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand check-config" -l offline -d 'Do not look up the selectors\' DNS records (nor the directory)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand check-config" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand explain" -l login -d 'SASL login of the session (omit for an unauthenticated client)' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand explain" -l client -d 'Client IP address' -r
@@ -92,13 +93,15 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "report" -d 'Summarise audit files (plain, rotated or gzip\'d) per login'
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status help" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
-complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status help" -s h -l help -d 'Print help'
-complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status help" -f -a "generate" -d 'Generate a private key (mode 0600) and add its selector to selectors.toml'
-complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status help" -f -a "bootstrap" -d 'Give every protected domain without any selector an RSA-2048 key that signs at once (the package runs this on first install; publish the records with `keys dns`)'
-complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status help" -f -a "dns" -d 'Print the DNS TXT records that must be published now, later, and may be removed'
-complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status help" -f -a "status" -d 'Show per domain what signs now, what is next and when, and what is overdue'
-complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -s h -l help -d 'Print help'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -f -a "generate" -d 'Generate a private key (mode 0600) and add its selector to selectors.toml'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -f -a "bootstrap" -d 'Give every protected domain without any selector an RSA-2048 key that signs at once (the package runs this on first install; publish the records with `keys dns`)'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -f -a "dns" -d 'Print the DNS TXT records that must be published now, later, and may be removed'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -f -a "status" -d 'Show per domain what signs now, what is next and when, and what is overdue'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -f -a "publish" -d 'Put the records of selectors whose `publish` has come into the zone and take out those retired past the grace period (RFC 2136, [dkim.publish])'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -f -a "rotate" -d 'One rotation pass ([dkim.rotation]): make the successor keys that are due, set retire_at, remove long-retired selectors, then publish (for a cron job or timer on one host of a cluster)'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from generate" -l domain -d 'Signing domain (d=)' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from generate" -l selector -d 'Selector name (s=)' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from generate" -l algorithm -d 'rsa-2048, rsa-3072, rsa-4096 or ed25519' -r
@@ -113,10 +116,18 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_s
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from dns" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from status" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from publish" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from publish" -l dry-run -d 'Say what would change; change nothing'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from publish" -s h -l help -d 'Print help'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from rotate" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from rotate" -l dry-run -d 'Say what would change; change nothing'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from rotate" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "generate" -d 'Generate a private key (mode 0600) and add its selector to selectors.toml'
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "bootstrap" -d 'Give every protected domain without any selector an RSA-2048 key that signs at once (the package runs this on first install; publish the records with `keys dns`)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "dns" -d 'Print the DNS TXT records that must be published now, later, and may be removed'
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show per domain what signs now, what is next and when, and what is overdue'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "publish" -d 'Put the records of selectors whose `publish` has come into the zone and take out those retired past the grace period (RFC 2136, [dkim.publish])'
+complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "rotate" -d 'One rotation pass ([dkim.rotation]): make the successor keys that are due, set retire_at, remove long-retired selectors, then publish (for a cron job or timer on one host of a cluster)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand completions" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand completions" -s h -l help -d 'Print help'
@@ -137,3 +148,5 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_s
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "bootstrap" -d 'Give every protected domain without any selector an RSA-2048 key that signs at once (the package runs this on first install; publish the records with `keys dns`)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "dns" -d 'Print the DNS TXT records that must be published now, later, and may be removed'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "status" -d 'Show per domain what signs now, what is next and when, and what is overdue'
+complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "publish" -d 'Put the records of selectors whose `publish` has come into the zone and take out those retired past the grace period (RFC 2136, [dkim.publish])'
+complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "rotate" -d 'One rotation pass ([dkim.rotation]): make the successor keys that are due, set retire_at, remove long-retired selectors, then publish (for a cron job or timer on one host of a cluster)'

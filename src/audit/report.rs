@@ -84,6 +84,8 @@ pub struct Report {
     pub logins: BTreeMap<String, LoginStats>,
     /// Malformed lines, skipped.
     pub skipped: Vec<Skipped>,
+    /// Key rotation events (`{"event":…}` lines), not decisions.
+    pub events: u64,
 }
 
 fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
@@ -124,6 +126,10 @@ impl Report {
                 number += 1;
                 let text = line.strip_suffix(b"\n").unwrap_or(&line);
                 if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if text.starts_with(b"{\"event\":") {
+                    report.events += 1;
                     continue;
                 }
                 match serde_json::from_slice::<Record<'_>>(text) {

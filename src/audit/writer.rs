@@ -142,6 +142,37 @@ impl AuditLog {
 
     /// Appends one record.
     pub fn write(&self, record: &Record<'_>) -> io::Result<()> {
+        self.write_json(record)
+    }
+
+    /// Appends a key rotation event: `{"event":…,"time":…,"host":…,"domain":…,…}` (the
+    /// report counts these apart from decisions).
+    pub fn event(
+        &self,
+        event: &crate::dkim::rotation::KeyEvent,
+        time: &str,
+        host: &str,
+    ) -> io::Result<()> {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            event: &'a str,
+            time: &'a str,
+            host: &'a str,
+            domain: &'a str,
+            selector: &'a str,
+            detail: &'a str,
+        }
+        self.write_json(&Line {
+            event: event.event,
+            time,
+            host,
+            domain: &event.domain,
+            selector: &event.selector,
+            detail: &event.detail,
+        })
+    }
+
+    fn write_json(&self, record: &impl serde::Serialize) -> io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
         let result = match &self.config.destination {

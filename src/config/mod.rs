@@ -115,6 +115,10 @@ pub struct DnsSettings {
 pub struct DkimSettings {
     /// How selectors' DNS records are checked.
     pub dns: DnsSettings,
+    /// Where records are published (RFC 2136), when configured.
+    pub publish: Option<crate::dkim::rotation::PublishSettings>,
+    /// Automatic rotation, when configured.
+    pub rotation: Option<crate::dkim::rotation::RotationSettings>,
     /// selectors.toml.
     pub selectors: PathBuf,
     /// The keys directory.
@@ -194,6 +198,9 @@ pub struct Config {
     pub rollout: Rollout,
     /// Where counters and locks live (applies at start only).
     pub limit_store: Option<StoreSettings>,
+    /// How this relay names itself in audit records and to its peers (`[cluster]
+    /// host_name`; default: the system's host name).
+    pub host_name: Option<String>,
 }
 
 impl Config {
@@ -239,6 +246,25 @@ impl Config {
             None => (None, None),
         };
         let rollout = sections::rollout(&raw.rollout, p, &policy.logins)?;
+        let host_name = match raw.cluster.as_ref().and_then(|c| c.host_name.as_ref()) {
+            Some(name) => {
+                let text = name.get_ref();
+                if text.is_empty()
+                    || text.len() > 253
+                    || !text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+                {
+                    return Err(p.invalid(
+                        name.span(),
+                        "cluster.host_name",
+                        format!("`{text}` is not a host name"),
+                    ));
+                }
+                Some(text.clone())
+            }
+            None => None,
+        };
         Ok(Config {
             rollout,
             path: path.to_path_buf(),
@@ -252,6 +278,7 @@ impl Config {
             metrics_listen,
             limits,
             limit_store,
+            host_name,
         })
     }
 

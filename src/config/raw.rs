@@ -23,6 +23,13 @@ pub(super) struct RawConfig {
     pub(super) limits: Option<RawLimits>,
     #[serde(default)]
     pub(super) rollout: RawRollout,
+    pub(super) cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) host_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +64,12 @@ pub(super) mod range {
     pub const OWN_NAME_PARENTS: RangeInclusive<u64> = 0..=5;
     pub const DNS_RECHECK_MINUTES: RangeInclusive<u64> = 1..=1_440;
     pub const DNS_TIMEOUT_MS: RangeInclusive<u64> = 100..=30_000;
+    pub const DNS_TTL: RangeInclusive<u64> = 30..=86_400;
+    pub const REMOVE_AFTER_DAYS: RangeInclusive<u64> = 0..=365;
+    pub const ROTATION_EVERY_DAYS: RangeInclusive<u64> = 1..=3_650;
+    pub const ROTATION_LEAD_DAYS: RangeInclusive<u64> = 1..=365;
+    pub const ROTATION_OVERLAP_DAYS: RangeInclusive<u64> = 0..=365;
+    pub const KEY_BITS: RangeInclusive<u64> = 2_048..=4_096;
     pub const LDAP_TTL_SECS: RangeInclusive<u64> = 0..=86_400;
     pub const LDAP_MAX_STALE_SECS: RangeInclusive<u64> = 0..=604_800;
     pub const LDAP_CACHE_SIZE: RangeInclusive<u64> = 1..=10_000_000;
@@ -202,6 +215,31 @@ pub(super) struct RawDkim {
     pub(super) signing_domains: Option<std::collections::BTreeMap<String, Spanned<String>>>,
     pub(super) require_dns: Option<bool>,
     pub(super) dns: Option<RawDkimDns>,
+    pub(super) publish: Option<Spanned<RawDkimPublish>>,
+    pub(super) rotation: Option<Spanned<RawDkimRotation>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDkimPublish {
+    pub(super) server: Spanned<String>,
+    pub(super) key_file: Spanned<String>,
+    pub(super) zones: Option<Vec<Spanned<String>>>,
+    pub(super) ttl: Number,
+    pub(super) remove_after_days: Number,
+    pub(super) automatic: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDkimRotation {
+    pub(super) every_days: Number,
+    pub(super) algorithms: Option<Vec<Spanned<String>>>,
+    pub(super) lead_days: Number,
+    pub(super) overlap_days: Number,
+    pub(super) key_bits: Number,
+    pub(super) leader: Option<bool>,
+    pub(super) selector_prefix: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

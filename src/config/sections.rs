@@ -8,6 +8,8 @@ use super::{
     DkimSettings, DnsSettings, LdapConfig, LdapTable, MilterConfig, SocketSpec, SourceKind,
 };
 use crate::audit::writer::{AuditConfig, Destination, Fsync, OnError};
+use crate::dkim::rotation::{PublishSettings, RotationSettings};
+use crate::dkim::schedule::Algorithm;
 use crate::dkim::signer::{DEFAULT_HEADERS, DEFAULT_OVERSIGNED, SigningConfig, WithoutKey};
 use crate::limits::rate::Window;
 use crate::limits::store::{OnFailure, RedisConfig, StoreSettings};
@@ -580,10 +582,15 @@ pub(super) fn dkim(d: &RawDkim, p: Place, base: &Path) -> Result<DkimSettings, F
     let signing = SigningConfig {
         headers,
         oversign,
-        expiry: p
-            .number(&d.expiry_days, "dkim.expiry_days", range::EXPIRY_DAYS)?
-            .filter(|&x| x > 0)
-            .map(|x| x * 86_400),
+        // x= a week after signing unless configured: longer than Postfix's 5-day queue
+        // lifetime (a message delayed in our queue still verifies on arrival), short enough
+        // that a replayed copy of a signed message stops verifying within days.
+        expiry: Some(
+            p.number(&d.expiry_days, "dkim.expiry_days", range::EXPIRY_DAYS)?
+                .unwrap_or(7),
+        )
+        .filter(|&x| x > 0)
+        .map(|x| x * 86_400),
         signing_domains,
         without_key,
         require_safe_keys: !d.allow_unsafe_key_permissions.unwrap_or(false),
@@ -632,9 +639,38 @@ pub(super) fn dkim(d: &RawDkim, p: Place, base: &Path) -> Result<DkimSettings, F
             .unwrap_or(2_000),
         ),
     };
+    let require_dns = d.require_dns.unwrap_or(false);
+    let publish = d
+        .publish
+        .as_ref()
+        .map(|raw| publish(raw.get_ref(), p, base))
+        .transpose()?;
+    let rotation = match &d.rotation {
+        None => None,
+        Some(raw) => {
+            let rotation = rotation(raw.get_ref(), p)?;
+            if !require_dns {
+                return Err(p.invalid(
+                    raw.span(),
+                    "dkim.rotation",
+                    "automatic rotation needs require_dns = true: a successor must never sign before DNS serves its key".into(),
+                ));
+            }
+            if rotation.leader && publish.is_none() {
+                return Err(p.invalid(
+                    raw.span(),
+                    "dkim.rotation.leader",
+                    "the leader publishes its successors' records: configure [dkim.publish]".into(),
+                ));
+            }
+            Some(rotation)
+        }
+    };
     Ok(DkimSettings {
         signing,
         dns,
+        publish,
+        rotation,
         selectors: base.join(d.selectors.as_deref().unwrap_or("selectors.toml")),
         keys_dir: base.join(d.keys_dir.as_deref().unwrap_or("keys")),
         min_publish_lead: p
@@ -645,6 +681,132 @@ pub(super) fn dkim(d: &RawDkim, p: Place, base: &Path) -> Result<DkimSettings, F
             )?
             .unwrap_or(48) as i64
             * 3600,
+    })
+}
+
+/// `[dkim.publish]`.
+fn publish(
+    raw: &super::raw::RawDkimPublish,
+    p: Place,
+    base: &Path,
+) -> Result<PublishSettings, FileError> {
+    let server = raw
+        .server
+        .get_ref()
+        .parse::<SocketAddr>()
+        .or_else(|_| {
+            raw.server
+                .get_ref()
+                .parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| {
+            p.invalid(
+                raw.server.span(),
+                "dkim.publish.server",
+                format!("`{}` is not an IP address or IP:PORT", raw.server.get_ref()),
+            )
+        })?;
+    let zones = match &raw.zones {
+        Some(list) => domains(list, "dkim.publish.zones", p)?,
+        None => Vec::new(),
+    };
+    Ok(PublishSettings {
+        server,
+        key_file: base.join(raw.key_file.get_ref()),
+        zones,
+        ttl: p
+            .number(&raw.ttl, "dkim.publish.ttl", range::DNS_TTL)?
+            .unwrap_or(300) as u32,
+        remove_after: 86_400
+            * p.number(
+                &raw.remove_after_days,
+                "dkim.publish.remove_after_days",
+                range::REMOVE_AFTER_DAYS,
+            )?
+            .unwrap_or(7) as i64,
+        automatic: raw.automatic.unwrap_or(false),
+    })
+}
+
+/// `[dkim.rotation]`: M3AAWG's defaults (every 180 days, RSA-2048, a week of overlap).
+fn rotation(raw: &super::raw::RawDkimRotation, p: Place) -> Result<RotationSettings, FileError> {
+    let day = |v: &Number, key: &str, r, default: u64| -> Result<i64, FileError> {
+        Ok(86_400 * p.number(v, key, r)?.unwrap_or(default) as i64)
+    };
+    let mut algorithms = Vec::new();
+    for a in raw.algorithms.iter().flatten() {
+        algorithms.push(p.choose(
+            Some(a),
+            "dkim.rotation.algorithms",
+            &[
+                ("rsa-sha256", Algorithm::RsaSha256),
+                ("ed25519-sha256", Algorithm::Ed25519Sha256),
+            ],
+        )?);
+    }
+    if raw.algorithms.is_none() {
+        algorithms.push(Algorithm::RsaSha256);
+    }
+    let key_bits = p
+        .number(&raw.key_bits, "dkim.rotation.key_bits", range::KEY_BITS)?
+        .unwrap_or(2048);
+    if ![2048, 3072, 4096].contains(&key_bits) {
+        return Err(p.invalid(
+            raw.key_bits.as_ref().map_or(0..0, |k| k.span()),
+            "dkim.rotation.key_bits",
+            format!("{key_bits}: use 2048, 3072 or 4096"),
+        ));
+    }
+    let every = day(
+        &raw.every_days,
+        "dkim.rotation.every_days",
+        range::ROTATION_EVERY_DAYS,
+        180,
+    )?;
+    let lead = day(
+        &raw.lead_days,
+        "dkim.rotation.lead_days",
+        range::ROTATION_LEAD_DAYS,
+        14,
+    )?;
+    if lead >= every {
+        return Err(p.invalid(
+            raw.lead_days.as_ref().map_or(0..0, |k| k.span()),
+            "dkim.rotation.lead_days",
+            "must be shorter than every_days".into(),
+        ));
+    }
+    let prefix = match &raw.selector_prefix {
+        Some(prefix) => {
+            let text = prefix.get_ref();
+            if text.is_empty()
+                || text.len() > 20
+                || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(p.invalid(
+                    prefix.span(),
+                    "dkim.rotation.selector_prefix",
+                    format!("`{text}`: 1 to 20 letters, digits or hyphens"),
+                ));
+            }
+            text.clone()
+        }
+        None => "rg".into(),
+    };
+    Ok(RotationSettings {
+        every,
+        algorithms,
+        lead,
+        overlap: day(
+            &raw.overlap_days,
+            "dkim.rotation.overlap_days",
+            range::ROTATION_OVERLAP_DAYS,
+            7,
+        )?,
+        key_bits: key_bits as usize,
+        leader: raw.leader.unwrap_or(false),
+        prefix,
     })
 }
 

@@ -2,9 +2,11 @@
 //! streaming signer.
 
 pub mod body;
+pub mod cluster;
 pub mod dns;
 pub mod keys;
 pub mod record;
+pub mod rotation;
 pub mod schedule;
 pub mod signer;
 pub mod tooling;

@@ -83,8 +83,17 @@ pub fn check_schedule(
     (errors, warnings)
 }
 
-/// `keys dns`: records that must be in DNS now, records to publish later, records to remove.
-pub fn dns_report(keys: &KeySet, now: i64) -> String {
+/// What DNS serves for each selector (domain, name), as a lookup just found it.
+pub type LiveDns = std::collections::HashMap<(String, String), String>;
+
+/// `keys dns`: records that must be in DNS now, records to publish later, records to remove;
+/// with `live`, each marked with what DNS serves now.
+pub fn dns_report(keys: &KeySet, now: i64, live: Option<&LiveDns>) -> String {
+    let mark = |s: &Selector| {
+        live.and_then(|l| l.get(&(s.domain.clone(), s.name.clone())))
+            .map(|state| format!("; DNS now: {state}\n"))
+            .unwrap_or_default()
+    };
     let mut must = String::new();
     let mut later = String::new();
     let mut remove = String::new();
@@ -114,6 +123,7 @@ pub fn dns_report(keys: &KeySet, now: i64) -> String {
                 )
             });
         if s.publish <= now {
+            let _ = write!(must, "{}", mark(s));
             let _ = writeln!(must, "{record}");
         } else {
             let _ = writeln!(later, "; publish at {}\n{record}", format_time(s.publish));
@@ -140,8 +150,14 @@ fn describe(s: &Selector) -> String {
     format!("{} ({})", s.name, s.algorithm)
 }
 
-/// `keys status`: per domain, what signs now, what is next and when, what is overdue.
-pub fn status_report(keys: &KeySet, required: &[String], now: i64) -> String {
+/// `keys status`: per domain, what signs now, what is next and when, what is overdue; with
+/// `live`, what DNS serves for each selector now.
+pub fn status_report(
+    keys: &KeySet,
+    required: &[String],
+    now: i64,
+    live: Option<&LiveDns>,
+) -> String {
     let mut domains: Vec<String> = keys
         .schedule
         .domains()
@@ -197,6 +213,24 @@ pub fn status_report(keys: &KeySet, required: &[String], now: i64) -> String {
             }
             None => {
                 let _ = writeln!(out, "  next: no change scheduled");
+            }
+        }
+        if let Some(live) = live {
+            for s in keys
+                .schedule
+                .selectors
+                .iter()
+                .filter(|s| s.domain == *domain)
+            {
+                if let Some(state) = live.get(&(s.domain.clone(), s.name.clone())) {
+                    let _ = writeln!(
+                        out,
+                        "  dns: {}._domainkey.{} {state} (checked {})",
+                        s.name,
+                        domain,
+                        format_time(now)
+                    );
+                }
             }
         }
         for s in keys

@@ -1,5 +1,8 @@
 //! DNS at the edge: the TXT lookups that check selectors' records (a narrow trait, so that
-//! the checks run against anything), through hickory's resolver.
+//! the checks run against anything), through hickory's resolver; [`update`] puts records
+//! into a zone (RFC 2136 with TSIG).
+
+pub mod update;
 
 use crate::BoxFuture;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};

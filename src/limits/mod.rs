@@ -3,6 +3,7 @@
 
 pub mod breaker;
 pub mod locks;
+pub mod peers;
 pub mod rate;
 pub mod store;
 

@@ -57,6 +57,8 @@ pub struct Stores {
     pub counters: Arc<dyn CounterStore>,
     /// Account locks.
     pub locks: Arc<dyn LockStore>,
+    /// The cluster's word on DKIM signing, when the store is shared (Redis).
+    pub peers: Option<Arc<dyn crate::dkim::cluster::Peers>>,
 }
 
 impl Stores {
@@ -67,12 +69,14 @@ impl Stores {
                 let store = Arc::new(RedisStore::new(redis.clone(), metrics)?);
                 Stores {
                     counters: Arc::new(Counters::redis(store.clone())),
-                    locks: Arc::new(RedisLocks(store)),
+                    locks: Arc::new(RedisLocks(store.clone())),
+                    peers: Some(Arc::new(super::peers::RedisPeers(store))),
                 }
             }
             None => Stores {
                 counters: Arc::new(Counters::memory()),
                 locks: Arc::new(FileLocks::new(settings.lock_file.clone())),
+                peers: None,
             },
         })
     }

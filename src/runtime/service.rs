@@ -12,7 +12,7 @@ use crate::dns::TxtLookup;
 use crate::ldap::Directories;
 use crate::limits::store::{StoreMetrics, StoreSettings, Stores};
 use crate::metrics::{
-    DnsStateLabels, DomainLabels, FallbackLabels, KeyLabels, Metrics, ResultLabels,
+    DnsStateLabels, DomainLabels, FallbackLabels, KeyLabels, Metrics, ResultLabels, SigningLabels,
 };
 use crate::session::flight::Flight;
 use crate::session::{Env, Pipeline, Snapshot};
@@ -60,6 +60,16 @@ pub struct Service {
     resolver: Mutex<Option<(DnsSettings, Arc<dyn TxtLookup>)>>,
     /// Wakes the DNS checker (after a reload).
     dns_wake: tokio::sync::Notify,
+    /// `[dkim]` as the latest load gave it (rotation, publishing, file names).
+    dkim: Mutex<Option<crate::config::DkimSettings>>,
+    /// The keys that signed at the latest DNS check (to log and audit activations).
+    signing: Mutex<std::collections::BTreeSet<String>>,
+    /// The cluster's word on signing, when the store is shared.
+    peers: Option<Arc<dyn crate::dkim::cluster::Peers>>,
+    /// Why this host lags its peers, as the latest check found.
+    lag: Mutex<Vec<String>>,
+    /// One rotation pass at a time (the checker's and one asked for by hand).
+    rotating: tokio::sync::Mutex<()>,
     watched: Mutex<Watched>,
     reloads: watch::Sender<ReloadStatus>,
 }
@@ -101,7 +111,10 @@ impl Service {
             audit: audit_log.clone().map(|a| a as Arc<dyn AuditSink>),
             metrics,
             clock,
-            host: crate::audit::host_name(),
+            host: config
+                .host_name
+                .clone()
+                .unwrap_or_else(crate::audit::host_name),
             flight: Flight::default(),
             dns: Default::default(),
         };
@@ -116,6 +129,11 @@ impl Service {
             directories,
             resolver: Mutex::new(resolver),
             dns_wake: tokio::sync::Notify::new(),
+            dkim: Mutex::new(config.dkim.clone()),
+            signing: Mutex::default(),
+            peers: stores.as_ref().and_then(|s| s.peers.clone()),
+            lag: Mutex::default(),
+            rotating: tokio::sync::Mutex::new(()),
             watched: Mutex::new(Watched {
                 fingerprint: fingerprint(&files, &dirs),
                 shape,
@@ -160,6 +178,7 @@ impl Service {
         metrics.key_expiry.clear();
         metrics.dns_state.clear();
         metrics.signing_fallback.clear();
+        metrics.signing.clear();
         if let Some(keys) = &snapshot.keys {
             let required =
                 crate::dkim::tooling::required_domains(keys, snapshot.policy.protected.apexes());
@@ -185,6 +204,15 @@ impl Service {
             for domain in keys.schedule.domains() {
                 let signers = keys.signers(domain, now, &dns);
                 for entry in &signers.entries {
+                    metrics
+                        .signing
+                        .get_or_create(&SigningLabels {
+                            domain: entry.selector.domain.clone(),
+                            selector: entry.selector.name.clone(),
+                            algorithm: entry.selector.algorithm.tag().into(),
+                            fingerprint: entry.fingerprint.clone(),
+                        })
+                        .set(1);
                     metrics
                         .key_age
                         .get_or_create(&key_labels(entry))
@@ -261,6 +289,7 @@ impl Service {
                 }
             }
         }
+        problems.extend(self.lag.lock().expect("lag lock").iter().cloned());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -378,6 +407,7 @@ impl Service {
                     *resolver = dns.as_ref().and_then(resolver_for);
                 }
                 drop(resolver);
+                *self.dkim.lock().expect("dkim lock") = config.dkim.clone();
                 self.env.snapshot.store(Arc::new(loaded.snapshot));
                 self.dns_wake.notify_one();
                 status.applied += 1;
@@ -408,6 +438,8 @@ impl Service {
         let keys = snapshot.keys.as_ref()?;
         let now = self.now();
         crate::dkim::dns::check(keys, resolver.as_ref(), &self.env.dns, now).await;
+        self.note_activations(keys, now);
+        self.compare_with_peers(keys, now, settings.recheck).await;
         let mut next = settings.recheck.as_secs() as i64;
         let waiting = keys.schedule.domains().iter().any(|d| {
             keys.signers(d, now, &|e| self.env.dns.state(e))
@@ -431,10 +463,216 @@ impl Service {
         Some(std::time::Duration::from_secs(next.max(1) as u64))
     }
 
-    /// Runs [`Service::check_dns`] until the task is dropped: at start, when due, and after
-    /// every reload.
+    /// What this host signs with now, per domain and algorithm.
+    fn signing_now(
+        &self,
+        keys: &crate::dkim::signer::KeySet,
+        now: i64,
+    ) -> Vec<crate::dkim::cluster::Signing> {
+        let dns = |e: &crate::dkim::signer::SignerEntry| self.env.dns.state(e);
+        keys.schedule
+            .domains()
+            .into_iter()
+            .flat_map(|d| keys.signers(d, now, &dns).entries)
+            .map(|e| crate::dkim::cluster::Signing {
+                domain: e.selector.domain.clone(),
+                algorithm: e.selector.algorithm.tag().into(),
+                selector: e.selector.name.clone(),
+                active_from: e.selector.active_from,
+                fingerprint: e.fingerprint.clone(),
+            })
+            .collect()
+    }
+
+    /// Tells the peers what this host signs with and finds whether it lags them (when the
+    /// store is shared); a store that cannot answer leaves the last finding.
+    async fn compare_with_peers(
+        &self,
+        keys: &crate::dkim::signer::KeySet,
+        now: i64,
+        recheck: std::time::Duration,
+    ) {
+        let Some(peers) = &self.peers else {
+            return;
+        };
+        let ours = self.signing_now(keys, now);
+        let host = &self.env.host;
+        let ttl = 3 * recheck.as_secs().max(60);
+        let found = async {
+            peers.announce(host, &ours, ttl).await?;
+            peers.peers().await
+        };
+        match found.await {
+            Ok(all) => {
+                let why = crate::dkim::cluster::lagging(host, &ours, &all);
+                for reason in &why {
+                    warn!(%reason, "this host lags its peers in DKIM rotation");
+                }
+                *self.lag.lock().expect("lag lock") = why;
+            }
+            Err(e) => warn!(error = %e, "cannot compare DKIM signing with the cluster's hosts"),
+        }
+    }
+
+    /// Logs and audits every key that signs now and did not at the previous check.
+    fn note_activations(&self, keys: &crate::dkim::signer::KeySet, now: i64) {
+        let dns = |e: &crate::dkim::signer::SignerEntry| self.env.dns.state(e);
+        let mut now_signing = std::collections::BTreeSet::new();
+        let mut fresh = Vec::new();
+        for domain in keys.schedule.domains() {
+            for entry in keys.signers(domain, now, &dns).entries {
+                now_signing.insert(entry.id());
+                fresh.push(entry);
+            }
+        }
+        let mut signing = self.signing.lock().expect("signing lock");
+        let first = signing.is_empty();
+        for entry in fresh {
+            if !first && !signing.contains(&entry.id()) {
+                self.record_event(&crate::dkim::rotation::KeyEvent {
+                    event: "key_activated",
+                    domain: entry.selector.domain.clone(),
+                    selector: entry.selector.name.clone(),
+                    detail: format!("signs now (key {})", entry.fingerprint),
+                });
+            }
+        }
+        *signing = now_signing;
+    }
+
+    /// Logs a key event and writes it to the audit log.
+    fn record_event(&self, event: &crate::dkim::rotation::KeyEvent) {
+        info!(
+            event = event.event,
+            domain = %event.domain,
+            selector = %event.selector,
+            detail = %event.detail,
+            "DKIM key rotation"
+        );
+        if let Some(audit) = &self.audit_log {
+            let time = crate::clock::rfc3339_ms(self.env.now_ms());
+            let _ = audit.event(event, &time, &self.env.host);
+        }
+    }
+
+    /// One rotation pass, when this host rotates ([`Service::rotates`]; else nothing): the
+    /// zone made to match
+    /// the schedule ([dkim.publish]; records of long-retired selectors go first, while
+    /// their stanzas still name them), the successor keys, retirements and removals that
+    /// are due written to the schedule (then reloaded), the zone matched again for the
+    /// new keys, the records checked. Events are logged and audited.
+    pub async fn rotate(&self) -> Result<Vec<crate::dkim::rotation::KeyEvent>, String> {
+        let _one_at_a_time = self.rotating.lock().await;
+        if !self.rotates().await {
+            return Ok(Vec::new());
+        }
+        let Some(dkim) = self.dkim.lock().expect("dkim lock").clone() else {
+            return Ok(Vec::new());
+        };
+        let now = self.now();
+        let mut events = self.publish_pass(&dkim, now).await?;
+        if let Some(rotation) = &dkim.rotation {
+            let snapshot = self.snapshot();
+            if let Some(keys) = &snapshot.keys {
+                let remove_after = dkim.publish.as_ref().map_or(7 * 86_400, |p| p.remove_after);
+                let steps = crate::dkim::rotation::plan(
+                    &keys.schedule,
+                    rotation,
+                    dkim.min_publish_lead,
+                    remove_after,
+                    now,
+                );
+                if !steps.is_empty() {
+                    let (selectors, keys_dir) = (dkim.selectors.clone(), dkim.keys_dir.clone());
+                    let bits = rotation.key_bits;
+                    let applied = tokio::task::spawn_blocking(move || {
+                        crate::dkim::rotation::apply(&steps, &selectors, &keys_dir, bits, now)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())??;
+                    events.extend(applied);
+                    self.reload().map_err(|e| e.to_string())?;
+                    events.extend(self.publish_pass(&dkim, now).await?);
+                }
+            }
+        }
+        for event in &events {
+            self.record_event(event);
+        }
+        self.check_dns().await;
+        Ok(events)
+    }
+
+    /// The zone made to match the current schedule, when [dkim.publish] is configured.
+    async fn publish_pass(
+        &self,
+        dkim: &crate::config::DkimSettings,
+        now: i64,
+    ) -> Result<Vec<crate::dkim::rotation::KeyEvent>, String> {
+        let Some(publish) = &dkim.publish else {
+            return Ok(Vec::new());
+        };
+        let resolver = self.resolver.lock().expect("resolver lock").clone();
+        let Some((settings, resolver)) = resolver else {
+            return Err("[dkim.publish] needs record checks (require_dns or [dkim.dns])".into());
+        };
+        let snapshot = self.snapshot();
+        let Some(keys) = &snapshot.keys else {
+            return Ok(Vec::new());
+        };
+        let zones = snapshot.policy.protected.apexes().to_vec();
+        let updater = crate::dkim::rotation::updater(publish, &zones, settings.timeout)?;
+        crate::dkim::rotation::publish(
+            keys,
+            resolver.as_ref(),
+            &updater,
+            publish.remove_after,
+            now,
+            false,
+        )
+        .await
+    }
+
+    /// Whether this service rotates and publishes by itself now: `[dkim.publish] automatic`,
+    /// or `[dkim.rotation] leader` and (with a shared store) holding the leader lease, so
+    /// that exactly one host of a cluster rotates even when all are configured alike.
+    async fn rotates(&self) -> bool {
+        let (leader, automatic, recheck) = {
+            let dkim = self.dkim.lock().expect("dkim lock");
+            let Some(d) = dkim.as_ref() else {
+                return false;
+            };
+            (
+                d.rotation.as_ref().is_some_and(|r| r.leader),
+                d.publish.as_ref().is_some_and(|p| p.automatic),
+                d.dns.recheck,
+            )
+        };
+        if !leader {
+            return automatic;
+        }
+        match &self.peers {
+            None => true,
+            Some(peers) => match peers
+                .lease(&self.env.host, 3 * recheck.as_secs().max(60))
+                .await
+            {
+                Ok(holds) => holds,
+                Err(e) => {
+                    warn!(error = %e, "cannot take the rotation leader lease; not rotating now");
+                    false
+                }
+            },
+        }
+    }
+
+    /// Runs [`Service::check_dns`] (and, as the leader, [`Service::rotate`]) until the task
+    /// is dropped: at start, when due, and after every reload.
     pub async fn dns_checker(self: Arc<Self>) {
         loop {
+            if let Err(e) = self.rotate().await {
+                error!(error = %e, "DKIM key rotation failed; retrying at the next check");
+            }
             let next = self
                 .check_dns()
                 .await

@@ -287,6 +287,16 @@ pub fn verify_dkimpy(
     records: &HashMap<String, String>,
     dir: &Path,
 ) -> Vec<String> {
+    verify_dkimpy_at(files, records, dir, None)
+}
+
+/// As [`verify_dkimpy`], judging `t=` and `x=` as at `at` (Unix seconds) when given.
+pub fn verify_dkimpy_at(
+    files: &[PathBuf],
+    records: &HashMap<String, String>,
+    dir: &Path,
+    at: Option<i64>,
+) -> Vec<String> {
     assert!(
         Path::new("/usr/bin/python3").exists(),
         "dkimpy needs /usr/bin/python3 with python3-dkim and python3-nacl: run scripts/test, which installs them"
@@ -294,12 +304,15 @@ pub fn verify_dkimpy(
     let record_file = dir.join("records.tsv");
     let text: String = records.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
     std::fs::write(&record_file, text).unwrap();
-    let out = Command::new("/usr/bin/python3")
+    let mut command = Command::new("/usr/bin/python3");
+    command
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dkim_verify.py"))
         .arg(&record_file)
-        .args(files)
-        .output()
-        .expect("run dkimpy");
+        .args(files);
+    if let Some(at) = at {
+        command.env("DKIM_VERIFY_AT", at.to_string());
+    }
+    let out = command.output().expect("run dkimpy");
     assert!(
         out.status.success(),
         "dkimpy failed: {}",
