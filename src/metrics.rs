@@ -125,6 +125,8 @@ pub struct Metrics {
     pub signing_fallback: Family<FallbackLabels, Gauge>,
     /// The selectors this host signs with, and their keys' fingerprints.
     pub signing: Family<SigningLabels, Gauge>,
+    /// How many (domain, algorithm) pairs this host signs with an older selector than a peer.
+    pub lagging: Gauge,
     /// Limit hits.
     pub limit_hits: Family<LimitLabels, Counter>,
     /// Redis errors.
@@ -168,6 +170,7 @@ impl Default for Metrics {
             dns_state: Family::default(),
             signing_fallback: Family::default(),
             signing: Family::default(),
+            lagging: Gauge::default(),
             limit_hits: Family::default(),
             redis_errors: Counter::default(),
             redis_unavailable: Gauge::default(),
@@ -239,6 +242,11 @@ impl Default for Metrics {
             "dkim_signing",
             "1 for each selector this host signs with, and its key's fingerprint",
             m.signing.clone(),
+        );
+        registry.register(
+            "dkim_lagging",
+            "Domains and algorithms this host signs with an older selector than a peer (its key has not reached it)",
+            m.lagging.clone(),
         );
         registry.register(
             "account_locks",

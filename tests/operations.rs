@@ -35,7 +35,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn every_alert_fires_on_the_series_that_should_fire_it() {
     assert!(
-        promtool(&["check", "rules", "relayguard.rules.yml"]).contains("SUCCESS: 13 rules found")
+        promtool(&["check", "rules", "relayguard.rules.yml"]).contains("SUCCESS: 15 rules found")
     );
     assert!(promtool(&["test", "rules", "relayguard.rules.test.yml"]).contains("SUCCESS"));
     // Every alert of the rules file has a test case that expects it to fire.
@@ -118,7 +118,25 @@ async fn the_dashboard_and_the_alerts_ask_only_for_metrics_the_service_exports()
         assert_eq!(outcome.stage, "eom", "{:?}", outcome.status);
     }
     let scrape = common::http_get(([127, 0, 0, 1], port).into(), "/metrics").await;
-    let exported = exported(&scrape);
+    let mut exported = exported(&scrape);
+    // A relay whose activation waits for DNS (that does not answer here) exports the DKIM
+    // rotation families too.
+    let waiting_port = common::free_port();
+    let waiting = Milter::with_config(|dir| {
+        format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:{waiting_port}\"\n\n{}require_dns = true\n\n[dkim.dns]\nnameservers = [\"127.0.0.1:1\"]\ntimeout_ms = 200\n",
+            common::config_text("inet:0@127.0.0.1"),
+            common::dkim::standard_setup(dir)
+        )
+    })
+    .await;
+    waiting.service.check_dns().await;
+    let waiting_scrape = common::http_get(([127, 0, 0, 1], waiting_port).into(), "/metrics").await;
+    assert!(
+        waiting_scrape.contains("relayguard_dkim_signing_fallback{"),
+        "{waiting_scrape}"
+    );
+    exported.extend(self::exported(&waiting_scrape));
     assert!(exported.contains("relayguard_messages_total"), "{scrape}");
 
     let dashboard: serde_json::Value = serde_json::from_str(

@@ -292,6 +292,14 @@ pub fn create_key(
     active_from: i64,
 ) -> Result<NewKey, String> {
     let file_name = format!("{domain}.{selector}.pem");
+    if !keys_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(keys_dir)
+            .map_err(|e| format!("{}: {e}", keys_dir.display()))?;
+    }
     let path = keys_dir.join(&file_name);
     let pem = keys::generate(kind)?;
     keys::write_new(&path, &pem).map_err(|e| e.to_string())?;

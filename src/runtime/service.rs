@@ -508,6 +508,7 @@ impl Service {
                 for reason in &why {
                     warn!(%reason, "this host lags its peers in DKIM rotation");
                 }
+                self.env.metrics.lagging.set(why.len() as i64);
                 *self.lag.lock().expect("lag lock") = why;
             }
             Err(e) => warn!(error = %e, "cannot compare DKIM signing with the cluster's hosts"),
