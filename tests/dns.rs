@@ -556,3 +556,75 @@ async fn hosts_configured_alike_rotate_once_the_lease_decides() {
         "one successor key in the cluster, not two under one name"
     );
 }
+
+#[test]
+fn keys_publish_and_status_from_the_command_line() {
+    let bind = Bind::start();
+    let dir = tempfile::tempdir().unwrap();
+    common::dkim::install_key(&dir.path().join("keys"), "tugraz.at.rsa-a.pem");
+    std::fs::write(
+        dir.path().join("selectors.toml"),
+        common::dkim::selector(
+            "tugraz.at",
+            "rsa-a",
+            "rsa-sha256",
+            "tugraz.at.rsa-a.pem",
+            "2026-01-01T00:00:00Z",
+            None,
+        ),
+    )
+    .unwrap();
+    std::fs::copy(bind.key_file(), dir.path().join("tsig.key")).unwrap();
+    let config = dir.path().join("relayguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[domains]\nprotected = [\"tugraz.at\"]\n\n[dkim]\nrequire_dns = true\n\n[dkim.dns]\nnameservers = [\"127.0.0.1:{0}\"]\ntimeout_ms = 500\n\n[dkim.publish]\nserver = \"127.0.0.1:{0}\"\nkey_file = \"tsig.key\"\n",
+            bind.port
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_relayguard"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&["keys", "status"]).contains("dns: rsa-a._domainkey.tugraz.at missing"));
+    let dry = run(&["keys", "publish", "--dry-run"]);
+    assert!(
+        dry.starts_with("would: key_published tugraz.at rsa-a: rsa-a._domainkey.tugraz.at TXT"),
+        "{dry}"
+    );
+    assert!(
+        bind.dig("TXT", "rsa-a._domainkey.tugraz.at").is_empty(),
+        "a dry run changes nothing"
+    );
+    assert!(run(&["keys", "publish"]).starts_with("key_published tugraz.at rsa-a"));
+    assert_eq!(
+        bind.dig("TXT", "rsa-a._domainkey.tugraz.at"),
+        [record_of("tugraz.at.rsa-a.pem")]
+    );
+    assert_eq!(run(&["keys", "publish"]), "nothing to do\n");
+    assert!(run(&["keys", "status"]).contains("dns: rsa-a._domainkey.tugraz.at published"));
+    assert!(run(&["keys", "dns"]).contains("; DNS now: published\n"));
+    assert!(
+        run(&["check-config", "--service-user", "no-such-user"])
+            .contains("dns: rsa-a._domainkey.tugraz.at published")
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relayguard"))
+        .args(["keys", "rotate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no [dkim.rotation] section"));
+}
