@@ -137,6 +137,10 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Audit records not written.
     pub audit_failures: Counter,
+    /// Signed audit checkpoints written.
+    pub audit_checkpoints: Counter,
+    /// Rotated audit files deleted by retention.
+    pub audit_files_deleted: Counter,
     /// Refusals recorded, not sent (monitor mode), by reason.
     pub would_refuse: Family<ReasonLabels, Counter>,
     /// Robot messages masqueraded and accepted.
@@ -176,6 +180,8 @@ impl Default for Metrics {
             redis_unavailable: Gauge::default(),
             in_flight: Gauge::default(),
             audit_failures: Counter::default(),
+            audit_checkpoints: Counter::default(),
+            audit_files_deleted: Counter::default(),
             would_refuse: Family::default(),
             masqueraded: Counter::default(),
             connections: Gauge::default(),
@@ -273,6 +279,16 @@ impl Default for Metrics {
             "audit_failures",
             "Audit records that could not be written",
             m.audit_failures.clone(),
+        );
+        registry.register(
+            "audit_checkpoints",
+            "Signed checkpoints written to the audit log",
+            m.audit_checkpoints.clone(),
+        );
+        registry.register(
+            "audit_files_deleted",
+            "Rotated audit files deleted by retention_days",
+            m.audit_files_deleted.clone(),
         );
         registry.register(
             "would_refuse",

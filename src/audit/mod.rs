@@ -5,7 +5,11 @@
 //! `ambiguous_header`, `malformed_address`), and `internal_error`, `no_dkim_key`,
 //! `audit_unwritable` for tempfails.
 
+pub mod chain;
+pub mod files;
 pub mod report;
+pub mod retention;
+pub mod verify;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};

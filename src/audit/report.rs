@@ -5,8 +5,8 @@ use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 
 /// Which records count.
 #[derive(Debug, Clone, Default)]
@@ -88,21 +88,6 @@ pub struct Report {
     pub events: u64,
 }
 
-fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
-    let mut file = std::fs::File::open(path)?;
-    let mut magic = [0u8; 2];
-    let n = file.read(&mut magic)?;
-    let head = io::Cursor::new(magic[..n].to_vec()).chain(file);
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 16,
-            flate2::read::MultiGzDecoder::new(head),
-        )))
-    } else {
-        Ok(Box::new(BufReader::with_capacity(1 << 16, head)))
-    }
-}
-
 fn parse_time(text: &str) -> Result<i64, String> {
     text.parse::<jiff::Timestamp>()
         .map(|t| t.as_second())
@@ -115,7 +100,7 @@ impl Report {
         let mut report = Report::default();
         let mut line = Vec::with_capacity(1024);
         for path in files {
-            let mut reader = open(path)
+            let mut reader = super::files::open(path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             let mut number = 0;
             loop {
@@ -130,6 +115,9 @@ impl Report {
                 }
                 if text.starts_with(b"{\"event\":") {
                     report.events += 1;
+                    continue;
+                }
+                if text.starts_with(super::chain::CHECKPOINT_PREFIX) {
                     continue;
                 }
                 match serde_json::from_slice::<Record<'_>>(text) {

@@ -1,10 +1,14 @@
-//! The audit log writer: one JSON line per record, appended with a single write so lines
-//! never interleave; reopened on SIGHUP/SIGUSR1 for logrotate; fsync as configured. A write
-//! cut short (a full disk) is cut back off, so the next record starts on its own line.
+//! The audit log writer: one JSON line per record, sealed into the hash chain and appended
+//! with a single write so lines never interleave; reopened on SIGHUP/SIGUSR1 for logrotate;
+//! fsync as configured; signed checkpoints and retention of rotated files. A write cut short
+//! (a full disk) is cut back off, so the next record starts on its own line.
 
 use super::Record;
+use super::chain::{CheckpointKey, Link};
+use super::files;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +53,28 @@ pub struct AuditConfig {
     pub on_error: OnError,
     /// Record full recipient addresses (default: domains only).
     pub full_recipients: bool,
+    /// Signed checkpoints, when a key is configured.
+    pub checkpoints: Option<Checkpoints>,
+    /// Rotated files whose newest record is older than this many days are deleted.
+    pub retention_days: Option<u32>,
+}
+
+/// `[audit] checkpoint_key` and `checkpoint_minutes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoints {
+    /// The Ed25519 private key (PKCS#8 PEM), not a DKIM key.
+    pub key_file: PathBuf,
+    /// How often a checkpoint seals the records written since the last one.
+    pub every_minutes: u32,
+}
+
+impl Checkpoints {
+    /// Reads the key; the error names the file.
+    pub fn load_key(&self) -> Result<CheckpointKey, String> {
+        let pem = std::fs::read(&self.key_file)
+            .map_err(|e| format!("{}: {e}", self.key_file.display()))?;
+        CheckpointKey::from_pem(&pem).map_err(|e| format!("{}: {e}", self.key_file.display()))
+    }
 }
 
 /// Where audit records go, as the decision layer sees it: the audit log, or a fake in tests.
@@ -78,22 +104,28 @@ impl AuditSink for AuditLog {
 /// The open audit log.
 pub struct AuditLog {
     config: AuditConfig,
+    checkpoint_key: Option<CheckpointKey>,
     file: Mutex<Open>,
     failures: AtomicU64,
 }
 
-/// The open file, and whether a failed write may have left a partial line at its end.
-#[derive(Default)]
+/// The open file, where the chain stands, and whether a failed write may have left a partial
+/// line at its end.
 struct Open {
     file: Option<File>,
     partial: bool,
+    /// The last line written (or found at start).
+    link: Link,
+    /// The link the latest checkpoint sealed.
+    checkpointed: Link,
+    /// Something the writer must record once it can (a partial record cut off at start).
+    pending: Option<String>,
 }
 
-/// Appends `line` to `file`; on a short or failed write, truncates the file back to its length
-/// before the write. If even that fails, returns `true` in the error's place so the caller
-/// starts the next record on a fresh line.
-fn append(file: &mut File, line: &[u8], fsync: bool) -> Result<(), (io::Error, bool)> {
-    let before = file.metadata().map(|m| m.len()).map_err(|e| (e, false))?;
+/// Appends `line` to `file`; on a short or failed write, truncates the file back to `before`.
+/// If even that fails, returns `true` in the error's place so the caller starts the next
+/// record on a fresh line.
+fn append(file: &mut File, before: u64, line: &[u8], fsync: bool) -> Result<(), (io::Error, bool)> {
     match file.write_all(line) {
         Ok(()) if fsync => file.sync_data().map_err(|e| (e, false)),
         Ok(()) => Ok(()),
@@ -107,24 +139,93 @@ fn append(file: &mut File, line: &[u8], fsync: bool) -> Result<(), (io::Error, b
     }
 }
 
+/// Where the chain stands in a freshly opened live file: after its last complete line; in an
+/// empty file, after the last line of its newest rotated predecessor. A partial last line (a
+/// write cut short by a crash) is cut off, and said so.
+fn resume(path: &std::path::Path, file: &File) -> (Link, Option<String>) {
+    let tail = match files::tail(file) {
+        Ok(tail) => tail,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot read the end of the audit log; starting a new chain");
+            return (Link::START, None);
+        }
+    };
+    let mut note = None;
+    if let Some(from) = tail.partial_from {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(from);
+        match file.set_len(from) {
+            Ok(()) => {
+                tracing::warn!(file = %path.display(), bytes = len - from, "cut off a partial audit record left by a crash");
+                note = Some(format!(
+                    "cut off {} bytes of a partial record left at the end of {}",
+                    len - from,
+                    path.display()
+                ));
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "cannot cut off a partial audit record")
+            }
+        }
+    }
+    let link = match tail.last_line {
+        Some(line) => link_after(&line),
+        None => files::rotated(path)
+            .ok()
+            .and_then(|rotated| rotated.last().cloned())
+            .and_then(|newest| files::last_line(&newest).ok().flatten())
+            .map(|line| Link {
+                seq: 0,
+                hash: super::chain::Hash::of(&line),
+            })
+            .unwrap_or(Link::START),
+    };
+    (link, note)
+}
+
+/// The link a line makes (an unsealed line, written before chaining, starts the count anew).
+fn link_after(line: &[u8]) -> Link {
+    Link {
+        seq: super::chain::read_seal(line).map_or(0, |s| s.seq),
+        hash: super::chain::Hash::of(line),
+    }
+}
+
 impl AuditLog {
     /// Opens the destination; a file that cannot be opened is reported and retried on reopen.
+    /// The chain resumes after the file's last complete record.
     pub fn open(config: AuditConfig) -> Self {
-        let file = match &config.destination {
-            Destination::Stdout => None,
+        let checkpoint_key = config
+            .checkpoints
+            .as_ref()
+            .and_then(|c| match c.load_key() {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    tracing::error!("audit checkpoints disabled: {e}");
+                    None
+                }
+            });
+        let (file, link, pending) = match &config.destination {
+            Destination::Stdout => (None, Link::START, None),
             Destination::File(path) => match open_append(path) {
-                Ok(f) => Some(f),
+                Ok(f) => {
+                    let (link, note) = resume(path, &f);
+                    (Some(f), link, note)
+                }
                 Err(e) => {
                     tracing::error!(file = %path.display(), error = %e, "cannot open the audit log");
-                    None
+                    (None, Link::START, None)
                 }
             },
         };
         AuditLog {
             config,
+            checkpoint_key,
             file: Mutex::new(Open {
                 file,
                 partial: false,
+                link,
+                checkpointed: link,
+                pending,
             }),
             failures: AtomicU64::new(0),
         }
@@ -172,40 +273,58 @@ impl AuditLog {
         })
     }
 
-    fn write_json(&self, record: &impl serde::Serialize) -> io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
-        line.push(b'\n');
-        let result = match &self.config.destination {
-            Destination::Stdout => io::stdout().lock().write_all(&line),
-            Destination::File(path) => {
-                let mut guard = self.file.lock().expect("audit lock");
-                if guard.file.is_none() {
-                    guard.file = open_append(path).ok();
-                }
-                let Open { file, partial } = &mut *guard;
-                match file.as_mut() {
-                    Some(file) => {
-                        if *partial {
-                            line.insert(0, b'\n');
-                        }
-                        match append(file, &line, self.config.fsync == Fsync::Always) {
-                            Ok(()) => {
-                                *partial = false;
-                                Ok(())
-                            }
-                            Err((e, left_partial)) => {
-                                *partial |= left_partial;
-                                Err(e)
-                            }
-                        }
-                    }
-                    None => Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("{} cannot be opened", path.display()),
-                    )),
-                }
-            }
+    /// Appends an event about the audit log itself (`audit_resumed`, `audit_file_deleted`):
+    /// `{"event":…,"time":…,"host":…,"detail":…}` plus `fields`.
+    pub fn note(
+        &self,
+        event: &str,
+        time: &str,
+        host: &str,
+        detail: &str,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> io::Result<()> {
+        let mut object = serde_json::Map::new();
+        object.insert("event".into(), event.into());
+        object.insert("time".into(), time.into());
+        object.insert("host".into(), host.into());
+        object.insert("detail".into(), detail.into());
+        object.extend(fields);
+        self.write_json(&object)
+    }
+
+    /// Writes what the writer found at start (a partial record cut off), once it knows the
+    /// time and the host name.
+    pub fn flush_notes(&self, time: &str, host: &str) {
+        let pending = self.file.lock().expect("audit lock").pending.take();
+        if let Some(detail) = pending {
+            let _ = self.note("audit_resumed", time, host, &detail, Default::default());
+        }
+    }
+
+    /// Seals the records written since the last checkpoint with a signed checkpoint record.
+    /// `Ok(false)`: no key, or nothing new to seal.
+    pub fn checkpoint(&self, time: &str, host: &str) -> io::Result<bool> {
+        let Some(key) = &self.checkpoint_key else {
+            return Ok(false);
         };
+        let mut guard = self.file.lock().expect("audit lock");
+        if guard.link == guard.checkpointed {
+            return Ok(false);
+        }
+        self.append_sealed(&mut guard, |link, first| {
+            key.checkpoint(time, host, link, first)
+        })?;
+        guard.checkpointed = guard.link;
+        Ok(true)
+    }
+
+    fn write_json(&self, record: &impl serde::Serialize) -> io::Result<()> {
+        let result = serde_json::to_vec(record)
+            .map_err(io::Error::other)
+            .and_then(|object| {
+                let mut guard = self.file.lock().expect("audit lock");
+                self.append_sealed(&mut guard, |_, _| object)
+            });
         if let Err(e) = &result {
             let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::error!(error = %e, failures = n, "AUDIT RECORD NOT WRITTEN");
@@ -213,18 +332,89 @@ impl AuditLog {
         result
     }
 
-    /// Reopens the file (after logrotate moved it).
-    pub fn reopen(&self) -> io::Result<()> {
+    /// Seals the object `make` builds as the next line and appends it; the chain moves on
+    /// only when the line was written.
+    fn append_sealed(
+        &self,
+        guard: &mut Open,
+        make: impl FnOnce(&Link, bool) -> Vec<u8>,
+    ) -> io::Result<()> {
+        match &self.config.destination {
+            Destination::Stdout => {
+                let first = guard.link.seq == 0;
+                let (mut line, link) = guard.link.seal(&make(&guard.link, first), first);
+                line.push(b'\n');
+                io::stdout().lock().write_all(&line)?;
+                guard.link = link;
+                Ok(())
+            }
+            Destination::File(path) => {
+                if guard.file.is_none() {
+                    guard.file = open_append(path).ok();
+                }
+                let Open {
+                    file,
+                    partial,
+                    link,
+                    ..
+                } = guard;
+                let Some(file) = file.as_mut() else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{} cannot be opened", path.display()),
+                    ));
+                };
+                let before = file.metadata()?.len();
+                // A new or emptied file (rotated, or truncated in place) counts from 1.
+                let first = before == 0;
+                let (sealed, next) = link.seal(&make(link, first), first);
+                let mut line = Vec::with_capacity(sealed.len() + 2);
+                if *partial {
+                    line.push(b'\n');
+                }
+                line.extend_from_slice(&sealed);
+                line.push(b'\n');
+                match append(file, before, &line, self.config.fsync == Fsync::Always) {
+                    Ok(()) => {
+                        *partial = false;
+                        *link = next;
+                        Ok(())
+                    }
+                    Err((e, left_partial)) => {
+                        *partial |= left_partial;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reopens the file (after logrotate moved it). With checkpoints, the file being closed
+    /// is sealed first. A new, empty file continues the chain of the old one.
+    pub fn reopen(&self, time: &str, host: &str) -> io::Result<()> {
         if let Destination::File(path) = &self.config.destination {
+            if let Err(e) = self.checkpoint(time, host) {
+                tracing::error!(error = %e, "cannot write a checkpoint before reopening the audit log");
+            }
             let file = open_append(path)?;
             let mut guard = self.file.lock().expect("audit lock");
+            let same = match (guard.file.as_ref(), file.metadata()) {
+                (Some(old), Ok(new)) => old
+                    .metadata()
+                    .is_ok_and(|old| old.ino() == new.ino() && old.dev() == new.dev()),
+                _ => false,
+            };
             if let Some(old) = guard.file.as_mut() {
                 let _ = old.sync_data();
             }
-            *guard = Open {
-                file: Some(file),
-                partial: false,
-            };
+            if !same && file.metadata().is_ok_and(|m| m.len() > 0) {
+                // Someone else's file with records: continue after its last one.
+                let (link, note) = resume(path, &file);
+                guard.link = link;
+                guard.pending = guard.pending.take().or(note);
+            }
+            guard.file = Some(file);
+            guard.partial = false;
             tracing::info!(file = %path.display(), "audit log reopened");
         }
         Ok(())

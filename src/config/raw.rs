@@ -70,6 +70,8 @@ pub(super) mod range {
     pub const ROTATION_LEAD_DAYS: RangeInclusive<u64> = 1..=365;
     pub const ROTATION_OVERLAP_DAYS: RangeInclusive<u64> = 0..=365;
     pub const KEY_BITS: RangeInclusive<u64> = 2_048..=4_096;
+    pub const AUDIT_CHECKPOINT_MINUTES: RangeInclusive<u64> = 1..=1_440;
+    pub const AUDIT_RETENTION_DAYS: RangeInclusive<u64> = 1..=36_500;
     pub const LDAP_TTL_SECS: RangeInclusive<u64> = 0..=86_400;
     pub const LDAP_MAX_STALE_SECS: RangeInclusive<u64> = 0..=604_800;
     pub const LDAP_CACHE_SIZE: RangeInclusive<u64> = 1..=10_000_000;
@@ -193,6 +195,9 @@ pub(super) struct RawAudit {
     pub(super) fsync: Option<Spanned<String>>,
     pub(super) on_error: Option<Spanned<String>>,
     pub(super) full_recipients: Option<bool>,
+    pub(super) checkpoint_key: Option<String>,
+    pub(super) checkpoint_minutes: Number,
+    pub(super) retention_days: Number,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,7 @@ use super::raw::{
 use super::{
     DkimSettings, DnsSettings, LdapConfig, LdapTable, MilterConfig, SocketSpec, SourceKind,
 };
-use crate::audit::writer::{AuditConfig, Destination, Fsync, OnError};
+use crate::audit::writer::{AuditConfig, Checkpoints, Destination, Fsync, OnError};
 use crate::dkim::rotation::{PublishSettings, RotationSettings};
 use crate::dkim::schedule::Algorithm;
 use crate::dkim::signer::{DEFAULT_HEADERS, DEFAULT_OVERSIGNED, SigningConfig, WithoutKey};
@@ -833,11 +833,38 @@ pub(super) fn audit(a: &RawAudit, p: Place, base: &Path) -> Result<AuditConfig, 
         None | Some("-") => Destination::Stdout,
         Some(f) => Destination::File(base.join(f)),
     };
+    let every_minutes = p.number(
+        &a.checkpoint_minutes,
+        "audit.checkpoint_minutes",
+        range::AUDIT_CHECKPOINT_MINUTES,
+    )?;
+    let checkpoints = match (&a.checkpoint_key, every_minutes) {
+        (Some(key), minutes) => Some(Checkpoints {
+            key_file: base.join(key),
+            every_minutes: minutes.unwrap_or(60) as u32,
+        }),
+        (None, Some(_)) => {
+            return Err(p.invalid(
+                a.checkpoint_minutes.as_ref().map_or(0..0, |k| k.span()),
+                "audit.checkpoint_minutes",
+                "needs audit.checkpoint_key (make one with `relayguard audit keygen`)".into(),
+            ));
+        }
+        (None, None) => None,
+    };
     Ok(AuditConfig {
         destination,
         fsync,
         on_error,
         full_recipients: a.full_recipients.unwrap_or(false),
+        checkpoints,
+        retention_days: p
+            .number(
+                &a.retention_days,
+                "audit.retention_days",
+                range::AUDIT_RETENTION_DAYS,
+            )?
+            .map(|d| d as u32),
     })
 }
 

@@ -204,6 +204,20 @@ pub fn check(loaded: &Loaded, now: i64) -> Findings {
             "{here}: key `milter.socket_group`: group `{group}` does not exist"
         ));
     }
+    if let Some(audit) = &config.audit {
+        if let Some(Err(e)) = audit.checkpoints.as_ref().map(|c| c.load_key()) {
+            found
+                .errors
+                .push(format!("{here}: key `audit.checkpoint_key`: {e}"));
+        }
+        if audit.retention_days.is_some()
+            && audit.destination == crate::audit::writer::Destination::Stdout
+        {
+            found.errors.push(format!(
+                "{here}: key `audit.retention_days`: needs `audit.file` (there are no rotated files of standard output to delete)"
+            ));
+        }
+    }
     if let Some(redis) = config.limit_store.as_ref().and_then(|s| s.redis.as_ref())
         && let Err(e) = redis::Client::open(redis.url.as_str())
     {

@@ -121,6 +121,7 @@ impl Running {
             task.abort();
         }
         if let Some(audit) = self.service.audit_log() {
+            self.service.audit_checkpoint();
             audit.sync();
         }
         result
@@ -192,6 +193,10 @@ pub async fn start(config_path: &Path, options: Options) -> Result<Running, Star
             }
         }));
     }
+    if service.audit_log().is_some() {
+        service.audit_started();
+        tasks.push(tokio::spawn(audit_housekeeping(service.clone())));
+    }
     tasks.push(tokio::spawn(service.clone().dns_checker()));
     if options.watch_files {
         match reload::watch_files(service.clone()) {
@@ -226,6 +231,33 @@ pub async fn start(config_path: &Path, options: Options) -> Result<Running, Star
     })
 }
 
+/// Checkpoints every `checkpoint_minutes` and retention every hour (the first pass at
+/// start), off the message path.
+async fn audit_housekeeping(service: Arc<Service>) {
+    let Some(audit) = service.audit_log() else {
+        return;
+    };
+    let every = audit
+        .config()
+        .checkpoints
+        .as_ref()
+        .map(|c| std::time::Duration::from_secs(u64::from(c.every_minutes) * 60));
+    let mut checkpoint =
+        every.map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+    let mut retention = tokio::time::interval(std::time::Duration::from_secs(3_600));
+    loop {
+        let service = service.clone();
+        tokio::select! {
+            _ = async { checkpoint.as_mut().expect("guarded").tick().await }, if checkpoint.is_some() => {
+                let _ = tokio::task::spawn_blocking(move || service.audit_checkpoint()).await;
+            }
+            _ = retention.tick() => {
+                let _ = tokio::task::spawn_blocking(move || service.audit_retention()).await;
+            }
+        }
+    }
+}
+
 /// SIGHUP reloads (through the one reload path) and reopens the audit log; SIGUSR1 reopens
 /// the audit log; SIGTERM and SIGINT begin the shutdown.
 fn signals(service: Arc<Service>, stop: watch::Sender<bool>) -> io::Result<JoinHandle<()>> {
@@ -255,11 +287,8 @@ fn signals(service: Arc<Service>, stop: watch::Sender<bool>) -> io::Result<JoinH
                 }
                 else => break,
             }
-            if let Some(audit) = service.audit_log()
-                && let Err(e) = audit.reopen()
-            {
-                error!("cannot reopen the audit log: {e}");
-            }
+            let reopening = service.clone();
+            let _ = tokio::task::spawn_blocking(move || reopening.reopen_audit()).await;
         }
     }))
 }

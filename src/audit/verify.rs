@@ -1,0 +1,634 @@
+//! `relayguard audit verify`: walks the hash chain through a series of audit files (oldest
+//! first) and says where it first breaks: an edited, deleted, inserted or reordered record,
+//! a record cut short, a file missing from a rotation series, a bad checkpoint signature.
+//! The walk itself is pure ([`Verifier`] is fed lines); [`verify_files`] reads the files.
+
+use super::chain::{self, Checkpoint, GENESIS, Hash, VerifyingKey};
+use serde::Serialize;
+use std::io::{self, BufRead};
+use std::path::PathBuf;
+
+/// A place in the series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Place {
+    /// File as given.
+    pub file: String,
+    /// 1-based line.
+    pub line: u64,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// What is wrong at a place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Break {
+    /// The line before no longer hashes to this line's `prev`.
+    Edited,
+    /// Lines are missing before this one (`seq` jumps forward).
+    Deleted {
+        /// How many `seq` numbers are skipped.
+        missing: u64,
+    },
+    /// This line's `seq` does not follow (it repeats or goes back): a line was inserted or
+    /// lines were swapped.
+    InsertedOrReordered,
+    /// Not a complete sealed record: cut short, or rewritten by hand.
+    Truncated,
+    /// The file's first record does not continue the previous file's last one.
+    MissingFile {
+        /// The file given before.
+        after: String,
+    },
+    /// The file continues another file of the series: they were given out of order.
+    OutOfOrder {
+        /// The file it continues.
+        continues: String,
+    },
+    /// A record without a seal after sealed ones.
+    Unsealed,
+    /// A checkpoint whose signature does not verify, or that cannot be read.
+    BadCheckpoint {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Break {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Break::Edited => write!(
+                f,
+                "the record before this one was changed after it was written (its hash is not this record's prev)"
+            ),
+            Break::Deleted { missing } => write!(
+                f,
+                "{missing} record(s) before this one are missing (deleted, or moved elsewhere)"
+            ),
+            Break::InsertedOrReordered => write!(
+                f,
+                "this record's seq does not follow the one before: a record was inserted or records were reordered"
+            ),
+            Break::Truncated => write!(
+                f,
+                "not a complete sealed record (cut short, or rewritten by hand)"
+            ),
+            Break::MissingFile { after } => write!(
+                f,
+                "this file does not continue {after}: a file is missing from the series, or the end of {after} was cut off"
+            ),
+            Break::OutOfOrder { continues } => write!(
+                f,
+                "this file continues {continues}: give the files oldest first"
+            ),
+            Break::Unsealed => write!(f, "a record without seq and prev among sealed records"),
+            Break::BadCheckpoint { reason } => write!(f, "bad checkpoint: {reason}"),
+        }
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Where.
+    pub at: Place,
+    /// What.
+    #[serde(flatten)]
+    pub what: Break,
+}
+
+/// A checkpoint whose signature verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Proven {
+    /// Where the checkpoint is.
+    pub at: Place,
+    /// Its time.
+    pub time: String,
+    /// Its key.
+    pub key: String,
+}
+
+/// The result of a walk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// Files walked.
+    pub files: usize,
+    /// Records (lines) walked, checkpoints included.
+    pub records: u64,
+    /// Lines without a seal before the chain began (written before chaining).
+    pub unsealed_before_chain: u64,
+    /// Whether the first record names the genesis hash (else the series starts after files
+    /// not given, e.g. deleted by retention).
+    pub starts_at_genesis: bool,
+    /// The `prev` the series starts from, when not genesis.
+    pub starts_after: Option<String>,
+    /// A retention record in the series that names the deleted file the series continues.
+    pub continues_deleted: Option<String>,
+    /// Checkpoints whose signature verified.
+    pub checkpoints: u64,
+    /// Checkpoints not checked (no key given).
+    pub checkpoints_unchecked: u64,
+    /// The last verified checkpoint.
+    pub last_proven: Option<Proven>,
+    /// Records after the last verified checkpoint (not covered by a signature).
+    pub after_last_proven: u64,
+    /// Keys were given, so the series had to carry checkpoints.
+    pub keys_given: bool,
+    /// Problems, the first one first (at most [`MAX_PROBLEMS`] kept).
+    pub problems: Vec<Problem>,
+    /// Problems beyond those kept.
+    pub more_problems: u64,
+}
+
+/// How many problems a walk keeps.
+pub const MAX_PROBLEMS: usize = 20;
+
+impl Verification {
+    /// Whether the chain is unbroken (and, with keys, proven by at least one checkpoint).
+    pub fn intact(&self) -> bool {
+        self.problems.is_empty() && (!self.keys_given || self.checkpoints > 0)
+    }
+
+    /// A short human summary, one line per fact.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        match self.problems.first() {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "chain intact: {} records in {} file(s)",
+                    self.records, self.files
+                );
+            }
+            Some(first) => {
+                let _ = writeln!(out, "CHAIN BROKEN at {}: {}", first.at, first.what);
+                for p in &self.problems[1..] {
+                    let _ = writeln!(out, "  also {}: {}", p.at, p.what);
+                }
+                if self.more_problems > 0 {
+                    let _ = writeln!(out, "  and {} more problems", self.more_problems);
+                }
+            }
+        }
+        if self.starts_at_genesis {
+            let _ = writeln!(out, "the chain begins in the first file");
+        } else if let Some(prev) = &self.starts_after {
+            let _ = match &self.continues_deleted {
+                Some(file) => writeln!(
+                    out,
+                    "the series continues {file}, deleted by retention (its last record {prev})"
+                ),
+                None => writeln!(
+                    out,
+                    "the series continues a file not given (its last record {prev})"
+                ),
+            };
+        }
+        if self.unsealed_before_chain > 0 {
+            let _ = writeln!(
+                out,
+                "{} records written before chaining began are not covered",
+                self.unsealed_before_chain
+            );
+        }
+        match &self.last_proven {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "checkpoints: {} verified; the last at {} ({}, key {}); {} records after it are not yet covered by a signature",
+                    self.checkpoints, p.at, p.time, p.key, self.after_last_proven
+                );
+            }
+            None if self.keys_given => {
+                let _ = writeln!(out, "NOT PROVEN: no checkpoint signed by the given key(s)");
+            }
+            None => {}
+        }
+        if self.checkpoints_unchecked > 0 {
+            let _ = writeln!(
+                out,
+                "{} checkpoints not checked (give --key to check them)",
+                self.checkpoints_unchecked
+            );
+        }
+        out
+    }
+}
+
+/// The chain walk, fed one line at a time.
+pub struct Verifier {
+    keys: Vec<VerifyingKey>,
+    result: Verification,
+    file: String,
+    line: u64,
+    /// Hash and seq of the last line of the chain so far (`None` before the first record).
+    last: Option<(Hash, Option<u64>)>,
+    /// Whether a sealed record has been seen (unsealed lines after it are problems).
+    chained: bool,
+    first_in_file: bool,
+    /// The last hash of every file walked, to name a file given out of order.
+    file_ends: Vec<(String, Hash)>,
+    /// `prev` of the very first record, and retention records' `last_hash` (file, hash).
+    deleted: Vec<(String, String)>,
+}
+
+impl Verifier {
+    /// A walk that checks checkpoints with `keys` (none: checkpoints are counted unchecked).
+    pub fn new(keys: Vec<VerifyingKey>) -> Verifier {
+        Verifier {
+            result: Verification {
+                keys_given: !keys.is_empty(),
+                ..Verification::default()
+            },
+            keys,
+            file: String::new(),
+            line: 0,
+            last: None,
+            chained: false,
+            first_in_file: true,
+            file_ends: Vec::new(),
+            deleted: Vec::new(),
+        }
+    }
+
+    /// Begins the next file of the series.
+    pub fn begin_file(&mut self, name: &str) {
+        if self.result.files > 0
+            && let Some((hash, _)) = self.last
+        {
+            self.file_ends.push((self.file.clone(), hash));
+        }
+        self.result.files += 1;
+        self.file = name.to_string();
+        self.line = 0;
+        self.first_in_file = true;
+    }
+
+    fn problem(&mut self, what: Break) {
+        if self.result.problems.len() < MAX_PROBLEMS {
+            self.result.problems.push(Problem {
+                at: Place {
+                    file: self.file.clone(),
+                    line: self.line,
+                },
+                what,
+            });
+        } else {
+            self.result.more_problems += 1;
+        }
+    }
+
+    /// Walks one line (without its newline); `complete` is false for a last line that has
+    /// no newline.
+    pub fn line(&mut self, text: &[u8], complete: bool) {
+        self.line += 1;
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        self.result.records += 1;
+        let hash = Hash::of(text);
+        let sealed = if complete {
+            chain::read_seal(text)
+        } else {
+            None
+        };
+        let Some(seal) = sealed else {
+            if complete && !self.chained && self.is_json_object(text).is_some() {
+                // Written before chaining began: the chain starts after it.
+                self.result.unsealed_before_chain += 1;
+                self.last = Some((hash, None));
+            } else if complete && self.is_json_object(text).is_some() {
+                self.problem(Break::Unsealed);
+            } else {
+                // A broken line is skipped: the writer resumed after the last good one.
+                self.problem(Break::Truncated);
+            }
+            self.first_in_file = false;
+            return;
+        };
+        self.check_link(&seal);
+        self.chained = true;
+        if text.starts_with(chain::CHECKPOINT_PREFIX) {
+            self.checkpoint(text, &seal);
+        } else {
+            self.result.after_last_proven += 1;
+        }
+        if text.starts_with(b"{\"event\":\"audit_file_deleted\"")
+            && let Some(v) = self.is_json_object(text)
+            && let (Some(file), Some(last)) = (v["file"].as_str(), v["last_hash"].as_str())
+        {
+            self.deleted.push((file.to_string(), last.to_string()));
+        }
+        self.last = Some((hash, Some(seal.seq)));
+        self.first_in_file = false;
+    }
+
+    fn is_json_object(&self, text: &[u8]) -> Option<serde_json::Value> {
+        serde_json::from_slice::<serde_json::Value>(text)
+            .ok()
+            .filter(|v| v.is_object())
+    }
+
+    fn check_link(&mut self, seal: &chain::Sealed) {
+        let Some((last_hash, last_seq)) = self.last else {
+            // The first record of the series.
+            if seal.prev == GENESIS {
+                self.result.starts_at_genesis = true;
+            } else {
+                self.result.starts_after = Some(seal.prev.to_string());
+            }
+            return;
+        };
+        if self.first_in_file {
+            if seal.prev != last_hash {
+                let continues = self
+                    .file_ends
+                    .iter()
+                    .find(|(_, h)| *h == seal.prev)
+                    .map(|(f, _)| f.clone());
+                let after = self.file_ends.last().map(|(f, _)| f.clone());
+                match (continues, after) {
+                    (Some(continues), _) => self.problem(Break::OutOfOrder { continues }),
+                    (None, Some(after)) => self.problem(Break::MissingFile { after }),
+                    (None, None) => self.problem(Break::Edited),
+                }
+            } else if seal.seq != 1 && last_seq.is_some() {
+                self.problem(Break::Deleted {
+                    missing: seal.seq - 1,
+                });
+            }
+            return;
+        }
+        let expected = last_seq.map_or(1, |s| s + 1);
+        if seal.seq > expected {
+            self.problem(Break::Deleted {
+                missing: seal.seq - expected,
+            });
+        } else if seal.seq < expected {
+            self.problem(Break::InsertedOrReordered);
+        } else if seal.prev != last_hash {
+            self.problem(Break::Edited);
+        }
+    }
+
+    fn checkpoint(&mut self, text: &[u8], seal: &chain::Sealed) {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            checkpoint: Checkpoint,
+        }
+        let cp = match serde_json::from_slice::<Line>(text) {
+            Ok(line) => line.checkpoint,
+            Err(e) => {
+                self.problem(Break::BadCheckpoint {
+                    reason: format!("unreadable: {e}"),
+                });
+                return;
+            }
+        };
+        if self.keys.is_empty() {
+            self.result.checkpoints_unchecked += 1;
+            return;
+        }
+        let Some(key) = self.keys.iter().find(|k| k.id == cp.key) else {
+            self.problem(Break::BadCheckpoint {
+                reason: format!("signed by key {}, which was not given", cp.key),
+            });
+            return;
+        };
+        let text = chain::signed_text(&cp.time, &cp.host, seal.seq, &seal.prev);
+        if key.verifies(&text, &cp.signature) {
+            self.result.checkpoints += 1;
+            self.result.after_last_proven = 0;
+            self.result.last_proven = Some(Proven {
+                at: Place {
+                    file: self.file.clone(),
+                    line: self.line,
+                },
+                time: cp.time,
+                key: cp.key,
+            });
+        } else {
+            self.problem(Break::BadCheckpoint {
+                reason: format!("the signature by key {} does not verify", cp.key),
+            });
+        }
+    }
+
+    /// The result.
+    pub fn finish(mut self) -> Verification {
+        if let Some(prev) = &self.result.starts_after {
+            self.result.continues_deleted = self
+                .deleted
+                .iter()
+                .find(|(_, h)| h == prev)
+                .map(|(f, _)| f.clone());
+        }
+        self.result
+    }
+}
+
+/// Walks `files` in the order given (plain or gzip'd).
+pub fn verify_files(files: &[PathBuf], keys: Vec<VerifyingKey>) -> io::Result<Verification> {
+    let mut verifier = Verifier::new(keys);
+    let mut line = Vec::with_capacity(1024);
+    for path in files {
+        let name = path.display().to_string();
+        let mut reader = super::files::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
+        verifier.begin_file(&name);
+        loop {
+            line.clear();
+            if reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?
+                == 0
+            {
+                break;
+            }
+            match line.strip_suffix(b"\n") {
+                Some(text) => verifier.line(text, true),
+                None => verifier.line(&line, false),
+            }
+        }
+    }
+    Ok(verifier.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::chain::{CheckpointKey, Link};
+
+    /// A sealed series: files of records, the chain running through them.
+    fn series(files: &[usize]) -> Vec<Vec<Vec<u8>>> {
+        let mut link = Link::START;
+        let mut out = Vec::new();
+        let mut n = 0;
+        for &count in files {
+            let mut lines = Vec::new();
+            for i in 0..count {
+                n += 1;
+                let (line, next) = link.seal(format!(r#"{{"n":{n}}}"#).as_bytes(), i == 0);
+                link = next;
+                lines.push(line);
+            }
+            out.push(lines);
+        }
+        out
+    }
+
+    fn walk(files: &[Vec<Vec<u8>>], keys: Vec<VerifyingKey>) -> Verification {
+        let mut v = Verifier::new(keys);
+        for (i, lines) in files.iter().enumerate() {
+            v.begin_file(&format!("f{i}"));
+            for line in lines {
+                v.line(line, true);
+            }
+        }
+        v.finish()
+    }
+
+    fn first(files: &[Vec<Vec<u8>>]) -> (String, Break) {
+        let v = walk(files, vec![]);
+        let p = v.problems.first().expect("a problem").clone();
+        (p.at.to_string(), p.what)
+    }
+
+    #[test]
+    fn an_untouched_series_is_intact() {
+        let v = walk(&series(&[5, 3, 4]), vec![]);
+        assert!(v.intact(), "{}", v.render());
+        assert_eq!(v.records, 12);
+        assert!(v.starts_at_genesis);
+    }
+
+    #[test]
+    fn every_tampering_is_found_at_its_place() {
+        let mut s = series(&[5, 5]);
+        s[0][2] = br#"{"n":99,"seq":3,"prev":"0000000000000000000000000000000000000000000000000000000000000000"}"#.to_vec();
+        assert_eq!(first(&s).0, "f0:3");
+
+        let mut s = series(&[5, 5]);
+        s[0][1] = String::from_utf8(s[0][1].clone())
+            .unwrap()
+            .replace("\"n\":2", "\"n\":7")
+            .into_bytes();
+        assert_eq!(first(&s), ("f0:3".into(), Break::Edited));
+
+        let mut s = series(&[5, 5]);
+        s[0].remove(2);
+        assert_eq!(first(&s), ("f0:3".into(), Break::Deleted { missing: 1 }));
+
+        let mut s = series(&[5, 5]);
+        s[0].swap(1, 2);
+        assert_eq!(first(&s), ("f0:2".into(), Break::Deleted { missing: 1 }));
+
+        let mut s = series(&[5, 5]);
+        let forged = Link {
+            seq: 2,
+            hash: Hash::of(&s[0][1]),
+        }
+        .seal(br#"{"n":"forged"}"#, false)
+        .0;
+        s[0].insert(2, forged);
+        assert_eq!(first(&s), ("f0:4".into(), Break::InsertedOrReordered));
+
+        let mut s = series(&[5, 5]);
+        let cut = s[0][3].len() / 2;
+        s[0][3].truncate(cut);
+        assert_eq!(first(&s), ("f0:4".into(), Break::Truncated));
+        let mut s = series(&[5, 5]);
+        s[0][3] = br#"{"n":4}"#.to_vec();
+        assert_eq!(first(&s), ("f0:4".into(), Break::Unsealed));
+
+        let s = series(&[5, 5, 5]);
+        assert_eq!(
+            first(&[s[0].clone(), s[2].clone()]),
+            ("f1:1".into(), Break::MissingFile { after: "f0".into() })
+        );
+        assert_eq!(
+            first(&[s[1].clone(), s[0].clone(), s[2].clone()]),
+            ("f1:1".into(), Break::MissingFile { after: "f0".into() })
+        );
+        let v = walk(&[s[0].clone(), s[2].clone(), s[1].clone()], vec![]);
+        assert_eq!(
+            v.problems[1].what,
+            Break::OutOfOrder {
+                continues: "f0".into()
+            }
+        );
+
+        let mut s = series(&[5, 5]);
+        s[0].truncate(4);
+        assert_eq!(
+            first(&s),
+            ("f1:1".into(), Break::MissingFile { after: "f0".into() })
+        );
+    }
+
+    #[test]
+    fn a_record_cut_short_at_the_end_is_truncated() {
+        let s = series(&[3]);
+        let mut v = Verifier::new(vec![]);
+        v.begin_file("live");
+        v.line(&s[0][0], true);
+        v.line(&s[0][1], true);
+        v.line(&s[0][2][..20], false);
+        let v = v.finish();
+        assert_eq!(v.problems[0].what, Break::Truncated);
+        assert_eq!(v.problems[0].at.line, 3);
+    }
+
+    #[test]
+    fn checkpoints_prove_the_chain_and_a_forged_one_fails() {
+        let (private, public) = CheckpointKey::generate().unwrap();
+        let key = CheckpointKey::from_pem(private.as_bytes()).unwrap();
+        let public = VerifyingKey::from_pem(public.as_bytes()).unwrap();
+        let mut lines = series(&[4]).remove(0);
+        let link = Link {
+            seq: 4,
+            hash: Hash::of(&lines[3]),
+        };
+        let cp = key.checkpoint("2026-12-03T10:00:00.000Z", "relay1", &link, false);
+        let (cp_line, link) = link.seal(&cp, false);
+        lines.push(cp_line.clone());
+        lines.push(link.seal(br#"{"n":5}"#, false).0);
+        let v = walk(std::slice::from_ref(&lines), vec![public.clone()]);
+        assert!(v.intact(), "{}", v.render());
+        assert_eq!(v.checkpoints, 1);
+        assert_eq!(v.after_last_proven, 1);
+        assert_eq!(v.last_proven.as_ref().unwrap().at.line, 5);
+
+        // Without the key: unchecked, not proven.
+        let v = walk(std::slice::from_ref(&lines), vec![]);
+        assert_eq!(v.checkpoints_unchecked, 1);
+
+        // A rewritten history re-sealed by someone without the private key.
+        let mut forged = series(&[4]).remove(0);
+        forged[0] = Link::START.seal(br#"{"n":"rewritten"}"#, true).0;
+        let mut link = Link {
+            seq: 1,
+            hash: Hash::of(&forged[0]),
+        };
+        for (i, line) in forged.iter_mut().enumerate().skip(1) {
+            let (l, next) = link.seal(format!(r#"{{"n":{}}}"#, i + 1).as_bytes(), false);
+            *line = l;
+            link = next;
+        }
+        let moved = String::from_utf8(cp_line).unwrap();
+        let cp_object = &moved[..moved.find(",\"seq\":").unwrap()];
+        forged.push(link.seal(format!("{cp_object}}}").as_bytes(), false).0);
+        let v = walk(&[forged], vec![public]);
+        assert!(
+            matches!(v.problems[0].what, Break::BadCheckpoint { .. }),
+            "{}",
+            v.render()
+        );
+        assert!(!v.intact());
+    }
+}
