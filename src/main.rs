@@ -169,12 +169,40 @@ enum AuditCommand {
         /// Only this login.
         #[arg(long)]
         login: Option<String>,
-        /// table, json or csv.
+        /// table, json, csv or html (one self-contained page, the chain verified on top).
         #[arg(long, default_value = "table")]
         format: String,
-        /// Audit files.
+        /// Public key that checks checkpoints (html; repeat for older keys).
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Audit files, oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Walk the hash chain through audit files (oldest first, plain or gzip'd) and report
+    /// the first broken link; exits 1 when the chain is broken or, with --key, unproven.
+    Verify {
+        /// Public key that checks checkpoints (repeat for older keys).
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Audit files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Make an Ed25519 checkpoint key: FILE (private, mode 0600) and FILE.pub (for auditors).
+    Keygen {
+        /// Where the private key goes.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing key.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -266,16 +294,7 @@ fn main() -> ExitCode {
             };
             explain_command(&config, &question, daemon_name.as_deref())
         }
-        Command::Audit {
-            command:
-                AuditCommand::Report {
-                    since,
-                    until,
-                    login,
-                    format,
-                    files,
-                },
-        } => exit_code(audit_report(since, until, login, &format, &files)),
+        Command::Audit { command } => audit_command(command),
         Command::Bench(args) => exit_code(bench_command(args)),
         Command::Accounts { command } => exit_code(accounts_command(&config, command)),
         Command::Keys { command } => exit_code(keys_command(&config, command)),
@@ -464,38 +483,151 @@ fn current_counters(
     block_on(read).unwrap_or_else(|e| format!("counters: cannot read Redis: {e}\n"))
 }
 
+fn audit_command(command: AuditCommand) -> ExitCode {
+    match command {
+        AuditCommand::Report {
+            since,
+            until,
+            login,
+            format,
+            key,
+            output,
+            files,
+        } => exit_code(audit_report(
+            since,
+            until,
+            login,
+            &format,
+            &key,
+            output.as_deref(),
+            &files,
+        )),
+        AuditCommand::Verify { key, format, files } => {
+            let result = audit_keys(&key).and_then(|keys| {
+                relayguard::audit::verify::verify_files(&files, keys).map_err(|e| e.to_string())
+            });
+            match (result, format.as_str()) {
+                (Err(e), _) => exit_code(Err(e)),
+                (Ok(v), "json") => {
+                    say(serde_json::to_string_pretty(&v).expect("serialisable"));
+                    if v.intact() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                (Ok(v), "text") => {
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stdout().lock(),
+                        v.render().as_bytes(),
+                    );
+                    if v.intact() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                (Ok(_), other) => exit_code(Err(format!("--format `{other}`: use text or json"))),
+            }
+        }
+        AuditCommand::Keygen { out, force } => exit_code(audit_keygen(&out, force)),
+    }
+}
+
+fn audit_keys(files: &[PathBuf]) -> Result<Vec<relayguard::audit::chain::VerifyingKey>, String> {
+    files
+        .iter()
+        .map(|f| {
+            let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            relayguard::audit::chain::VerifyingKey::from_pem(&pem)
+                .map_err(|e| format!("{}: {e}", f.display()))
+        })
+        .collect()
+}
+
+fn audit_keygen(out: &Path, force: bool) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (private, public) = relayguard::audit::chain::CheckpointKey::generate()?;
+    let public_path = PathBuf::from(format!("{}.pub", out.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options
+        .open(out)
+        .map_err(|e| format!("{}: {e} (--force replaces a key)", out.display()))?;
+    file.write_all(private.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(&public_path, &public).map_err(|e| format!("{}: {e}", public_path.display()))?;
+    let key = relayguard::audit::chain::VerifyingKey::from_pem(public.as_bytes())?;
+    say(format!(
+        "checkpoint key {} written to {} (keep it on the relay, apart from the DKIM keys)\npublic key for auditors: {}",
+        key.id,
+        out.display(),
+        public_path.display()
+    ));
+    Ok(())
+}
+
 fn audit_report(
     since: Option<String>,
     until: Option<String>,
     login: Option<String>,
     format: &str,
+    keys: &[PathBuf],
+    output: Option<&Path>,
     files: &[PathBuf],
 ) -> Result<(), String> {
     use relayguard::audit::report::{Filter, Format, Report};
     let format = match format {
-        "table" => Format::Table,
-        "json" => Format::Json,
-        "csv" => Format::Csv,
-        other => return Err(format!("--format `{other}`: use table, json or csv")),
+        "table" => Some(Format::Table),
+        "json" => Some(Format::Json),
+        "csv" => Some(Format::Csv),
+        "html" => None,
+        other => return Err(format!("--format `{other}`: use table, json, csv or html")),
     };
     let filter = Filter {
         since: since.as_deref().map(parse_time).transpose()?,
         until: until.as_deref().map(parse_time).transpose()?,
         login,
     };
-    let report = Report::read(files, &filter).map_err(|e| e.to_string())?;
+    let (report, text) = match format {
+        Some(format) => {
+            let report = Report::read(files, &filter).map_err(|e| e.to_string())?;
+            let text = report.render(format);
+            (report, text)
+        }
+        None => {
+            let mut chain = relayguard::audit::verify::Verifier::new(audit_keys(keys)?);
+            let report = Report::read_walking(files, &filter, Some(&mut chain))
+                .map_err(|e| e.to_string())?;
+            let source = relayguard::audit::html::Source {
+                files: files.iter().map(|f| f.display().to_string()).collect(),
+                generated: relayguard::clock::rfc3339_ms(relayguard::clock::unix_now_ms()),
+            };
+            let text = relayguard::audit::html::render(&report, Some(&chain.finish()), &source);
+            (report, text)
+        }
+    };
     for s in &report.skipped {
         eprintln!(
             "warning: {}:{}: skipped malformed record: {}",
             s.file, s.line, s.error
         );
     }
-    // A closed pipe (`| head`) is not an error worth a panic.
-    let _ = std::io::Write::write_all(
-        &mut std::io::stdout().lock(),
-        report.render(format).as_bytes(),
-    );
-    Ok(())
+    match output {
+        Some(path) => std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display())),
+        None => {
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+            Ok(())
+        }
+    }
 }
 
 /// Prints a line of the report; a closed pipe (`| head`) ends it without a panic.

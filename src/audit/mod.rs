@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod files;
+pub mod html;
 pub mod report;
 pub mod retention;
 pub mod verify;

@@ -64,6 +64,40 @@ impl LoginStats {
     }
 }
 
+/// Totals for one day (UTC), for the charts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DayStats {
+    /// Accepted messages.
+    pub accepted: u64,
+    /// Refused with 5xx.
+    pub rejected: u64,
+    /// Refused with 4xx.
+    pub tempfailed: u64,
+    /// Refused because the account was locked.
+    pub locked: u64,
+    /// Refusals recorded in monitor mode (passed).
+    pub would_refuse: u64,
+    /// Accepted and unsigned.
+    pub unsigned: u64,
+    /// Refusals because of a sending limit.
+    pub limit_hits: u64,
+    /// Refusals by reason code.
+    pub refusals: BTreeMap<String, u64>,
+}
+
+/// Totals for one client class (`authenticated`, `internal`, `external`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Accepted messages.
+    pub messages: u64,
+    /// Recipients of accepted messages.
+    pub recipients: u64,
+    /// Refusals.
+    pub refused: u64,
+    /// Accepted and unsigned.
+    pub unsigned: u64,
+}
+
 /// A line that could not be read as a record.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Skipped {
@@ -84,8 +118,12 @@ pub struct Report {
     pub logins: BTreeMap<String, LoginStats>,
     /// Malformed lines, skipped.
     pub skipped: Vec<Skipped>,
-    /// Key rotation events (`{"event":…}` lines), not decisions.
+    /// Key rotation and audit events (`{"event":…}` lines), not decisions.
     pub events: u64,
+    /// Per day (UTC, `YYYY-MM-DD`).
+    pub days: BTreeMap<String, DayStats>,
+    /// Per client class.
+    pub classes: BTreeMap<String, ClassStats>,
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
@@ -97,11 +135,25 @@ fn parse_time(text: &str) -> Result<i64, String> {
 impl Report {
     /// Reads the files in order; malformed lines are recorded with their place and skipped.
     pub fn read(files: &[PathBuf], filter: &Filter) -> io::Result<Report> {
+        Report::read_walking(files, filter, None)
+    }
+
+    /// Reads the files in order and walks their hash chain in the same pass.
+    pub fn read_walking(
+        files: &[PathBuf],
+        filter: &Filter,
+        mut chain: Option<&mut super::verify::Verifier>,
+    ) -> io::Result<Report> {
+        use std::io::BufRead as _;
         let mut report = Report::default();
         let mut line = Vec::with_capacity(1024);
         for path in files {
+            let name = path.display().to_string();
             let mut reader = super::files::open(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
+            if let Some(chain) = chain.as_deref_mut() {
+                chain.begin_file(&name);
+            }
             let mut number = 0;
             loop {
                 line.clear();
@@ -109,7 +161,11 @@ impl Report {
                     break;
                 }
                 number += 1;
+                let complete = line.ends_with(b"\n");
                 let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                if let Some(chain) = chain.as_deref_mut() {
+                    chain.line(text, complete);
+                }
                 if text.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -156,6 +212,48 @@ impl Report {
             return Ok(());
         }
         self.records += 1;
+        let date = r.time.get(..10).unwrap_or("unknown");
+        if !self.days.contains_key(date) {
+            self.days.insert(date.to_string(), DayStats::default());
+        }
+        let day = self.days.get_mut(date).expect("inserted");
+        if !self.classes.contains_key(r.client_class.as_ref()) {
+            self.classes
+                .insert(r.client_class.to_string(), ClassStats::default());
+        }
+        let class = self
+            .classes
+            .get_mut(r.client_class.as_ref())
+            .expect("inserted");
+        match r.verdict {
+            Verdict::Accept => {
+                day.accepted += 1;
+                class.messages += 1;
+                class.recipients += r.rcpt_count as u64;
+                if r.dkim.is_empty() {
+                    day.unsigned += 1;
+                    class.unsigned += 1;
+                }
+            }
+            _ if r.monitor => day.would_refuse += 1,
+            verdict => {
+                class.refused += 1;
+                match verdict {
+                    Verdict::Reject => day.rejected += 1,
+                    Verdict::Tempfail => day.tempfailed += 1,
+                    _ => day.locked += 1,
+                }
+                if r.reason.starts_with("limit_") {
+                    day.limit_hits += 1;
+                }
+                match day.refusals.get_mut(r.reason.as_ref()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        day.refusals.insert(r.reason.to_string(), 1);
+                    }
+                }
+            }
+        }
         let stats = self.logins.entry(key).or_default();
         match r.verdict {
             Verdict::Accept => {
@@ -219,6 +317,9 @@ impl Report {
                     "logins": self.logins,
                     "top_refused": top,
                     "accepted_unsigned": unsigned,
+                    "classes": self.classes,
+                    "days": self.days,
+                    "events": self.events,
                     "skipped": self.skipped,
                 });
                 format!(

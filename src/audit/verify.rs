@@ -235,6 +235,8 @@ pub struct Verifier {
     file_ends: Vec<(String, Hash)>,
     /// `prev` of the very first record, and retention records' `last_hash` (file, hash).
     deleted: Vec<(String, String)>,
+    /// The first file's name.
+    first_file: String,
 }
 
 impl Verifier {
@@ -253,6 +255,7 @@ impl Verifier {
             first_in_file: true,
             file_ends: Vec::new(),
             deleted: Vec::new(),
+            first_file: String::new(),
         }
     }
 
@@ -264,6 +267,9 @@ impl Verifier {
             self.file_ends.push((self.file.clone(), hash));
         }
         self.result.files += 1;
+        if self.result.files == 1 {
+            self.first_file = name.to_string();
+        }
         self.file = name.to_string();
         self.line = 0;
         self.first_in_file = true;
@@ -421,6 +427,30 @@ impl Verifier {
 
     /// The result.
     pub fn finish(mut self) -> Verification {
+        if let Some((hash, _)) = self.last {
+            self.file_ends.push((self.file.clone(), hash));
+        }
+        if let Some(prev) = self.result.starts_after.clone()
+            && let Some((continues, _)) = self
+                .file_ends
+                .iter()
+                .find(|(_, h)| h.to_string() == prev)
+                .cloned()
+        {
+            // The first file given continues a later one.
+            let at = Place {
+                file: self.first_file.clone(),
+                line: 1,
+            };
+            self.result.problems.insert(
+                0,
+                Problem {
+                    at,
+                    what: Break::OutOfOrder { continues },
+                },
+            );
+            self.result.problems.truncate(MAX_PROBLEMS);
+        }
         if let Some(prev) = &self.result.starts_after {
             self.result.continues_deleted = self
                 .deleted
@@ -553,7 +583,21 @@ mod tests {
         );
         assert_eq!(
             first(&[s[1].clone(), s[0].clone(), s[2].clone()]),
-            ("f1:1".into(), Break::MissingFile { after: "f0".into() })
+            (
+                "f0:1".into(),
+                Break::OutOfOrder {
+                    continues: "f1".into()
+                }
+            )
+        );
+        assert_eq!(
+            first(&[s[1].clone(), s[0].clone()]),
+            (
+                "f0:1".into(),
+                Break::OutOfOrder {
+                    continues: "f1".into()
+                }
+            )
         );
         let v = walk(&[s[0].clone(), s[2].clone(), s[1].clone()], vec![]);
         assert_eq!(
