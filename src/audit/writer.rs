@@ -283,13 +283,22 @@ impl AuditLog {
         detail: &str,
         fields: serde_json::Map<String, serde_json::Value>,
     ) -> io::Result<()> {
-        let mut object = serde_json::Map::new();
-        object.insert("event".into(), event.into());
-        object.insert("time".into(), time.into());
-        object.insert("host".into(), host.into());
-        object.insert("detail".into(), detail.into());
-        object.extend(fields);
-        self.write_json(&object)
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            event: &'a str,
+            time: &'a str,
+            host: &'a str,
+            detail: &'a str,
+            #[serde(flatten)]
+            fields: serde_json::Map<String, serde_json::Value>,
+        }
+        self.write_json(&Line {
+            event,
+            time,
+            host,
+            detail,
+            fields,
+        })
     }
 
     /// Writes what the writer found at start (a partial record cut off), once it knows the
@@ -432,8 +441,10 @@ impl AuditLog {
 
 fn open_append(path: &std::path::Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    // Readable too: at start the chain resumes from the file's last record.
     OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .mode(0o640)
         .open(path)
