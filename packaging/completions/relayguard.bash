@@ -70,14 +70,26 @@ _relayguard() {
             relayguard__subcmd__audit,help)
                 cmd="relayguard__subcmd__audit__subcmd__help"
                 ;;
+            relayguard__subcmd__audit,keygen)
+                cmd="relayguard__subcmd__audit__subcmd__keygen"
+                ;;
             relayguard__subcmd__audit,report)
                 cmd="relayguard__subcmd__audit__subcmd__report"
+                ;;
+            relayguard__subcmd__audit,verify)
+                cmd="relayguard__subcmd__audit__subcmd__verify"
                 ;;
             relayguard__subcmd__audit__subcmd__help,help)
                 cmd="relayguard__subcmd__audit__subcmd__help__subcmd__help"
                 ;;
+            relayguard__subcmd__audit__subcmd__help,keygen)
+                cmd="relayguard__subcmd__audit__subcmd__help__subcmd__keygen"
+                ;;
             relayguard__subcmd__audit__subcmd__help,report)
                 cmd="relayguard__subcmd__audit__subcmd__help__subcmd__report"
+                ;;
+            relayguard__subcmd__audit__subcmd__help,verify)
+                cmd="relayguard__subcmd__audit__subcmd__help__subcmd__verify"
                 ;;
             relayguard__subcmd__help,accounts)
                 cmd="relayguard__subcmd__help__subcmd__accounts"
@@ -115,8 +127,14 @@ _relayguard() {
             relayguard__subcmd__help__subcmd__accounts,unlock)
                 cmd="relayguard__subcmd__help__subcmd__accounts__subcmd__unlock"
                 ;;
+            relayguard__subcmd__help__subcmd__audit,keygen)
+                cmd="relayguard__subcmd__help__subcmd__audit__subcmd__keygen"
+                ;;
             relayguard__subcmd__help__subcmd__audit,report)
                 cmd="relayguard__subcmd__help__subcmd__audit__subcmd__report"
+                ;;
+            relayguard__subcmd__help__subcmd__audit,verify)
+                cmd="relayguard__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
             relayguard__subcmd__help__subcmd__keys,bootstrap)
                 cmd="relayguard__subcmd__help__subcmd__keys__subcmd__bootstrap"
@@ -369,7 +387,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__audit)
-            opts="-c -h --config --help report help"
+            opts="-c -h --config --help report verify keygen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -391,7 +409,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__audit__subcmd__help)
-            opts="report help"
+            opts="report verify keygen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -405,6 +423,20 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__audit__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__audit__subcmd__help__subcmd__keygen)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -432,8 +464,48 @@ _relayguard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        relayguard__subcmd__audit__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__audit__subcmd__keygen)
+            opts="-c -h --out --force --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         relayguard__subcmd__audit__subcmd__report)
-            opts="-c -h --since --until --login --format --config --help"
+            opts="-o -c -h --since --until --login --format --key --output --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -448,6 +520,48 @@ _relayguard() {
                     return 0
                     ;;
                 --login)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__audit__subcmd__verify)
+            opts="-c -h --key --format --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -713,7 +827,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__help__subcmd__audit)
-            opts="report"
+            opts="report verify keygen"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -726,7 +840,35 @@ _relayguard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        relayguard__subcmd__help__subcmd__audit__subcmd__keygen)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         relayguard__subcmd__help__subcmd__audit__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__help__subcmd__audit__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

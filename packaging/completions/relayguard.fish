@@ -81,17 +81,31 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fi
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from help" -f -a "lock" -d 'Lock an account: all its mail is refused until unlocked'
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from help" -f -a "unlock" -d 'Unlock an account'
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report help" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
-complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report help" -s h -l help -d 'Print help'
-complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report help" -f -a "report" -d 'Summarise audit files (plain, rotated or gzip\'d) per login'
-complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report verify keygen help" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report verify keygen help" -s h -l help -d 'Print help'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report verify keygen help" -f -a "report" -d 'Summarise audit files (plain, rotated or gzip\'d) per login'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report verify keygen help" -f -a "verify" -d 'Walk the hash chain through audit files (oldest first, plain or gzip\'d) and report the first broken link; exits 1 when the chain is broken or, with --key, unproven'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report verify keygen help" -f -a "keygen" -d 'Make an Ed25519 checkpoint key: FILE (private, mode 0600) and FILE.pub (for auditors)'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report verify keygen help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -l since -d 'Only records at or after this time (RFC 3339)' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -l until -d 'Only records before this time (RFC 3339)' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -l login -d 'Only this login' -r
-complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -l format -d 'table, json or csv' -r
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -l format -d 'table, json, csv or html (one self-contained page, the chain verified on top)' -r
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -l key -d 'Public key that checks checkpoints (html; repeat for older keys)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -s o -l output -d 'Write to this file instead of standard output' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -s h -l help -d 'Print help'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -l key -d 'Public key that checks checkpoints (repeat for older keys)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -l format -d 'text or json' -r
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from keygen" -l out -d 'Where the private key goes' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from keygen" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from keygen" -l force -d 'Replace an existing key'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from keygen" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "report" -d 'Summarise audit files (plain, rotated or gzip\'d) per login'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Walk the hash chain through audit files (oldest first, plain or gzip\'d) and report the first broken link; exits 1 when the chain is broken or, with --key, unproven'
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "keygen" -d 'Make an Ed25519 checkpoint key: FILE (private, mode 0600) and FILE.pub (for auditors)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand keys; and not __fish_seen_subcommand_from generate bootstrap dns status publish rotate help" -s h -l help -d 'Print help'
@@ -144,6 +158,8 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_s
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from accounts" -f -a "lock" -d 'Lock an account: all its mail is refused until unlocked'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from accounts" -f -a "unlock" -d 'Unlock an account'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "report" -d 'Summarise audit files (plain, rotated or gzip\'d) per login'
+complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Walk the hash chain through audit files (oldest first, plain or gzip\'d) and report the first broken link; exits 1 when the chain is broken or, with --key, unproven'
+complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "keygen" -d 'Make an Ed25519 checkpoint key: FILE (private, mode 0600) and FILE.pub (for auditors)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "generate" -d 'Generate a private key (mode 0600) and add its selector to selectors.toml'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "bootstrap" -d 'Give every protected domain without any selector an RSA-2048 key that signs at once (the package runs this on first install; publish the records with `keys dns`)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "dns" -d 'Print the DNS TXT records that must be published now, later, and may be removed'
