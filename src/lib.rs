@@ -11,6 +11,7 @@
 //!   one reload path);
 //! - [`bench`]: a tool, not the service: the load generator behind `relayguard bench`.
 
+pub mod abuse;
 pub mod audit;
 pub mod bench;
 pub mod clock;

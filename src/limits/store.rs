@@ -366,6 +366,24 @@ impl RedisStore {
             .await
     }
 
+    /// Runs a Lua script (one round trip) with these keys (prefixed here) and arguments.
+    pub async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, String> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(self.key(k));
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        self.call(|mut conn| async move { inv.invoke_async(&mut conn).await })
+            .await
+    }
+
     /// Runs a plain command (locks, inspection).
     pub async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
         self.call(|mut conn| async move { cmd.query_async(&mut conn).await })
