@@ -89,6 +89,20 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels of stolen-account signal counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    /// `networks`, `domains`, `new_recipients`, `volume` or `authentications`.
+    pub signal: String,
+}
+
+/// Labels of stolen-account action counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `log`, `tempfail` or `lock`.
+    pub action: String,
+}
+
 /// Labels of limit counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
@@ -117,6 +131,10 @@ pub struct Metrics {
     pub key_coverage: Family<DomainLabels, Gauge<f64, AtomicU64>>,
     /// Accounts locked for abuse.
     pub account_locks: Counter,
+    /// Stolen-account signals that fired, by signal.
+    pub abuse_signals: Family<SignalLabels, Counter>,
+    /// Actions taken on stolen-account signals, by action.
+    pub abuse_actions: Family<ActionLabels, Counter>,
     /// Seconds until each selector's `retire_at`.
     pub key_expiry: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     /// Each checked selector's DNS state (1 for the state it is in).
@@ -170,6 +188,8 @@ impl Default for Metrics {
             domain_keys: Family::default(),
             key_coverage: Family::default(),
             account_locks: Counter::default(),
+            abuse_signals: Family::default(),
+            abuse_actions: Family::default(),
             key_expiry: Family::default(),
             dns_state: Family::default(),
             signing_fallback: Family::default(),
@@ -279,6 +299,16 @@ impl Default for Metrics {
             "audit_failures",
             "Audit records that could not be written",
             m.audit_failures.clone(),
+        );
+        registry.register(
+            "abuse_signals",
+            "Stolen-account signals above their threshold, by signal",
+            m.abuse_signals.clone(),
+        );
+        registry.register(
+            "abuse_actions",
+            "Actions taken on stolen-account signals (log, tempfail, lock)",
+            m.abuse_actions.clone(),
         );
         registry.register(
             "audit_checkpoints",

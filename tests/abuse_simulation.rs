@@ -190,7 +190,7 @@ fn replay(
             continue;
         }
         let seen = Observation::new(Some(addr), &rcpts, rules, None);
-        let signals = book.observe_now(&login, &seen, t);
+        let signals = book.observe_now(&login, &seen, t, rules);
         if t < measure_from {
             continue;
         }
@@ -215,7 +215,7 @@ fn stolen_accounts_are_stopped_within_20_messages_and_normal_people_are_left_alo
     let seed = std::env::var("RELAYGUARD_SIM_SEED").map_or(2026, |s| s.parse().expect("a number"));
     let mut rng = Rng(seed);
     let people = campus(&mut rng, 3_000);
-    let book = MemoryBook::new(rules.clone());
+    let book = MemoryBook::default();
     let (history_days, measured_days) = (14, 7);
     let measure_from = START + history_days * DAY;
     let mut messages = Vec::new();

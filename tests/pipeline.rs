@@ -529,6 +529,7 @@ async fn an_ownership_source_that_cannot_answer_tempfails_never_guesses() {
         keys: None,
         limits: None,
         rollout: Default::default(),
+        abuse: None,
     };
     snapshot.policy.allow_foreign_senders = false;
     relay.env.snapshot.store(Arc::new(snapshot));
@@ -573,6 +574,7 @@ async fn the_pipeline_runs_its_checks_in_the_documented_order() {
             "recipients",
             "sending limits",
             "header senders",
+            "stolen-account signals",
             "signing"
         ]
     );
@@ -879,4 +881,127 @@ async fn limits_and_locks_are_recorded_not_enforced_in_monitor_mode() {
         verdict("tempfail", "limit_messages_per_hour")
     );
     assert_eq!(relay.last()["monitor"], true);
+}
+
+const ABUSE: &str = "[dkim]\n[abuse]\n[abuse.actions]\nexternal = \"lock\"\ninternal = \"log\"\neas = \"tempfail\"\n";
+
+/// alice's message from `client` to a stranger at a domain of its own.
+fn stranger_mail(client: &str, n: usize) -> Msg {
+    let rcpt: &'static str = Box::leak(format!("<target{n}@victim{n}.example>").into_boxed_str());
+    Msg {
+        client: Box::leak(client.to_string().into_boxed_str()),
+        rcpts: vec![rcpt],
+        ..from("alice", "<alice@tugraz.at>", "alice@tugraz.at")
+    }
+}
+
+#[tokio::test]
+async fn a_stolen_account_used_from_many_networks_is_locked_and_says_why() {
+    let relay = new_relay(&format!("{LIMITS}{ABUSE}"));
+    let mut locked_at = None;
+    for n in 0..20 {
+        let heard = send(&relay, &stranger_mail(&format!("198.{n}.7.9"), n)).await;
+        if heard.stage == "headers" {
+            locked_at = Some((n, heard.reply()));
+            break;
+        }
+        assert_eq!(heard.signatures(), 2, "message {n} goes out signed");
+        relay.now.fetch_add(60_000, Ordering::SeqCst);
+    }
+    let (n, reply) = locked_at.expect("locked within 20 messages");
+    assert!(n < 10, "locked at message {n}");
+    assert!(
+        reply.starts_with("550 5.7.1 account alice is locked (unusual sending: networks ")
+            && reply.ends_with("; contact helpdesk@tugraz.at"),
+        "{reply}"
+    );
+    assert_eq!(relay.last_verdict(), verdict("lock", "unusual_sending"));
+    let record = relay.last();
+    assert_eq!(record["abuse"]["action"], "lock");
+    assert!(record["abuse"]["signals"]["networks"].as_u64().unwrap() > 4);
+    assert!(
+        record["abuse"]["fired"]
+            .as_str()
+            .unwrap()
+            .contains("networks")
+    );
+    let lock = relay.locks.0.lock().unwrap().get("alice").cloned().unwrap();
+    assert!(
+        lock.reason.starts_with("unusual sending: networks "),
+        "{}",
+        lock.reason
+    );
+    // The account stays locked: its next message is refused at MAIL.
+    assert_eq!(
+        send(
+            &relay,
+            &from("alice", "<alice@tugraz.at>", "alice@tugraz.at")
+        )
+        .await
+        .stage,
+        "mail"
+    );
+    assert!(
+        relay
+            .metrics()
+            .contains("relayguard_abuse_actions_total{action=\"lock\"} 1")
+    );
+    assert!(
+        relay
+            .metrics()
+            .contains("relayguard_abuse_signals_total{signal=\"networks\"}")
+    );
+}
+
+#[tokio::test]
+async fn on_campus_the_same_burst_is_logged_and_mail_flows() {
+    let relay = new_relay(&format!("{LIMITS}{ABUSE}"));
+    let mut logged = 0;
+    for n in 0..30 {
+        // One campus network, strangers: new recipients and volume.
+        let heard = send(&relay, &stranger_mail(CAMPUS, n)).await;
+        assert_eq!(heard.signatures(), 2, "message {n}");
+        if relay.last()["abuse"]["action"] == "log" {
+            logged += 1;
+        }
+        relay.now.fetch_add(30_000, Ordering::SeqCst);
+    }
+    assert!(logged > 0, "the burst was logged");
+    assert!(relay.locks.0.lock().unwrap().get("alice").is_none());
+}
+
+#[tokio::test]
+async fn a_tempfail_class_lets_the_message_wait_and_monitor_mode_only_records() {
+    let relay = new_relay(&format!(
+        "{LIMITS}[[limits.class]]\nname = \"eas\"\nlogins = [\"alice\"]\n{ABUSE}"
+    ));
+    let mut reply = None;
+    for n in 0..20 {
+        let heard = send(&relay, &stranger_mail(&format!("198.{n}.7.9"), n)).await;
+        if heard.stage == "headers" {
+            reply = Some(heard.reply());
+            break;
+        }
+    }
+    let reply = reply.expect("tempfailed within 20 messages");
+    assert!(
+        reply.starts_with("451 4.7.1 unusual sending from account alice (networks "),
+        "{reply}"
+    );
+    assert_eq!(relay.last_verdict(), verdict("tempfail", "unusual_sending"));
+    assert!(relay.locks.0.lock().unwrap().get("alice").is_none());
+
+    // Monitor mode: the lock is recorded as it would be, the account stays open.
+    let relay = new_relay(&format!("{LIMITS}{ABUSE}[rollout]\nmode = \"monitor\"\n"));
+    for n in 0..20 {
+        send(&relay, &stranger_mail(&format!("198.{n}.7.9"), n)).await;
+    }
+    assert!(relay.locks.0.lock().unwrap().get("alice").is_none());
+    let would: Vec<Value> = relay
+        .records()
+        .into_iter()
+        .filter(|r| r["monitor"] == true)
+        .collect();
+    assert!(!would.is_empty());
+    assert_eq!(would[0]["reason"], "unusual_sending");
 }

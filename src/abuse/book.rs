@@ -126,10 +126,16 @@ pub trait SignalBook: Send + Sync {
         login: &'a str,
         seen: &'a Observation,
         now_ms: i64,
+        rules: &'a Rules,
     ) -> BoxFuture<'a, Result<Signals, String>>;
 
     /// The signals of `login` now, without recording anything.
-    fn peek<'a>(&'a self, login: &'a str, now_ms: i64) -> BoxFuture<'a, Result<Signals, String>>;
+    fn peek<'a>(
+        &'a self,
+        login: &'a str,
+        now_ms: i64,
+        rules: &'a Rules,
+    ) -> BoxFuture<'a, Result<Signals, String>>;
 }
 
 /// A bounded set of hashed members (saturates at its bound).
@@ -283,26 +289,31 @@ impl LoginState {
     }
 }
 
-/// Signals in this process's memory (one host), for up to `max_logins` logins; the least
+/// Signals in this process's memory (one host), for up to 200,000 logins; the least
 /// recently active are forgotten first.
 pub struct MemoryBook {
-    rules: Rules,
     logins: Mutex<HashMap<String, LoginState>>,
     max_logins: usize,
 }
 
-impl MemoryBook {
-    /// A book for these rules.
-    pub fn new(rules: Rules) -> Self {
+impl Default for MemoryBook {
+    fn default() -> Self {
         MemoryBook {
-            rules,
             logins: Mutex::new(HashMap::new()),
             max_logins: 200_000,
         }
     }
+}
 
+impl MemoryBook {
     /// Records a message synchronously (the simulator and the Redis fallback use this).
-    pub fn observe_now(&self, login: &str, seen: &Observation, now_ms: i64) -> Signals {
+    pub fn observe_now(
+        &self,
+        login: &str,
+        seen: &Observation,
+        now_ms: i64,
+        rules: &Rules,
+    ) -> Signals {
         let mut logins = self.logins.lock().expect("signal lock");
         if logins.len() >= self.max_logins && !logins.contains_key(login) {
             // Forget the tenth least recently active.
@@ -315,15 +326,15 @@ impl MemoryBook {
         logins
             .entry(login.to_string())
             .or_default()
-            .observe(seen, now_ms, &self.rules)
+            .observe(seen, now_ms, rules)
     }
 
     /// The signals of a login now.
-    pub fn peek_now(&self, login: &str, now_ms: i64) -> Signals {
+    pub fn peek_now(&self, login: &str, now_ms: i64, rules: &Rules) -> Signals {
         let mut logins = self.logins.lock().expect("signal lock");
         logins
             .get_mut(login)
-            .map(|s| s.peek(now_ms, &self.rules))
+            .map(|s| s.peek(now_ms, rules))
             .unwrap_or_default()
     }
 }
@@ -334,14 +345,19 @@ impl SignalBook for MemoryBook {
         login: &'a str,
         seen: &'a Observation,
         now_ms: i64,
+        rules: &'a Rules,
     ) -> BoxFuture<'a, Result<Signals, String>> {
-        Box::pin(std::future::ready(
-            Ok(self.observe_now(login, seen, now_ms)),
-        ))
+        let signals = self.observe_now(login, seen, now_ms, rules);
+        Box::pin(std::future::ready(Ok(signals)))
     }
 
-    fn peek<'a>(&'a self, login: &'a str, now_ms: i64) -> BoxFuture<'a, Result<Signals, String>> {
-        Box::pin(std::future::ready(Ok(self.peek_now(login, now_ms))))
+    fn peek<'a>(
+        &'a self,
+        login: &'a str,
+        now_ms: i64,
+        rules: &'a Rules,
+    ) -> BoxFuture<'a, Result<Signals, String>> {
+        Box::pin(std::future::ready(Ok(self.peek_now(login, now_ms, rules))))
     }
 }
 
@@ -377,42 +393,49 @@ mod tests {
 
     #[test]
     fn windows_count_the_last_hour_and_recipients_stay_known() {
-        let book = MemoryBook::new(Rules::default());
+        let book = MemoryBook::default();
+        let r = &Rules::default();
         let t0 = 1_000 * H;
-        let s = book.observe_now("a", &seen("n1", &["x@one.org"]), t0);
+        let s = book.observe_now("a", &seen("n1", &["x@one.org"]), t0, r);
         assert_eq!((s.networks, s.domains, s.new_recipients), (1, 1, 1));
-        let s = book.observe_now("a", &seen("n2", &["x@one.org", "y@two.org"]), t0 + H / 2);
+        let s = book.observe_now("a", &seen("n2", &["x@one.org", "y@two.org"]), t0 + H / 2, r);
         assert_eq!((s.networks, s.domains, s.new_recipients), (2, 2, 2));
         // Next hour: the previous bucket still counts.
-        let s = book.observe_now("a", &seen("n3", &["x@one.org"]), t0 + H + 1);
+        let s = book.observe_now("a", &seen("n3", &["x@one.org"]), t0 + H + 1, r);
         assert_eq!((s.networks, s.new_recipients), (3, 2));
         // Two hours later everything but the sketch and the baseline is gone.
-        let s = book.peek_now("a", t0 + 3 * H + 1);
+        let s = book.peek_now("a", t0 + 3 * H + 1, r);
         assert_eq!((s.networks, s.domains, s.new_recipients), (0, 0, 0));
         assert!(s.baseline > 0.0);
         // x@one.org is still known ten days later.
-        let s = book.observe_now("a", &seen("n1", &["x@one.org"]), t0 + 240 * H);
+        let s = book.observe_now("a", &seen("n1", &["x@one.org"]), t0 + 240 * H, r);
         assert_eq!(s.new_recipients, 0);
         // ... and new again after twice the recipient memory.
-        let s = book.observe_now("a", &seen("n1", &["x@one.org"]), t0 + 240 * H + 60 * 24 * H);
+        let s = book.observe_now(
+            "a",
+            &seen("n1", &["x@one.org"]),
+            t0 + 240 * H + 60 * 24 * H,
+            r,
+        );
         assert_eq!(s.new_recipients, 1);
     }
 
     #[test]
     fn the_baseline_follows_the_login_s_active_hours() {
-        let book = MemoryBook::new(Rules::default());
+        let book = MemoryBook::default();
+        let r = &Rules::default();
         let mut t = 10_000 * H;
         // A list owner: 40 messages in one hour a day for 20 days.
         for _ in 0..20 {
             for i in 0..40 {
-                book.observe_now("list", &seen("n", &["l@x.org"]), t + i * 60_000);
+                book.observe_now("list", &seen("n", &["l@x.org"]), t + i * 60_000, r);
             }
             t += 24 * H;
         }
-        let s = book.peek_now("list", t);
+        let s = book.peek_now("list", t, r);
         assert!(s.baseline > 35.0, "{s:?}");
         // Quiet for four weeks: the busiest hour lately is a quarter of what it was.
-        let s = book.peek_now("list", t + 28 * 24 * H);
+        let s = book.peek_now("list", t + 28 * 24 * H, r);
         assert!(s.baseline < 11.0 && s.baseline > 9.0, "{s:?}");
     }
 

@@ -81,18 +81,16 @@ return {redis.call('PFCOUNT', KEYS[2], KEYS[3]), redis.call('PFCOUNT', KEYS[4], 
 pub struct RedisBook {
     store: Arc<RedisStore>,
     script: redis::Script,
-    rules: Rules,
     fallback: MemoryBook,
 }
 
 impl RedisBook {
-    /// A book in `store` for these rules.
-    pub fn new(store: Arc<RedisStore>, rules: Rules) -> Self {
+    /// A book in `store`.
+    pub fn new(store: Arc<RedisStore>) -> Self {
         RedisBook {
             store,
             script: redis::Script::new(SCRIPT),
-            fallback: MemoryBook::new(rules.clone()),
-            rules,
+            fallback: MemoryBook::default(),
         }
     }
 
@@ -101,8 +99,9 @@ impl RedisBook {
         login: &str,
         seen: Option<&Observation>,
         now_ms: i64,
+        rules: &Rules,
     ) -> Result<Signals, String> {
-        let (h, g) = (hour_of(now_ms), generation_of(now_ms, &self.rules));
+        let (h, g) = (hour_of(now_ms), generation_of(now_ms, rules));
         let tag = format!("abuse:{{{login}}}");
         let keys = [
             format!("{tag}:base"),
@@ -113,10 +112,10 @@ impl RedisBook {
             format!("{tag}:s:{g}"),
             format!("{tag}:s:{}", g - 1),
         ];
-        let half_days = i64::from(self.rules.new_recipient_days.max(2) / 2);
+        let half_days = i64::from(rules.new_recipient_days.max(2) / 2);
         let mut args = vec![
             h.to_string(),
-            (f64::from(self.rules.baseline_days.max(1)) * 24.0).to_string(),
+            (f64::from(rules.baseline_days.max(1)) * 24.0).to_string(),
             (2 * half_days * 86_400 + 3_600).to_string(),
             if seen.is_some() { "1" } else { "0" }.to_string(),
         ];
@@ -130,7 +129,7 @@ impl RedisBook {
             }
         }
         args.push(super::book::PER_MESSAGE.to_string());
-        args.push((i64::from(self.rules.baseline_days) * 2 * 86_400).to_string());
+        args.push((i64::from(rules.baseline_days) * 2 * 86_400).to_string());
         type Answer = (u64, u64, u64, u64, u64, String, String, String);
         let (networks, domains, new, m1, m0, pm, pd, pn): Answer =
             self.store.script(&self.script, &keys, &args).await?;
@@ -153,17 +152,23 @@ impl SignalBook for RedisBook {
         login: &'a str,
         seen: &'a Observation,
         now_ms: i64,
+        rules: &'a Rules,
     ) -> BoxFuture<'a, Result<Signals, String>> {
         Box::pin(async move {
-            match self.run(login, Some(seen), now_ms).await {
+            match self.run(login, Some(seen), now_ms, rules).await {
                 Ok(s) => Ok(s),
                 // The breaker has logged it; this host keeps watching on its own.
-                Err(_) => Ok(self.fallback.observe_now(login, seen, now_ms)),
+                Err(_) => Ok(self.fallback.observe_now(login, seen, now_ms, rules)),
             }
         })
     }
 
-    fn peek<'a>(&'a self, login: &'a str, now_ms: i64) -> BoxFuture<'a, Result<Signals, String>> {
-        Box::pin(async move { self.run(login, None, now_ms).await })
+    fn peek<'a>(
+        &'a self,
+        login: &'a str,
+        now_ms: i64,
+        rules: &'a Rules,
+    ) -> BoxFuture<'a, Result<Signals, String>> {
+        Box::pin(async move { self.run(login, None, now_ms, rules).await })
     }
 }

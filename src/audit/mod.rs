@@ -116,6 +116,10 @@ pub struct Record<'a> {
     /// A refusal recorded in monitor mode: the message was not refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub monitor: bool,
+    /// The stolen-account signals, when the login's class acted on them: `action`, `score`,
+    /// `fired` (which signals, with values and thresholds) and every `signals` value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse: Option<serde_json::Value>,
     /// Limit counters that mattered (name -> value).
     #[serde(
         borrow,

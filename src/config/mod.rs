@@ -196,6 +196,8 @@ pub struct Config {
     pub limits: Option<LimitsPolicy>,
     /// Which refusals are enforced and which only recorded.
     pub rollout: Rollout,
+    /// The stolen-account signals, when `[abuse]` is configured.
+    pub abuse: Option<crate::abuse::Rules>,
     /// Where counters and locks live (applies at start only).
     pub limit_store: Option<StoreSettings>,
     /// How this relay names itself in audit records and to its peers (`[cluster]
@@ -246,6 +248,11 @@ impl Config {
             None => (None, None),
         };
         let rollout = sections::rollout(&raw.rollout, p, &policy.logins)?;
+        let abuse = raw
+            .abuse
+            .as_ref()
+            .map(|a| sections::abuse(a, p, raw.limits.is_some()))
+            .transpose()?;
         let host_name = match raw.cluster.as_ref().and_then(|c| c.host_name.as_ref()) {
             Some(name) => {
                 let text = name.get_ref();
@@ -267,6 +274,7 @@ impl Config {
         };
         Ok(Config {
             rollout,
+            abuse,
             path: path.to_path_buf(),
             milter: sections::milter(raw.milter, p)?,
             login_map: senders.login_map,

@@ -24,6 +24,34 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rollout: RawRollout,
     pub(super) cluster: Option<RawCluster>,
+    pub(super) abuse: Option<RawAbuse>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAbuse {
+    pub(super) act_at: Option<Spanned<f64>>,
+    pub(super) networks: Option<RawSignal>,
+    pub(super) domains: Option<RawSignal>,
+    pub(super) new_recipients: Option<RawSignal>,
+    pub(super) volume: Option<RawSignal>,
+    pub(super) authentications: Option<RawSignal>,
+    pub(super) ipv4_prefix: Number,
+    pub(super) ipv6_prefix: Number,
+    pub(super) new_recipient_days: Number,
+    pub(super) baseline_days: Number,
+    pub(super) volume_floor: Option<Spanned<f64>>,
+    pub(super) default_action: Option<Spanned<String>>,
+    pub(super) actions: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub(super) notify_command: Option<Vec<String>>,
+    pub(super) notify_timeout_secs: Number,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSignal {
+    pub(super) above: Option<Spanned<f64>>,
+    pub(super) weight: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +98,11 @@ pub(super) mod range {
     pub const ROTATION_LEAD_DAYS: RangeInclusive<u64> = 1..=365;
     pub const ROTATION_OVERLAP_DAYS: RangeInclusive<u64> = 0..=365;
     pub const KEY_BITS: RangeInclusive<u64> = 2_048..=4_096;
+    pub const ABUSE_IPV4_PREFIX: RangeInclusive<u64> = 8..=32;
+    pub const ABUSE_IPV6_PREFIX: RangeInclusive<u64> = 16..=128;
+    pub const ABUSE_NEW_RECIPIENT_DAYS: RangeInclusive<u64> = 2..=365;
+    pub const ABUSE_BASELINE_DAYS: RangeInclusive<u64> = 1..=365;
+    pub const ABUSE_NOTIFY_TIMEOUT_SECS: RangeInclusive<u64> = 1..=300;
     pub const AUDIT_CHECKPOINT_MINUTES: RangeInclusive<u64> = 1..=1_440;
     pub const AUDIT_RETENTION_DAYS: RangeInclusive<u64> = 1..=36_500;
     pub const LDAP_TTL_SECS: RangeInclusive<u64> = 0..=86_400;

@@ -1,8 +1,8 @@
 //! Each section of `relayguard.toml`, from its raw form to validated settings.
 
 use super::raw::{
-    Number, RawAudit, RawClassLimits, RawClients, RawConfig, RawDkim, RawLimits, RawMetrics,
-    RawMilter, RawRollout, RawSenders, range,
+    Number, RawAbuse, RawAudit, RawClassLimits, RawClients, RawConfig, RawDkim, RawLimits,
+    RawMetrics, RawMilter, RawRollout, RawSenders, RawSignal, range,
 };
 use super::{
     DkimSettings, DnsSettings, LdapConfig, LdapTable, MilterConfig, SocketSpec, SourceKind,
@@ -1081,5 +1081,132 @@ fn redis(l: &RawLimits, p: Place) -> Result<RedisConfig, FileError> {
         on_failure,
         sentinels,
         master_name,
+    })
+}
+
+/// A fractional setting within `0..=max`.
+fn fraction(
+    p: Place,
+    value: &Option<Spanned<f64>>,
+    key: &str,
+    max: f64,
+    default: f64,
+) -> Result<f64, FileError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.get_ref().is_finite() && (0.0..=max).contains(v.get_ref()) => Ok(*v.get_ref()),
+        Some(v) => Err(p.invalid(
+            v.span(),
+            key,
+            format!("{} is out of range: 0..={max}", v.get_ref()),
+        )),
+    }
+}
+
+/// `[abuse]`: the stolen-account signals, their scoring and the action of each class.
+pub(super) fn abuse(
+    a: &RawAbuse,
+    p: Place,
+    has_limits: bool,
+) -> Result<crate::abuse::Rules, FileError> {
+    use crate::abuse::{Action, Rules, Threshold};
+    let d = Rules::default();
+    let signal = |raw: &Option<RawSignal>, name: &str, default: Threshold| {
+        let empty = RawSignal::default();
+        let raw = raw.as_ref().unwrap_or(&empty);
+        Ok::<_, FileError>(Threshold {
+            above: fraction(
+                p,
+                &raw.above,
+                &format!("abuse.{name}.above"),
+                1e6,
+                default.above,
+            )?,
+            weight: fraction(
+                p,
+                &raw.weight,
+                &format!("abuse.{name}.weight"),
+                100.0,
+                default.weight,
+            )?,
+        })
+    };
+    let actions = [
+        ("log", Action::Log),
+        ("none", Action::None),
+        ("tempfail", Action::Tempfail),
+        ("lock", Action::Lock),
+    ];
+    let needs_locks = |action: Action, value: Option<&Spanned<String>>, key: &str| {
+        if action == Action::Lock && !has_limits {
+            return Err(p.invalid(
+                value.map_or(0..0, |v| v.span()),
+                key,
+                "\"lock\" needs [limits], where account locks are kept".into(),
+            ));
+        }
+        Ok(action)
+    };
+    let default_action = needs_locks(
+        p.choose(a.default_action.as_ref(), "abuse.default_action", &actions)?,
+        a.default_action.as_ref(),
+        "abuse.default_action",
+    )?;
+    let mut per_class = Vec::new();
+    for (class, action) in a.actions.iter().flatten() {
+        let key = format!("abuse.actions.{class}");
+        let chosen = p.choose(Some(action), &key, &actions)?;
+        per_class.push((class.clone(), needs_locks(chosen, Some(action), &key)?));
+    }
+    let number = |v: &Number, key: &str, r, default: u64| {
+        Ok::<_, FileError>(p.number(v, key, r)?.unwrap_or(default))
+    };
+    Ok(Rules {
+        networks: signal(&a.networks, "networks", d.networks)?,
+        domains: signal(&a.domains, "domains", d.domains)?,
+        new_recipients: signal(&a.new_recipients, "new_recipients", d.new_recipients)?,
+        volume: signal(&a.volume, "volume", d.volume)?,
+        authentications: signal(&a.authentications, "authentications", d.authentications)?,
+        act_at: fraction(p, &a.act_at, "abuse.act_at", 1e3, d.act_at)?,
+        ipv4_prefix: number(
+            &a.ipv4_prefix,
+            "abuse.ipv4_prefix",
+            range::ABUSE_IPV4_PREFIX,
+            24,
+        )? as u8,
+        ipv6_prefix: number(
+            &a.ipv6_prefix,
+            "abuse.ipv6_prefix",
+            range::ABUSE_IPV6_PREFIX,
+            48,
+        )? as u8,
+        new_recipient_days: number(
+            &a.new_recipient_days,
+            "abuse.new_recipient_days",
+            range::ABUSE_NEW_RECIPIENT_DAYS,
+            30,
+        )? as u32,
+        baseline_days: number(
+            &a.baseline_days,
+            "abuse.baseline_days",
+            range::ABUSE_BASELINE_DAYS,
+            14,
+        )? as u32,
+        volume_floor: fraction(
+            p,
+            &a.volume_floor,
+            "abuse.volume_floor",
+            1e6,
+            d.volume_floor,
+        )?,
+        actions: per_class,
+        default_action,
+        notify_command: a.notify_command.clone().filter(|c| !c.is_empty()),
+        notify_timeout: std::time::Duration::from_secs(number(
+            &a.notify_timeout_secs,
+            "abuse.notify_timeout_secs",
+            range::ABUSE_NOTIFY_TIMEOUT_SECS,
+            10,
+        )?),
     })
 }

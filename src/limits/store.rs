@@ -59,6 +59,8 @@ pub struct Stores {
     pub locks: Arc<dyn LockStore>,
     /// The cluster's word on DKIM signing, when the store is shared (Redis).
     pub peers: Option<Arc<dyn crate::dkim::cluster::Peers>>,
+    /// Redis, when configured (the stolen-account signals keep their books there).
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 impl Stores {
@@ -70,13 +72,15 @@ impl Stores {
                 Stores {
                     counters: Arc::new(Counters::redis(store.clone())),
                     locks: Arc::new(RedisLocks(store.clone())),
-                    peers: Some(Arc::new(super::peers::RedisPeers(store))),
+                    peers: Some(Arc::new(super::peers::RedisPeers(store.clone()))),
+                    redis: Some(store),
                 }
             }
             None => Stores {
                 counters: Arc::new(Counters::memory()),
                 locks: Arc::new(FileLocks::new(settings.lock_file.clone())),
                 peers: None,
+                redis: None,
             },
         })
     }

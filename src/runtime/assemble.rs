@@ -85,6 +85,7 @@ pub fn build(
         keys,
         limits: config.limits.clone(),
         rollout: config.rollout.clone(),
+        abuse: config.abuse.clone().map(Arc::new),
     };
     Ok((snapshot, directory))
 }

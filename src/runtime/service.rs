@@ -117,6 +117,13 @@ impl Service {
                 .unwrap_or_else(crate::audit::host_name),
             flight: Flight::default(),
             dns: Default::default(),
+            signals: config.abuse.as_ref().map(|_| {
+                match stores.as_ref().and_then(|s| s.redis.clone()) {
+                    Some(redis) => Arc::new(crate::abuse::redis::RedisBook::new(redis))
+                        as Arc<dyn crate::abuse::book::SignalBook>,
+                    None => Arc::new(crate::abuse::book::MemoryBook::default()),
+                }
+            }),
         };
         let service = Service {
             config_path: config.path.clone(),

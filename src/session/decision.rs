@@ -354,6 +354,14 @@ fn audit(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> bool {
             sender: m.sender.as_deref().map(Cow::Borrowed),
         }),
         monitor: d.monitored,
+        abuse: tx.abuse.as_ref().map(|a| {
+            serde_json::json!({
+                "action": a.action.name(),
+                "score": a.score.total,
+                "fired": a.score.reason(),
+                "signals": a.signals,
+            })
+        }),
     };
     let written = audit.write(&record).is_ok();
     if !written {

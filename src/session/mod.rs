@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub limits: Option<LimitsPolicy>,
     /// Which refusals are enforced and which only recorded.
     pub rollout: rollout::Rollout,
+    /// The stolen-account signals' rules, when `[abuse]` is configured.
+    pub abuse: Option<Arc<crate::abuse::Rules>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -76,6 +78,8 @@ pub struct Env {
     pub flight: Flight,
     /// What DNS said about each selector's key (activation waits for it when required).
     pub dns: Arc<crate::dkim::dns::DnsBook>,
+    /// Where the stolen-account signals are kept, when `[abuse]` is configured.
+    pub signals: Option<Arc<dyn crate::abuse::book::SignalBook>>,
 }
 
 impl Env {
@@ -168,6 +172,8 @@ pub struct Transaction {
     pub masqueraded: Option<Masqueraded>,
     /// Whether this message's refusals are only recorded (monitor mode).
     pub monitor: bool,
+    /// The login's stolen-account signals, when a class acted on them (for the audit record).
+    pub abuse: Option<AbuseFinding>,
     /// In monitor mode, the reason the message would have been refused.
     pub would_refuse: Option<String>,
     /// In monitor mode, the recipients that would have been refused, and the last reason.
@@ -191,6 +197,17 @@ impl Transaction {
     pub fn login_as_given(&self) -> &str {
         self.login().map_or("-", |(given, _)| given)
     }
+}
+
+/// What the stolen-account signals said about a message's login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbuseFinding {
+    /// The signals.
+    pub signals: crate::abuse::Signals,
+    /// Their score.
+    pub score: crate::abuse::Score,
+    /// What the class did.
+    pub action: crate::abuse::Action,
 }
 
 /// A check's verdict on one stage.
@@ -389,6 +406,7 @@ impl Session {
             modifications: Vec::new(),
             masqueraded: None,
             monitor: false,
+            abuse: None,
             would_refuse: None,
             refused_rcpts: (0, None),
             deferred: None,

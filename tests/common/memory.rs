@@ -165,6 +165,7 @@ impl Relay {
                 keys,
                 limits: config.limits.clone(),
                 rollout: config.rollout.clone(),
+                abuse: config.abuse.clone().map(Arc::new),
             }),
             counters: limits.then(|| Arc::new(MemoryStore::default()) as Arc<dyn CounterStore>),
             locks: limits.then(|| locks.clone() as Arc<dyn LockStore>),
@@ -174,6 +175,10 @@ impl Relay {
             host: "relay1".into(),
             flight: Flight::default(),
             dns: Default::default(),
+            signals: config.abuse.as_ref().map(|_| {
+                Arc::new(relayguard::abuse::book::MemoryBook::default())
+                    as Arc<dyn relayguard::abuse::book::SignalBook>
+            }),
         };
         Relay {
             env,

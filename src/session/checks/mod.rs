@@ -1,6 +1,7 @@
 //! The checks of the pipeline, one small type each, in the order they run. A new check is a
 //! new file here and one line in [`standard`].
 
+mod anomaly;
 mod draining;
 mod headers;
 mod limits;
@@ -10,6 +11,7 @@ mod recipients;
 mod senders;
 mod signing;
 
+pub use anomaly::StolenAccount;
 pub use draining::Draining;
 pub use headers::HeaderSenders;
 pub use limits::SendingLimits;
@@ -23,7 +25,8 @@ use super::Check;
 
 /// relayguard's checks in order. MAIL: shutting down, account lock, masquerading, envelope
 /// sender, sending limits. RCPT: recipient policy, recipient limit. End of headers:
-/// masquerading, From and Sender, then the signing plan. End of message: the signatures.
+/// masquerading, From and Sender, the stolen-account signals, then the signing plan. End of
+/// message: the signatures.
 pub fn standard() -> Vec<Box<dyn Check>> {
     vec![
         Box::new(Draining),
@@ -33,6 +36,7 @@ pub fn standard() -> Vec<Box<dyn Check>> {
         Box::new(Recipients),
         Box::new(SendingLimits),
         Box::new(HeaderSenders),
+        Box::new(StolenAccount),
         Box::new(Signing),
     ]
 }
