@@ -154,6 +154,12 @@ enum AccountsCommand {
         /// The login.
         login: String,
     },
+    /// Show an account's stolen-account signals and score now (from Redis, or from the
+    /// running relay's metrics endpoint when signals are kept in its memory), and its lock.
+    Why {
+        /// The login.
+        login: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -696,6 +702,9 @@ fn bench_command(args: BenchArgs) -> Result<(), String> {
 
 fn accounts_command(path: &Path, command: AccountsCommand) -> Result<(), String> {
     let loaded = load(path)?;
+    if let AccountsCommand::Why { login } = &command {
+        return accounts_why(&loaded, login);
+    }
     let settings = loaded.config.limit_store.as_ref().ok_or_else(|| {
         format!(
             "{}: no [limits] section: locks are not configured",
@@ -721,6 +730,7 @@ fn accounts_command(path: &Path, command: AccountsCommand) -> Result<(), String>
                 println!("{login} locked");
                 Ok(())
             }
+            AccountsCommand::Why { .. } => unreachable!("answered above"),
             AccountsCommand::Unlock { login } => {
                 let login = logins.normalise(&login);
                 if stores.locks.unlock(&login).await? {
@@ -732,6 +742,73 @@ fn accounts_command(path: &Path, command: AccountsCommand) -> Result<(), String>
             }
         }
     })
+}
+
+/// `accounts why`: the signals from Redis when they are kept there, else from the running
+/// relay (its metrics endpoint, which answers only this host).
+fn accounts_why(loaded: &Loaded, login: &str) -> Result<(), String> {
+    let path = &loaded.config.path;
+    let rules = loaded.config.abuse.as_ref().ok_or_else(|| {
+        format!(
+            "{}: no [abuse] section: stolen-account signals are not kept",
+            path.display()
+        )
+    })?;
+    let login = loaded.snapshot.policy.logins.normalise(login);
+    let stores = loaded
+        .config
+        .limit_store
+        .as_ref()
+        .map(|settings| Stores::open(settings, Default::default()))
+        .transpose()?;
+    if let Some(stores) = stores.as_ref().filter(|s| s.redis.is_some()) {
+        let book =
+            relayguard::abuse::redis::RedisBook::new(stores.redis.clone().expect("filtered"));
+        use relayguard::abuse::book::SignalBook as _;
+        return block_on(async {
+            let signals = book.peek(&login, unix_now_ms(), rules).await?;
+            print!("{}", relayguard::abuse::describe(&login, &signals, rules));
+            if let Some(lock) = stores.locks.get(&login).await? {
+                println!("  locked since {}: {}", lock.since, lock.reason);
+            }
+            Ok(())
+        });
+    }
+    let mut addr = loaded.config.metrics_listen.ok_or_else(|| {
+        format!(
+            "{}: signals are kept in the relay's memory and it has no metrics endpoint to ask ([metrics] listen)",
+            path.display()
+        )
+    })?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let text = block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .map_err(|_| format!("the relay's metrics endpoint {addr} does not answer"))?
+        .map_err(|e| format!("the relay's metrics endpoint {addr}: {e} (signals are kept in the running relay's memory)"))?;
+        stream
+            .write_all(format!("GET /signals/{login} HTTP/1.0\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(response)
+    })?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("the relay answered: {}", body.trim()));
+    }
+    print!("{body}");
+    Ok(())
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {

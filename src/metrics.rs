@@ -389,10 +389,11 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` and `GET /healthz` until the task is aborted.
+/// Serves `GET /metrics`, `GET /healthz` and, to this host only, `GET /signals/LOGIN` until
+/// the task is aborted.
 pub async fn serve(listener: TcpListener, service: Arc<Service>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((mut stream, peer)) = listener.accept().await else {
             continue;
         };
         let service = service.clone();
@@ -413,6 +414,24 @@ pub async fn serve(listener: TcpListener, service: Arc<Service>) {
             // `# EOF`): said so, Prometheus keeps each family's type and help.
             const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
             const TEXT: &str = "text/plain; charset=utf-8";
+            // One login's signals, for `relayguard accounts why`: personal data, so only to
+            // this host.
+            if let Some(login) = path.strip_prefix("/signals/") {
+                let (status, body) = if !peer.ip().is_loopback() {
+                    ("403 Forbidden", "only from this host\n".to_string())
+                } else {
+                    match service.signals_of(login).await {
+                        Ok(text) => ("200 OK", text),
+                        Err(e) => ("404 Not Found", format!("{e}\n")),
+                    }
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {TEXT}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                return;
+            }
             let (status, kind, body) = match path {
                 "/metrics" => ("200 OK", OPENMETRICS, service.metrics_text()),
                 "/healthz" => match service.health() {

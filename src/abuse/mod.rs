@@ -244,6 +244,65 @@ pub fn decide(score: &Score, rules: &Rules, class: &str) -> Action {
     }
 }
 
+/// The signals of a login as `accounts why` and `explain` show them.
+pub fn describe(login: &str, s: &Signals, rules: &Rules) -> String {
+    use std::fmt::Write as _;
+    let scored = score(s, rules);
+    let mut out = String::new();
+    let _ = writeln!(out, "{login}");
+    let _ = writeln!(
+        out,
+        "  networks in the last hour: {} (above {} counts, weight {})",
+        s.networks, rules.networks.above, rules.networks.weight
+    );
+    let _ = writeln!(
+        out,
+        "  recipient domains in the last hour: {} (above {:.0} counts: {} or 1.5 x its busiest hour lately, {:.1})",
+        s.domains,
+        rules.domains.above.max(1.5 * s.domains_baseline),
+        rules.domains.above,
+        s.domains_baseline
+    );
+    let _ = writeln!(
+        out,
+        "  new recipients in the last hour: {} (above {:.0} counts: {} or 1.5 x its busiest hour lately, {:.1})",
+        s.new_recipients,
+        rules.new_recipients.above.max(1.5 * s.new_baseline),
+        rules.new_recipients.above,
+        s.new_baseline
+    );
+    let _ = writeln!(
+        out,
+        "  messages in the last hour: {:.1}; its busiest hour lately {:.1} (never taken below {}): {:.1}x (above {}x counts)",
+        s.messages_hour,
+        s.baseline,
+        rules.volume_floor,
+        s.messages_hour / s.baseline.max(rules.volume_floor),
+        rules.volume.above
+    );
+    if let Some(a) = s.authentications {
+        let _ = writeln!(out, "  authentications in the window: {a}");
+    }
+    let fired = if scored.fired.is_empty() {
+        "no signal above its threshold".to_string()
+    } else {
+        scored.reason()
+    };
+    let _ = writeln!(
+        out,
+        "  score {} (classes act at {}): {fired}",
+        scored.total, rules.act_at
+    );
+    let mut actions: Vec<String> = rules
+        .actions
+        .iter()
+        .map(|(c, a)| format!("{c} {}", a.name()))
+        .collect();
+    actions.push(format!("others {}", rules.default_action.name()));
+    let _ = writeln!(out, "  actions: {}", actions.join(", "));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

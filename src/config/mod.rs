@@ -489,6 +489,36 @@ mod tests {
     }
 
     #[test]
+    fn abuse_settings_are_checked_with_their_place() {
+        let c = parse("[limits]\n[abuse]\nact_at = 3\n[abuse.networks]\nabove = 6\n[abuse.actions]\nexternal = \"lock\"\n").unwrap();
+        let rules = c.abuse.unwrap();
+        assert_eq!((rules.act_at, rules.networks.above), (3.0, 6.0));
+        assert_eq!(rules.action("external"), crate::abuse::Action::Lock);
+        assert_eq!(rules.action("internal"), crate::abuse::Action::Log);
+        for (text, expected) in [
+            (
+                "[abuse]\n[abuse.actions]\nexternal = \"lock\"\n",
+                ":3: key `abuse.actions.external`: \"lock\" needs [limits], where account locks are kept",
+            ),
+            (
+                "[limits]\n[abuse]\n[abuse.actions]\nexternal = \"ban\"\n",
+                ":4: key `abuse.actions.external`: `ban` is not one of \"log\", \"none\", \"tempfail\", \"lock\"",
+            ),
+            (
+                "[abuse]\n[abuse.volume]\nweight = 1000.0\n",
+                ":3: key `abuse.volume.weight`: 1000 is out of range: 0..=100",
+            ),
+            (
+                "[abuse]\nipv4_prefix = 4\n",
+                ":2: key `abuse.ipv4_prefix`: 4 is out of range: 8..=32",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}\n{e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_line() {
         let e = parse("[senders]\nown_local_part = true\nallow_forein = true\n").unwrap_err();
         let text = e.to_string();

@@ -616,6 +616,23 @@ impl Service {
         }
     }
 
+    /// The stolen-account signals of `login` now, described (`accounts why`).
+    pub async fn signals_of(&self, login: &str) -> Result<String, String> {
+        let snapshot = self.env.snapshot();
+        let (Some(rules), Some(book)) = (snapshot.abuse.as_ref(), self.env.signals.as_ref()) else {
+            return Err("no [abuse] section: stolen-account signals are not kept".into());
+        };
+        let login = snapshot.policy.logins.normalise(login);
+        let signals = book.peek(&login, self.env.now_ms(), rules).await?;
+        let mut out = crate::abuse::describe(&login, &signals, rules);
+        if let Some(locks) = &self.env.locks
+            && let Ok(Some(lock)) = locks.get(&login).await
+        {
+            out.push_str(&format!("  locked since {}: {}\n", lock.since, lock.reason));
+        }
+        Ok(out)
+    }
+
     /// Logs a key event and writes it to the audit log.
     fn record_event(&self, event: &crate::dkim::rotation::KeyEvent) {
         info!(
