@@ -451,6 +451,12 @@ fn explain_command(path: &Path, question: &Question, daemon_name: Option<&str>) 
             print!("{}", current_counters(settings, limits, &login));
         }
     }
+    if let (Some(_), Some(login)) = (&loaded.config.abuse, &question.login) {
+        match signals_text(&loaded, login) {
+            Ok(text) => print!("stolen-account signals of {text}"),
+            Err(e) => println!("stolen-account signals: {e}"),
+        }
+    }
     if accepted {
         ExitCode::SUCCESS
     } else {
@@ -747,6 +753,12 @@ fn accounts_command(path: &Path, command: AccountsCommand) -> Result<(), String>
 /// `accounts why`: the signals from Redis when they are kept there, else from the running
 /// relay (its metrics endpoint, which answers only this host).
 fn accounts_why(loaded: &Loaded, login: &str) -> Result<(), String> {
+    print!("{}", signals_text(loaded, login)?);
+    Ok(())
+}
+
+/// An account's signals and lock, described.
+fn signals_text(loaded: &Loaded, login: &str) -> Result<String, String> {
     let path = &loaded.config.path;
     let rules = loaded.config.abuse.as_ref().ok_or_else(|| {
         format!(
@@ -767,11 +779,11 @@ fn accounts_why(loaded: &Loaded, login: &str) -> Result<(), String> {
         use relayguard::abuse::book::SignalBook as _;
         return block_on(async {
             let signals = book.peek(&login, unix_now_ms(), rules).await?;
-            print!("{}", relayguard::abuse::describe(&login, &signals, rules));
+            let mut out = relayguard::abuse::describe(&login, &signals, rules);
             if let Some(lock) = stores.locks.get(&login).await? {
-                println!("  locked since {}: {}", lock.since, lock.reason);
+                out.push_str(&format!("  locked since {}: {}\n", lock.since, lock.reason));
             }
-            Ok(())
+            Ok(out)
         });
     }
     let mut addr = loaded.config.metrics_listen.ok_or_else(|| {
@@ -807,8 +819,7 @@ fn accounts_why(loaded: &Loaded, login: &str) -> Result<(), String> {
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("the relay answered: {}", body.trim()));
     }
-    print!("{body}");
-    Ok(())
+    Ok(body.to_string())
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
