@@ -55,6 +55,9 @@ _relayguard() {
             relayguard__subcmd__accounts,unlock)
                 cmd="relayguard__subcmd__accounts__subcmd__unlock"
                 ;;
+            relayguard__subcmd__accounts,why)
+                cmd="relayguard__subcmd__accounts__subcmd__why"
+                ;;
             relayguard__subcmd__accounts__subcmd__help,help)
                 cmd="relayguard__subcmd__accounts__subcmd__help__subcmd__help"
                 ;;
@@ -66,6 +69,9 @@ _relayguard() {
                 ;;
             relayguard__subcmd__accounts__subcmd__help,unlock)
                 cmd="relayguard__subcmd__accounts__subcmd__help__subcmd__unlock"
+                ;;
+            relayguard__subcmd__accounts__subcmd__help,why)
+                cmd="relayguard__subcmd__accounts__subcmd__help__subcmd__why"
                 ;;
             relayguard__subcmd__audit,help)
                 cmd="relayguard__subcmd__audit__subcmd__help"
@@ -126,6 +132,9 @@ _relayguard() {
                 ;;
             relayguard__subcmd__help__subcmd__accounts,unlock)
                 cmd="relayguard__subcmd__help__subcmd__accounts__subcmd__unlock"
+                ;;
+            relayguard__subcmd__help__subcmd__accounts,why)
+                cmd="relayguard__subcmd__help__subcmd__accounts__subcmd__why"
                 ;;
             relayguard__subcmd__help__subcmd__audit,keygen)
                 cmd="relayguard__subcmd__help__subcmd__audit__subcmd__keygen"
@@ -225,7 +234,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__accounts)
-            opts="-c -h --config --help list lock unlock help"
+            opts="-c -h --config --help list lock unlock why help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -247,7 +256,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__accounts__subcmd__help)
-            opts="list lock unlock help"
+            opts="list lock unlock why help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -316,6 +325,20 @@ _relayguard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        relayguard__subcmd__accounts__subcmd__help__subcmd__why)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         relayguard__subcmd__accounts__subcmd__list)
             opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -365,6 +388,28 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__accounts__subcmd__unlock)
+            opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__accounts__subcmd__why)
             opts="-c -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -771,7 +816,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__help__subcmd__accounts)
-            opts="list lock unlock"
+            opts="list lock unlock why"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -813,6 +858,20 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__help__subcmd__accounts__subcmd__unlock)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        relayguard__subcmd__help__subcmd__accounts__subcmd__why)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

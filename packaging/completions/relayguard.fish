@@ -64,12 +64,13 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l threads 
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l seconds -d 'Seconds for `--ceiling`' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -s h -l help -d 'Print help'
-complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock help" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
-complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock help" -s h -l help -d 'Print help'
-complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock help" -f -a "list" -d 'List locked accounts'
-complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock help" -f -a "lock" -d 'Lock an account: all its mail is refused until unlocked'
-complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock help" -f -a "unlock" -d 'Unlock an account'
-complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock why help" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock why help" -s h -l help -d 'Print help'
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock why help" -f -a "list" -d 'List locked accounts'
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock why help" -f -a "lock" -d 'Lock an account: all its mail is refused until unlocked'
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock why help" -f -a "unlock" -d 'Unlock an account'
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock why help" -f -a "why" -d 'Show an account\'s stolen-account signals and score now (from Redis, or from the running relay\'s metrics endpoint when signals are kept in its memory), and its lock'
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and not __fish_seen_subcommand_from list lock unlock why help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from list" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from lock" -l reason -d 'Why (shown in the reply)' -r
@@ -77,9 +78,12 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fi
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from lock" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from unlock" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from unlock" -s h -l help -d 'Print help'
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from why" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from why" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List locked accounts'
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from help" -f -a "lock" -d 'Lock an account: all its mail is refused until unlocked'
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from help" -f -a "unlock" -d 'Unlock an account'
+complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from help" -f -a "why" -d 'Show an account\'s stolen-account signals and score now (from Redis, or from the running relay\'s metrics endpoint when signals are kept in its memory), and its lock'
 complete -c relayguard -n "__fish_relayguard_using_subcommand accounts; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report verify keygen help" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and not __fish_seen_subcommand_from report verify keygen help" -s h -l help -d 'Print help'
@@ -157,6 +161,7 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand help; and not __fi
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from accounts" -f -a "list" -d 'List locked accounts'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from accounts" -f -a "lock" -d 'Lock an account: all its mail is refused until unlocked'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from accounts" -f -a "unlock" -d 'Unlock an account'
+complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from accounts" -f -a "why" -d 'Show an account\'s stolen-account signals and score now (from Redis, or from the running relay\'s metrics endpoint when signals are kept in its memory), and its lock'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "report" -d 'Summarise audit files (plain, rotated or gzip\'d) per login'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Walk the hash chain through audit files (oldest first, plain or gzip\'d) and report the first broken link; exits 1 when the chain is broken or, with --key, unproven'
 complete -c relayguard -n "__fish_relayguard_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "keygen" -d 'Make an Ed25519 checkpoint key: FILE (private, mode 0600) and FILE.pub (for auditors)'
