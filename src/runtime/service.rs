@@ -68,6 +68,9 @@ pub struct Service {
     peers: Option<Arc<dyn crate::dkim::cluster::Peers>>,
     /// Why this host lags its peers, as the latest check found.
     lag: Mutex<Vec<String>>,
+    /// One comparison with the peers at a time: a slower, older one must not overwrite a
+    /// newer finding (the checker task and an asked-for check can run together).
+    comparing: tokio::sync::Mutex<()>,
     /// One rotation pass at a time (the checker's and one asked for by hand).
     rotating: tokio::sync::Mutex<()>,
     watched: Mutex<Watched>,
@@ -140,6 +143,7 @@ impl Service {
             signing: Mutex::default(),
             peers: stores.as_ref().and_then(|s| s.peers.clone()),
             lag: Mutex::default(),
+            comparing: tokio::sync::Mutex::new(()),
             rotating: tokio::sync::Mutex::new(()),
             watched: Mutex::new(Watched {
                 fingerprint: fingerprint(&files, &dirs),
@@ -502,6 +506,10 @@ impl Service {
         let Some(peers) = &self.peers else {
             return;
         };
+        let _one_at_a_time = self.comparing.lock().await;
+        // The time as the comparison runs, not as the check began: a check that waited
+        // must not announce what this host signed a while ago.
+        let now = now.max(self.now());
         let ours = self.signing_now(keys, now);
         let host = &self.env.host;
         let ttl = 3 * recheck.as_secs().max(60);
