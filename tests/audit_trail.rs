@@ -668,6 +668,12 @@ fn month(dir: &Path, key: &Path) -> Vec<PathBuf> {
                 &decision(n, &date, "(external)", "reject", "auth_required", false),
             );
         }
+        if day % 6 == 0 {
+            // A burst the stolen-account signals logged.
+            let mut flagged = decision(n, &date, "erin", "accept", "ok", true);
+            flagged["abuse"] = serde_json::json!({"action": "log", "score": 2.1, "fired": "networks 9 > 4", "signals": {"networks": 9}});
+            write_record(&log, &flagged);
+        }
         if day % 4 == 0 {
             let mut would = decision(n, &date, "carol", "reject", "foreign_sender", false);
             would["monitor"] = true.into();
@@ -838,6 +844,8 @@ fn the_html_report_renders_in_a_real_browser_and_agrees_with_the_text_report() {
     assert_eq!(data_value(&dom, "total-locks"), column(5));
     assert_eq!(data_value(&dom, "total-unsigned"), column(6));
     assert_eq!(data_value(&dom, "total-would"), column(7));
+    assert_eq!(data_value(&dom, "total-flagged"), column(8));
+    assert_eq!(column(8), 5, "erin's logged bursts");
     let unsigned_line = table
         .lines()
         .find(|l| l.starts_with("accepted but unsigned: "))

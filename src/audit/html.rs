@@ -165,6 +165,12 @@ fn summary(out: &mut String, r: &Report) {
     );
     card(
         out,
+        "total-flagged",
+        sum(|s| s.flagged),
+        "flagged by stolen-account signals",
+    );
+    card(
+        out,
         "total-logins",
         r.logins.len() as u64,
         "logins and classes",
@@ -485,11 +491,11 @@ fn logins(out: &mut String, r: &Report) {
         rows.len().min(LOGIN_ROWS),
         r.logins.len()
     );
-    out.push_str("<table id=\"logins\"><tr><th>login</th><th>messages</th><th>recipients</th><th>froms</th><th>refused</th><th>limits</th><th>locks</th><th>unsigned</th><th>would</th></tr>");
+    out.push_str("<table id=\"logins\"><tr><th>login</th><th>messages</th><th>recipients</th><th>froms</th><th>refused</th><th>limits</th><th>locks</th><th>unsigned</th><th>would</th><th>flagged</th></tr>");
     for (login, s) in rows.into_iter().take(LOGIN_ROWS) {
         let _ = write!(
             out,
-            "<tr data-login=\"{l}\"><td>{l}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-login=\"{l}\"><td>{l}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             s.messages,
             s.recipients,
             s.from_addresses.len(),
@@ -498,6 +504,7 @@ fn logins(out: &mut String, r: &Report) {
             s.locks,
             s.unsigned,
             s.would_refused(),
+            s.flagged,
             l = esc(login)
         );
     }

@@ -50,6 +50,9 @@ pub struct LoginStats {
     /// Refusals recorded in monitor mode (the message passed), by reason code: who the
     /// switch to enforce would hit.
     pub would_refuse: BTreeMap<String, u64>,
+    /// Messages on which the login's class acted on stolen-account signals (logged,
+    /// tempfailed or locked).
+    pub flagged: u64,
 }
 
 impl LoginStats {
@@ -255,6 +258,9 @@ impl Report {
             }
         }
         let stats = self.logins.entry(key).or_default();
+        if r.abuse.is_some() {
+            stats.flagged += 1;
+        }
         match r.verdict {
             Verdict::Accept => {
                 stats.messages += 1;
@@ -329,7 +335,7 @@ impl Report {
             }
             Format::Csv => {
                 let mut out = String::from(
-                    "login,messages,recipients,distinct_from,refusals,limit_hits,locks,unsigned,refusals_by_reason,would_refuse,would_refuse_by_reason\n",
+                    "login,messages,recipients,distinct_from,refusals,limit_hits,locks,unsigned,refusals_by_reason,would_refuse,would_refuse_by_reason,flagged\n",
                 );
                 for (login, s) in &self.logins {
                     let reasons: Vec<String> =
@@ -341,7 +347,7 @@ impl Report {
                         .collect();
                     let _ = writeln!(
                         out,
-                        "{},{},{},{},{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{},{},{},{},{},{}",
                         csv(login),
                         s.messages,
                         s.recipients,
@@ -352,7 +358,8 @@ impl Report {
                         s.unsigned,
                         csv(&reasons.join(";")),
                         s.would_refused(),
-                        csv(&would.join(";"))
+                        csv(&would.join(";")),
+                        s.flagged
                     );
                 }
                 out
@@ -368,7 +375,7 @@ impl Report {
                 );
                 let _ = writeln!(
                     out,
-                    "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8} {:>6}",
+                    "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8} {:>6} {:>7}",
                     "login",
                     "messages",
                     "recipients",
@@ -377,12 +384,13 @@ impl Report {
                     "limits",
                     "locks",
                     "unsigned",
-                    "would"
+                    "would",
+                    "flagged"
                 );
                 for (login, s) in &self.logins {
                     let _ = writeln!(
                         out,
-                        "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8} {:>6}",
+                        "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8} {:>6} {:>7}",
                         login,
                         s.messages,
                         s.recipients,
@@ -391,7 +399,8 @@ impl Report {
                         s.limit_hits,
                         s.locks,
                         s.unsigned,
-                        s.would_refused()
+                        s.would_refused(),
+                        s.flagged
                     );
                 }
                 let _ = writeln!(out, "\ntop refused logins:");
