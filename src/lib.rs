@@ -1,7 +1,8 @@
 //! relayguard: a milter for outgoing mail relays.
 //!
 //! Where things live (README's Layout has the whole map):
-//! - [`policy`], [`dkim`], [`limits`], [`audit`]: the domains, pure where it matters;
+//! - [`policy`], [`dkim`], [`limits`], [`abuse`], [`audit`]: the domains, pure where it
+//!   matters;
 //! - [`session`]: the transaction pipeline, a list of small checks, and the one place a
 //!   decision becomes a reply, an audit record, metrics and a log line;
 //! - [`milter`]: the indymilter adapter, a table of callbacks;
