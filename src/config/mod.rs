@@ -2,7 +2,7 @@
 //!
 //! Pure: it reads no file (the runtime hands it the text) and names the other files (sender
 //! map, selector schedule, keys) without opening them; `runtime::assemble` reads those.
-//! Every error names the file, the line and the key. [`raw`] is the schema, [`sections`]
+//! Every error names the file, the line and the key. `raw` is the schema, `sections`
 //! turns each section into settings.
 
 mod raw;

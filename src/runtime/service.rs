@@ -656,7 +656,7 @@ impl Service {
         }
     }
 
-    /// One rotation pass, when this host rotates ([`Service::rotates`]; else nothing): the
+    /// One rotation pass, when this host rotates (`Service::rotates`; else nothing): the
     /// zone made to match
     /// the schedule ([dkim.publish]; records of long-retired selectors go first, while
     /// their stanzas still name them), the successor keys, retirements and removals that
