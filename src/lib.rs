@@ -10,7 +10,7 @@
 //! - [`ldap`]: ownership from the directory, Postfix's ldap_table behind the ownership seam;
 //! - [`runtime`]: assembles the service from its files and runs it (sockets, signals, the
 //!   one reload path);
-//! - [`bench`]: a tool, not the service: the load generator behind `relayguard bench`.
+//! - [`bench`](mod@bench): a tool, not the service: the load generator behind `relayguard bench`.
 
 pub mod abuse;
 pub mod audit;
