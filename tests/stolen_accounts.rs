@@ -33,6 +33,23 @@ fn from_network(client: &str) -> Txn {
     }
 }
 
+/// Runs the relayguard command line on a relay's configuration; its standard output.
+fn relayguard(relay: &Milter, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relayguard"))
+        .args(args)
+        .arg("--config")
+        .arg(relay.file("relayguard.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_act_on_the_combined_signals_of_one_account() {
     let redis = Redis::start();
@@ -89,17 +106,7 @@ async fn two_relays_act_on_the_combined_signals_of_one_account() {
     assert_eq!(told["signals"]["networks"], 8);
 
     // What an operator sees.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relayguard"))
-        .args(["accounts", "why", "alice", "--config"])
-        .arg(a.file("relayguard.toml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = relayguard(&a, &["accounts", "why", "alice"]);
     assert!(text.contains("networks in the last hour: 8"), "{text}");
     assert!(text.contains("locked since"), "{text}");
     println!("relayguard accounts why alice:\n{text}");
@@ -123,21 +130,30 @@ async fn on_one_host_accounts_why_asks_the_running_relay() {
         conn.close().await.unwrap();
         assert_eq!(outcome.status, Status::Accept);
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relayguard"))
-        .args(["accounts", "why", "Alice", "--config"])
-        .arg(relay.file("relayguard.toml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = relayguard(&relay, &["accounts", "why", "Alice"]);
     assert!(text.starts_with("alice\n"), "{text}");
     assert!(text.contains("networks in the last hour: 3"), "{text}");
     assert!(
         text.contains("score 0 (classes act at 2): no signal above its threshold"),
+        "{text}"
+    );
+    // explain shows them too.
+    let text = relayguard(
+        &relay,
+        &[
+            "explain",
+            "--login",
+            "alice",
+            "--client",
+            "192.0.9.7",
+            "--mail-from",
+            "<alice@tugraz.at>",
+            "--rcpt",
+            "<friend@example.org>",
+        ],
+    );
+    assert!(
+        text.contains("stolen-account signals of alice\n  networks in the last hour: 3"),
         "{text}"
     );
     relay.stop().await.unwrap();
