@@ -491,22 +491,17 @@ fn logins(out: &mut String, r: &Report) {
         rows.len().min(LOGIN_ROWS),
         r.logins.len()
     );
-    out.push_str("<table id=\"logins\"><tr><th>login</th><th>messages</th><th>recipients</th><th>froms</th><th>refused</th><th>limits</th><th>locks</th><th>unsigned</th><th>would</th><th>flagged</th></tr>");
+    out.push_str("<table id=\"logins\"><tr><th>login</th>");
+    for name in LoginStats::COLUMNS {
+        let _ = write!(out, "<th>{name}</th>");
+    }
+    out.push_str("</tr>");
     for (login, s) in rows.into_iter().take(LOGIN_ROWS) {
-        let _ = write!(
-            out,
-            "<tr data-login=\"{l}\"><td>{l}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            s.messages,
-            s.recipients,
-            s.from_addresses.len(),
-            s.refused(),
-            s.limit_hits,
-            s.locks,
-            s.unsigned,
-            s.would_refused(),
-            s.flagged,
-            l = esc(login)
-        );
+        let _ = write!(out, "<tr data-login=\"{l}\"><td>{l}</td>", l = esc(login));
+        for value in s.columns() {
+            let _ = write!(out, "<td>{value}</td>");
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</table>\n");
 }

@@ -56,6 +56,34 @@ pub struct LoginStats {
 }
 
 impl LoginStats {
+    /// The per-login columns of the table and the HTML page, in order.
+    pub const COLUMNS: [&str; 9] = [
+        "messages",
+        "recipients",
+        "froms",
+        "refused",
+        "limits",
+        "locks",
+        "unsigned",
+        "would",
+        "flagged",
+    ];
+
+    /// The values of [`LoginStats::COLUMNS`].
+    pub fn columns(&self) -> [u64; 9] {
+        [
+            self.messages,
+            self.recipients,
+            self.from_addresses.len() as u64,
+            self.refused(),
+            self.limit_hits,
+            self.locks,
+            self.unsigned,
+            self.would_refused(),
+            self.flagged,
+        ]
+    }
+
     /// All refusals.
     pub fn refused(&self) -> u64 {
         self.refusals.values().sum()
@@ -373,35 +401,19 @@ impl Report {
                     self.logins.len(),
                     self.skipped.len()
                 );
-                let _ = writeln!(
-                    out,
-                    "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8} {:>6} {:>7}",
-                    "login",
-                    "messages",
-                    "recipients",
-                    "froms",
-                    "refused",
-                    "limits",
-                    "locks",
-                    "unsigned",
-                    "would",
-                    "flagged"
-                );
+                // Column widths of the table (the login column is 28 wide).
+                const WIDTHS: [usize; 9] = [9, 10, 6, 8, 6, 6, 8, 6, 7];
+                let _ = write!(out, "{:<28}", "login");
+                for (name, w) in LoginStats::COLUMNS.iter().zip(WIDTHS) {
+                    let _ = write!(out, " {name:>w$}");
+                }
+                out.push('\n');
                 for (login, s) in &self.logins {
-                    let _ = writeln!(
-                        out,
-                        "{:<28} {:>9} {:>10} {:>6} {:>8} {:>6} {:>6} {:>8} {:>6} {:>7}",
-                        login,
-                        s.messages,
-                        s.recipients,
-                        s.from_addresses.len(),
-                        s.refused(),
-                        s.limit_hits,
-                        s.locks,
-                        s.unsigned,
-                        s.would_refused(),
-                        s.flagged
-                    );
+                    let _ = write!(out, "{login:<28}");
+                    for (value, w) in s.columns().iter().zip(WIDTHS) {
+                        let _ = write!(out, " {value:>w$}");
+                    }
+                    out.push('\n');
                 }
                 let _ = writeln!(out, "\ntop refused logins:");
                 for (login, n) in self.top_refused(10) {
