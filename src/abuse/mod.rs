@@ -23,6 +23,17 @@ pub struct Threshold {
     pub weight: f64,
 }
 
+impl Threshold {
+    /// The threshold for a login whose own busiest hour lately reached `habit`: a login that
+    /// always writes to many domains (or many new people) is measured against itself.
+    pub fn with_habit(self, habit: f64) -> Threshold {
+        Threshold {
+            above: self.above.max(1.5 * habit),
+            ..self
+        }
+    }
+}
+
 /// What a class does when a login's score reaches `act_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -156,6 +167,13 @@ pub struct Signals {
     pub authentications: Option<u64>,
 }
 
+impl Signals {
+    /// Messages in the last hour over the login's baseline (never below `volume_floor`).
+    pub fn volume_ratio(&self, rules: &Rules) -> f64 {
+        self.messages_hour / self.baseline.max(rules.volume_floor)
+    }
+}
+
 /// One signal that fired.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fired {
@@ -197,21 +215,23 @@ impl Score {
 
 /// The scoring rule (module documentation).
 pub fn score(s: &Signals, rules: &Rules) -> Score {
-    let ratio = s.messages_hour / s.baseline.max(rules.volume_floor);
-    // A login that always writes to many domains is measured against its own habit.
-    let domains = Threshold {
-        above: rules.domains.above.max(1.5 * s.domains_baseline),
-        ..rules.domains
-    };
-    let new_recipients = Threshold {
-        above: rules.new_recipients.above.max(1.5 * s.new_baseline),
-        ..rules.new_recipients
-    };
     let candidates = [
         ("networks", s.networks as f64, rules.networks),
-        ("domains", s.domains as f64, domains),
-        ("new_recipients", s.new_recipients as f64, new_recipients),
-        ("volume", (ratio * 10.0).round() / 10.0, rules.volume),
+        (
+            "domains",
+            s.domains as f64,
+            rules.domains.with_habit(s.domains_baseline),
+        ),
+        (
+            "new_recipients",
+            s.new_recipients as f64,
+            rules.new_recipients.with_habit(s.new_baseline),
+        ),
+        (
+            "volume",
+            (s.volume_ratio(rules) * 10.0).round() / 10.0,
+            rules.volume,
+        ),
         (
             "authentications",
             s.authentications.unwrap_or(0) as f64,
@@ -259,7 +279,7 @@ pub fn describe(login: &str, s: &Signals, rules: &Rules) -> String {
         out,
         "  recipient domains in the last hour: {} (above {:.0} counts: {} or 1.5 x its busiest hour lately, {:.1})",
         s.domains,
-        rules.domains.above.max(1.5 * s.domains_baseline),
+        rules.domains.with_habit(s.domains_baseline).above,
         rules.domains.above,
         s.domains_baseline
     );
@@ -267,7 +287,7 @@ pub fn describe(login: &str, s: &Signals, rules: &Rules) -> String {
         out,
         "  new recipients in the last hour: {} (above {:.0} counts: {} or 1.5 x its busiest hour lately, {:.1})",
         s.new_recipients,
-        rules.new_recipients.above.max(1.5 * s.new_baseline),
+        rules.new_recipients.with_habit(s.new_baseline).above,
         rules.new_recipients.above,
         s.new_baseline
     );
@@ -277,7 +297,7 @@ pub fn describe(login: &str, s: &Signals, rules: &Rules) -> String {
         s.messages_hour,
         s.baseline,
         rules.volume_floor,
-        s.messages_hour / s.baseline.max(rules.volume_floor),
+        s.volume_ratio(rules),
         rules.volume.above
     );
     if let Some(a) = s.authentications {
