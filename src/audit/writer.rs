@@ -246,31 +246,18 @@ impl AuditLog {
         self.write_json(record)
     }
 
-    /// Appends a key rotation event: `{"event":…,"time":…,"host":…,"domain":…,…}` (the
-    /// report counts these apart from decisions).
+    /// Appends a key rotation event: `{"event":…,"time":…,"host":…,"detail":…,"domain":…,
+    /// "selector":…}` (the report counts these apart from decisions).
     pub fn event(
         &self,
         event: &crate::dkim::rotation::KeyEvent,
         time: &str,
         host: &str,
     ) -> io::Result<()> {
-        #[derive(serde::Serialize)]
-        struct Line<'a> {
-            event: &'a str,
-            time: &'a str,
-            host: &'a str,
-            domain: &'a str,
-            selector: &'a str,
-            detail: &'a str,
-        }
-        self.write_json(&Line {
-            event: event.event,
-            time,
-            host,
-            domain: &event.domain,
-            selector: &event.selector,
-            detail: &event.detail,
-        })
+        let mut fields = serde_json::Map::new();
+        fields.insert("domain".into(), event.domain.clone().into());
+        fields.insert("selector".into(), event.selector.clone().into());
+        self.note(event.event, time, host, &event.detail, fields)
     }
 
     /// Appends an event about the audit log itself (`audit_resumed`, `audit_file_deleted`):
@@ -376,13 +363,12 @@ impl AuditLog {
                 let before = file.metadata()?.len();
                 // A new or emptied file (rotated, or truncated in place) counts from 1.
                 let first = before == 0;
-                let (sealed, next) = link.seal(&make(link, first), first);
-                let mut line = Vec::with_capacity(sealed.len() + 2);
-                if *partial {
-                    line.push(b'\n');
-                }
-                line.extend_from_slice(&sealed);
+                let (mut line, next) = link.seal(&make(link, first), first);
                 line.push(b'\n');
+                if *partial {
+                    // Rare: after a cut that could not be undone, start on a line of its own.
+                    line.insert(0, b'\n');
+                }
                 match append(file, before, &line, self.config.fsync == Fsync::Always) {
                     Ok(()) => {
                         *partial = false;
