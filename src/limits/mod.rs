@@ -115,6 +115,21 @@ pub struct LimitsPolicy {
     pub contact: String,
 }
 
+/// The client's class: a `[[limits.class]]` name when the limits name one for it, else
+/// `internal` or `external` (also without `[limits]`).
+pub fn class_name<'a>(
+    limits: Option<&'a LimitsPolicy>,
+    daemon_name: Option<&str>,
+    login: Option<&str>,
+    internal: bool,
+) -> &'a str {
+    match limits {
+        Some(limits) => limits.class(daemon_name, login, internal).0,
+        None if internal => "internal",
+        None => "external",
+    }
+}
+
 impl LimitsPolicy {
     /// The client's class and its effective limits.
     pub fn class(

@@ -48,6 +48,16 @@ pub struct Snapshot {
     pub abuse: Option<Arc<crate::abuse::Rules>>,
 }
 
+impl Snapshot {
+    /// Whom a refused sender should contact (`[limits] contact`; empty when not set).
+    pub fn contact(&self) -> &str {
+        self.limits
+            .as_ref()
+            .map(|l| l.contact.as_str())
+            .unwrap_or_default()
+    }
+}
+
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshot")

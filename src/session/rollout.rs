@@ -54,11 +54,7 @@ impl Rollout {
         if self.enforces_all() {
             return false;
         }
-        let class = match limits {
-            Some(limits) => limits.class(daemon_name, login, internal).0,
-            None if internal => "internal",
-            None => "external",
-        };
+        let class = crate::limits::class_name(limits, daemon_name, login, internal);
         self.monitors(login, class)
     }
 }

@@ -33,13 +33,13 @@ impl Check for StolenAccount {
             .conn
             .addr
             .is_some_and(|a| tx.snapshot.policy.is_internal(a));
-        let class = match &tx.snapshot.limits {
-            Some(limits) => limits
-                .class(cx.conn.daemon_name.as_deref(), Some(&login), internal)
-                .0
-                .to_string(),
-            None => if internal { "internal" } else { "external" }.to_string(),
-        };
+        let class = crate::limits::class_name(
+            tx.snapshot.limits.as_ref(),
+            cx.conn.daemon_name.as_deref(),
+            Some(&login),
+            internal,
+        )
+        .to_string();
         let seen = Observation::new(
             cx.conn.addr,
             &tx.rcpts,
@@ -91,16 +91,9 @@ impl Check for StolenAccount {
                 score: scored.clone(),
                 action,
             });
-            let contact = tx
-                .snapshot
-                .limits
-                .as_ref()
-                .map(|l| l.contact.clone())
-                .unwrap_or_default();
-            let contact = if contact.is_empty() {
-                String::new()
-            } else {
-                format!("; contact {contact}")
+            let contact = match tx.snapshot.contact() {
+                "" => String::new(),
+                contact => format!("; contact {contact}"),
             };
             match action {
                 Action::None | Action::Log => Outcome::Continue,

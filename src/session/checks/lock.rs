@@ -27,12 +27,7 @@ impl Check for AccountLock {
             let Ok(Some(lock)) = locks.get(&login).await else {
                 return Outcome::Continue;
             };
-            let contact = tx
-                .snapshot
-                .limits
-                .as_ref()
-                .map(|l| l.contact.as_str())
-                .unwrap_or_default();
+            let contact = tx.snapshot.contact();
             let reply = Reply {
                 code: "550",
                 status: "5.7.1",
