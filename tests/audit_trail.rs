@@ -219,20 +219,25 @@ async fn the_relay_seals_every_record_and_an_auditor_proves_a_rotated_series() {
     assert!(out.starts_with("4 records"), "{out}");
 }
 
-/// A series as a relay writes it: three files of 30 records, each sealed by a checkpoint
-/// and rotated (`audit.log.2`, `audit.log.1`, `audit.log`), written by the relay's writer.
-fn series(dir: &Path, key: &Path) -> Vec<PathBuf> {
-    let log = AuditLog::open(AuditConfig {
+/// The relay's audit writer on `DIR/audit.log`, with checkpoints when given a key.
+fn writer(dir: &Path, key: Option<&Path>) -> AuditLog {
+    AuditLog::open(AuditConfig {
         destination: Destination::File(dir.join("audit.log")),
         fsync: Fsync::Never,
         on_error: OnError::Tempfail,
         full_recipients: false,
-        checkpoints: Some(Checkpoints {
+        checkpoints: key.map(|key| Checkpoints {
             key_file: key.to_path_buf(),
             every_minutes: 60,
         }),
         retention_days: None,
-    });
+    })
+}
+
+/// A series as a relay writes it: three files of 30 records, each sealed by a checkpoint
+/// and rotated (`audit.log.2`, `audit.log.1`, `audit.log`), written by the relay's writer.
+fn series(dir: &Path, key: &Path) -> Vec<PathBuf> {
+    let log = writer(dir, Some(key));
     let mut n = 0;
     for rotate_to in ["audit.log.2", "audit.log.1", ""] {
         for _ in 0..30 {
@@ -528,14 +533,7 @@ async fn retention_deletes_whole_old_files_and_the_series_still_verifies() {
     let day = 86_400;
     // Three rotated files from 60, 40 and 10 days ago, written by the relay's writer.
     {
-        let log = AuditLog::open(AuditConfig {
-            destination: Destination::File(dir.path().join("audit.log")),
-            fsync: Fsync::Never,
-            on_error: OnError::Tempfail,
-            full_recipients: false,
-            checkpoints: None,
-            retention_days: None,
-        });
+        let log = writer(dir.path(), None);
         for (age, name) in [
             (60, "audit.log.3"),
             (40, "audit.log.2"),
@@ -605,17 +603,7 @@ async fn retention_deletes_whole_old_files_and_the_series_still_verifies() {
 /// A month of a small relay: busy days and quiet ones, spoofs, limits, locks, unsigned
 /// mail, monitor-mode refusals, two rotated files.
 fn month(dir: &Path, key: &Path) -> Vec<PathBuf> {
-    let log = AuditLog::open(AuditConfig {
-        destination: Destination::File(dir.join("audit.log")),
-        fsync: Fsync::Never,
-        on_error: OnError::Tempfail,
-        full_recipients: false,
-        checkpoints: Some(Checkpoints {
-            key_file: key.to_path_buf(),
-            every_minutes: 60,
-        }),
-        retention_days: None,
-    });
+    let log = writer(dir, Some(key));
     let logins = [
         "alice",
         "bob",

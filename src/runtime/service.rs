@@ -450,7 +450,7 @@ impl Service {
         let now = self.now();
         crate::dkim::dns::check(keys, resolver.as_ref(), &self.env.dns, now).await;
         self.note_activations(keys, now);
-        self.compare_with_peers(keys, now, settings.recheck).await;
+        self.compare_with_peers(keys, settings.recheck).await;
         let mut next = settings.recheck.as_secs() as i64;
         let waiting = keys.schedule.domains().iter().any(|d| {
             keys.signers(d, now, &|e| self.env.dns.state(e))
@@ -500,7 +500,6 @@ impl Service {
     async fn compare_with_peers(
         &self,
         keys: &crate::dkim::signer::KeySet,
-        now: i64,
         recheck: std::time::Duration,
     ) {
         let Some(peers) = &self.peers else {
@@ -509,7 +508,7 @@ impl Service {
         let _one_at_a_time = self.comparing.lock().await;
         // The time as the comparison runs, not as the check began: a check that waited
         // must not announce what this host signed a while ago.
-        let now = now.max(self.now());
+        let now = self.now();
         let ours = self.signing_now(keys, now);
         let host = &self.env.host;
         let ttl = 3 * recheck.as_secs().max(60);
