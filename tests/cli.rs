@@ -150,8 +150,22 @@ fn key_config(dir: &Path, selectors: &str) -> String {
     path.display().to_string()
 }
 
+/// New Year's Day `years` after this one, and two days later (RFC 3339, UTC): dates that are
+/// in the future on whatever day the suite runs, where the binary reads the real clock.
+fn new_year(years: i16) -> (String, String) {
+    let year = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .year()
+        + years;
+    (
+        format!("{year}-01-01T00:00:00Z"),
+        format!("{year}-01-03T00:00:00Z"),
+    )
+}
+
 #[test]
 fn check_config_refuses_a_domain_without_a_key_and_names_errors() {
+    let (future, _) = new_year(10);
     let dir = tempfile::tempdir().unwrap();
     let only_one = common::dkim::selector(
         "tugraz.at",
@@ -179,7 +193,7 @@ fn check_config_refuses_a_domain_without_a_key_and_names_errors() {
             "rsa-sha256",
             "tugraz.at.rsa-a.pem",
             "2026-01-01T00:00:00Z",
-            Some("2099-01-01T00:00:00Z")
+            Some(&future)
         ),
         common::dkim::selector(
             "tu-graz.ac.at",
@@ -194,7 +208,7 @@ fn check_config_refuses_a_domain_without_a_key_and_names_errors() {
     let out = relayguard(&["check-config", "--config", &config]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("tugraz.at: no active DKIM key from 2099-01-01T00:00:00Z"),
+        text(&out).contains(&format!("tugraz.at: no active DKIM key from {future}")),
         "{}",
         text(&out)
     );
@@ -239,6 +253,7 @@ fn check_config_refuses_a_domain_without_a_key_and_names_errors() {
 
 #[test]
 fn keys_generate_dns_and_status() {
+    let (future, active) = new_year(10);
     let dir = tempfile::tempdir().unwrap();
     let schedule = [
         common::dkim::selector(
@@ -272,7 +287,7 @@ fn keys_generate_dns_and_status() {
         "--algorithm",
         "ed25519",
         "--publish",
-        "2099-01-01T00:00:00Z",
+        &future,
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let key = dir.path().join("keys/tugraz.at.ed2099.pem");
@@ -286,7 +301,7 @@ fn keys_generate_dns_and_status() {
         "{stdout}"
     );
     let selectors = std::fs::read_to_string(dir.path().join("selectors.toml")).unwrap();
-    assert!(selectors.contains("name = \"ed2099\"\nalgorithm = \"ed25519-sha256\"\nkey = \"tugraz.at.ed2099.pem\"\npublish = 2099-01-01T00:00:00Z\nactive_from = 2099-01-03T00:00:00Z"), "{selectors}");
+    assert!(selectors.contains(&format!("name = \"ed2099\"\nalgorithm = \"ed25519-sha256\"\nkey = \"tugraz.at.ed2099.pem\"\npublish = {future}\nactive_from = {active}")), "{selectors}");
 
     let dns = text(&relayguard(&["keys", "dns", "--config", &config]));
     let (now, later) = dns.split_once("; to publish later").unwrap();
@@ -296,7 +311,9 @@ fn keys_generate_dns_and_status() {
         "{dns}"
     );
     assert!(
-        later.contains("; publish at 2099-01-01T00:00:00Z\ned2099._domainkey.tugraz.at."),
+        later.contains(&format!(
+            "; publish at {future}\ned2099._domainkey.tugraz.at."
+        )),
         "{dns}"
     );
 
@@ -306,9 +323,9 @@ fn keys_generate_dns_and_status() {
         "{status}"
     );
     assert!(
-        status.contains(
-            "next: at 2099-01-03T00:00:00Z signing with rsa-a (rsa-sha256), ed2099 (ed25519-sha256)"
-        ),
+        status.contains(&format!(
+            "next: at {active} signing with rsa-a (rsa-sha256), ed2099 (ed25519-sha256)"
+        )),
         "{status}"
     );
 

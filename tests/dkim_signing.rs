@@ -5,7 +5,8 @@
 mod common;
 
 use common::dkim::{
-    self, records, selector, sign, signed_message, standard_setup, verify_dkimpy, verify_mail_auth,
+    self, At, records, selector, sign, signed_message, standard_setup, verify_dkimpy,
+    verify_mail_auth,
 };
 use common::{Milter, config_text};
 use indymilter_test::Status;
@@ -162,7 +163,7 @@ async fn corpus_verifies_with_mail_auth_and_dkimpy() {
             );
         }
         let message = signed_message(&signatures, &raw);
-        let verified = verify_mail_auth(&message, &records)
+        let verified = verify_mail_auth(&message, &records, At::Now)
             .await
             .unwrap_or_else(|e| panic!("message {i}: mail-auth: {e}"));
         assert_eq!(verified, expected);
@@ -172,7 +173,7 @@ async fn corpus_verifies_with_mail_auth_and_dkimpy() {
         files.push(path);
     }
     conn.close().await.unwrap();
-    let results = verify_dkimpy(&files, &records, out.path());
+    let results = verify_dkimpy(&files, &records, out.path(), At::Now);
     let failures: Vec<&String> = results.iter().filter(|l| !l.contains(" ok ")).collect();
     assert_eq!(results.len(), files.len());
     assert!(
@@ -230,11 +231,114 @@ async fn odd_bodies_verify_with_dkimpy() {
         files.push(path);
     }
     conn.close().await.unwrap();
-    let results = verify_dkimpy(&files, &records, out.path());
+    let results = verify_dkimpy(&files, &records, out.path(), At::Now);
     assert_eq!(results.len(), files.len());
     let failures: Vec<&String> = results.iter().filter(|l| !l.contains(" ok ")).collect();
     assert!(failures.is_empty(), "dkimpy rejected: {failures:#?}");
     milter.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_verifier_on_the_signers_pinned_clock_still_rejects_expired_and_tampered_mail() {
+    // The verifiers judge t= and x= at the clock the relay signed with, so a test signed on
+    // a pinned clock passes on any date. That must not make them lenient.
+    use relayguard::dkim::schedule::Schedule;
+    use relayguard::dkim::signer::{KeySet, MessageSigner};
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    dkim::install_key(&keys_dir, "tugraz.at.rsa-a.pem");
+    dkim::install_key(&keys_dir, "tugraz.at.ed-a.pem");
+    let text = [
+        selector(
+            "tugraz.at",
+            "rsa-a",
+            "rsa-sha256",
+            "tugraz.at.rsa-a.pem",
+            "2026-01-01T00:00:00Z",
+            None,
+        ),
+        selector(
+            "tugraz.at",
+            "ed-a",
+            "ed25519-sha256",
+            "tugraz.at.ed-a.pem",
+            "2026-01-01T00:00:00Z",
+            None,
+        ),
+    ]
+    .concat();
+    let schedule =
+        Schedule::parse(std::path::Path::new("selectors.toml"), &text, &keys_dir).unwrap();
+    let config = relayguard::config::Config::parse(std::path::Path::new("/mem/r.toml"), "[dkim]\n")
+        .unwrap()
+        .dkim
+        .unwrap()
+        .signing;
+    let keys = KeySet::load(schedule, config, T0).unwrap();
+    let raw =
+        b"From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: pinned\r\n\r\nhello\r\n";
+    let fields = relayguard::explain::split_header_block(raw)
+        .into_iter()
+        .map(|(name, value)| (name.into(), value.into()))
+        .collect();
+    let mut signer = MessageSigner::new(keys.active("tugraz.at", T0), fields);
+    signer.body(b"hello\r\n");
+    let signatures: Vec<String> = signer
+        .finish(T0 as u64)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.value)
+        .collect();
+    let message = signed_message(&signatures, raw);
+    let records = records();
+    let week = 7 * 86_400;
+    assert_eq!(
+        verify_mail_auth(&message, &records, At::Unix(T0)).await,
+        Ok(2)
+    );
+    assert_eq!(
+        verify_mail_auth(&message, &records, At::Unix(T0 + week - 1)).await,
+        Ok(2)
+    );
+    assert_eq!(
+        verify_mail_auth(&message, &records, At::Unix(T0 + week)).await,
+        Err("Neutral(Dkim(SignatureExpired))".into()),
+        "x= is a week after t="
+    );
+    assert!(
+        verify_mail_auth(&message, &records, At::Unix(T0 - 60))
+            .await
+            .unwrap_err()
+            .contains("signed in the future")
+    );
+    let tampered = String::from_utf8(message.clone())
+        .unwrap()
+        .replace("Subject: pinned", "Subject: pinneD");
+    assert_eq!(
+        verify_mail_auth(tampered.as_bytes(), &records, At::Unix(T0)).await,
+        Err("Fail(Crypto(FailedVerification))".into())
+    );
+    let body = String::from_utf8(message)
+        .unwrap()
+        .replace("hello", "hellO");
+    assert_eq!(
+        verify_mail_auth(body.as_bytes(), &records, At::Unix(T0)).await,
+        Err("Neutral(Dkim(FailedBodyHashMatch))".into())
+    );
+    // dkimpy, given the same clock, agrees on both sides of x= (it allows ten hours' slop).
+    let file = dir.path().join("m.eml");
+    std::fs::write(&file, signed_message(&signatures, raw)).unwrap();
+    let verdict = |at| {
+        verify_dkimpy(
+            std::slice::from_ref(&file),
+            &records,
+            dir.path(),
+            At::Unix(at),
+        )[0]
+        .clone()
+    };
+    assert!(verdict(T0 + week - 1).ends_with(" ok 2"), "{}", verdict(T0));
+    assert!(verdict(T0 + week + 11 * 3_600).contains("FAIL"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,7 +431,7 @@ async fn many_header_layouts_never_hit_the_b_folding_trap() {
         }
         let path = dir.path().join(format!("f{n:03}.eml"));
         std::fs::write(&path, signed_message(&signatures, raw)).unwrap();
-        verify_mail_auth(&signed_message(&signatures, raw), &records)
+        verify_mail_auth(&signed_message(&signatures, raw), &records, At::Unix(T0))
             .await
             .unwrap_or_else(|e| {
                 panic!(
@@ -337,7 +441,7 @@ async fn many_header_layouts_never_hit_the_b_folding_trap() {
             });
         files.push(path);
     }
-    let results = verify_dkimpy(&files, &records, dir.path());
+    let results = verify_dkimpy(&files, &records, dir.path(), At::Unix(T0));
     let failures: Vec<&String> = results.iter().filter(|l| !l.contains(" ok 1")).collect();
     assert!(
         failures.is_empty(),
@@ -384,12 +488,8 @@ fn rotation_config(dir: &std::path::Path) -> String {
     ]
     .concat();
     std::fs::write(dir.join("selectors.toml"), schedule).unwrap();
-    // The clock is simulated (January to March) and mail-auth verifies against the real
-    // one: no x= here (expiry has its own test below).
-    format!(
-        "{}\n[dkim]\nexpiry_days = 0\n",
-        config_text("inet:0@127.0.0.1")
-    )
+    // The clock is simulated (January to March); the verifiers judge t= and x= on it too.
+    format!("{}\n[dkim]\n", config_text("inet:0@127.0.0.1"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,14 +498,7 @@ async fn signatures_expire_after_a_week_and_an_independent_verifier_honours_it()
     let clock_now = signed_at.clone();
     let clock: relayguard::clock::Clock = Arc::new(move || clock_now.load(Ordering::SeqCst) * 1000);
     // The default configuration: expiry_days unset.
-    let milter = Milter::with_clock(
-        |dir| {
-            let text = rotation_config(dir);
-            text.replace("expiry_days = 0\n", "")
-        },
-        Some(clock),
-    )
-    .await;
+    let milter = Milter::with_clock(rotation_config, Some(clock)).await;
     let raw = b"From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: x\r\n\r\nhello\r\n";
     let mut conn = milter.connect().await;
     let (status, signatures) = sign(&mut conn, "alice", "<alice@tugraz.at>", raw).await;
@@ -420,11 +513,11 @@ async fn signatures_expire_after_a_week_and_an_independent_verifier_honours_it()
     let file = dir.path().join("m.eml");
     std::fs::write(&file, signed_message(&signatures, raw)).unwrap();
     let verify = |when: i64| {
-        dkim::verify_dkimpy_at(
+        dkim::verify_dkimpy(
             std::slice::from_ref(&file),
             &records(),
             dir.path(),
-            Some(when),
+            At::Unix(when),
         )[0]
         .clone()
     };
@@ -478,7 +571,7 @@ async fn rotation_happens_at_the_boundary_without_reload() {
                     "at {at}: {}",
                     signatures[0]
                 );
-                verify_mail_auth(&signed_message(&signatures, raw), &records)
+                verify_mail_auth(&signed_message(&signatures, raw), &records, At::Unix(at))
                     .await
                     .unwrap();
             }
@@ -513,7 +606,7 @@ async fn broken_key_files_never_replace_the_good_set() {
     let mut conn = milter.connect().await;
     let (s, signatures) = sign(&mut conn, "alice", "<alice@tu-graz.ac.at>", raw).await;
     assert_eq!(s, Status::Accept);
-    verify_mail_auth(&signed_message(&signatures, raw), &records)
+    verify_mail_auth(&signed_message(&signatures, raw), &records, At::Now)
         .await
         .expect("old key still signs");
     conn.close().await.unwrap();
@@ -581,7 +674,7 @@ async fn broken_key_files_never_replace_the_good_set() {
         "rsa-a._domainkey.tu-graz.ac.at.".into(),
         records["rsa-b._domainkey.tugraz.at."].clone(),
     );
-    verify_mail_auth(&signed_message(&signatures, raw), &swapped)
+    verify_mail_auth(&signed_message(&signatures, raw), &swapped, At::Now)
         .await
         .expect("new key signs");
     conn.close().await.unwrap();
@@ -697,7 +790,7 @@ async fn key_files_replaced_under_load_never_cost_a_signature() {
         for (status, signatures) in sender.await.unwrap() {
             assert_eq!(status, Status::Accept, "message {total}");
             assert_eq!(signatures.len(), 1, "message {total} unsigned");
-            verify_mail_auth(&signed_message(&signatures, raw), &records)
+            verify_mail_auth(&signed_message(&signatures, raw), &records, At::Now)
                 .await
                 .unwrap_or_else(|e| panic!("message {total}: {e}"));
             total += 1;

@@ -572,7 +572,12 @@ async fn postfix_end_to_end_with_the_directory_as_the_only_source() {
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("ldap-1.eml");
     std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
-    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    let verdict = common::dkim::verify_dkimpy(
+        &[file],
+        &common::dkim::records(),
+        out.path(),
+        common::dkim::At::Now,
+    );
     assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
     smtp.quit().await;
 

@@ -71,7 +71,12 @@ async fn postfix_end_to_end() {
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("owner-1.eml");
     std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
-    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    let verdict = common::dkim::verify_dkimpy(
+        &[file],
+        &common::dkim::records(),
+        out.path(),
+        common::dkim::At::Now,
+    );
     assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
 
     // 2. The same session uses a shared mailbox she is mapped to.
@@ -267,7 +272,12 @@ async fn postfix_end_to_end() {
     let delivered = postfix.wait_delivered("status-1@e2e.tugraz.test").await;
     let file = out.path().join("status-1.eml");
     std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
-    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    let verdict = common::dkim::verify_dkimpy(
+        &[file],
+        &common::dkim::records(),
+        out.path(),
+        common::dkim::At::Now,
+    );
     assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
     postfix.wait_queue_empty().await;
     for id in ["nameless-1", "forgery-1"] {
@@ -312,7 +322,12 @@ async fn postfix_end_to_end() {
     assert!(!delivered.contains("From: root@web1"), "{delivered}");
     let file = out.path().join("robot-1.eml");
     std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
-    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    let verdict = common::dkim::verify_dkimpy(
+        &[file],
+        &common::dkim::records(),
+        out.path(),
+        common::dkim::At::Now,
+    );
     assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
     // A person's account is never masqueraded: alice's root@ is refused as before.
     let mut smtp = session(&postfix, EXTERNAL, Some("alice")).await;

@@ -52,7 +52,12 @@ async fn sendmail_end_to_end() {
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("owner.eml");
     std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
-    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    let verdict = common::dkim::verify_dkimpy(
+        &[file],
+        &common::dkim::records(),
+        out.path(),
+        common::dkim::At::Now,
+    );
     assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
 
     // The spoofer: refused with the address and the login.
@@ -101,7 +106,12 @@ async fn sendmail_end_to_end() {
     );
     let file = out.path().join("robot.eml");
     std::fs::write(&file, delivered.replace("\r\n", "\n").replace('\n', "\r\n")).unwrap();
-    let verdict = common::dkim::verify_dkimpy(&[file], &common::dkim::records(), out.path());
+    let verdict = common::dkim::verify_dkimpy(
+        &[file],
+        &common::dkim::records(),
+        out.path(),
+        common::dkim::At::Now,
+    );
     assert!(verdict[0].ends_with(" ok 2"), "{verdict:?}\n{delivered}");
     drop(sendmail);
     milter.stop().await.unwrap();

@@ -239,9 +239,40 @@ impl ResolverCache<Box<str>, Txt> for TxtCache {
     }
 }
 
+/// The moment a verifier judges `t=` and `x=` at: always the clock the relay signed with, so
+/// that no test result depends on the date the suite runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum At {
+    /// The real clock: the relay under test runs on it too.
+    Now,
+    /// A pinned Unix time (seconds): the relay's injected clock.
+    Unix(i64),
+}
+
+impl At {
+    /// The pinned time of a clock in Unix milliseconds, as the relay's `Clock` gives it.
+    pub fn ms(ms: i64) -> Self {
+        At::Unix(ms.div_euclid(1000))
+    }
+}
+
 /// Verifies every signature with mail-auth, keys from `records` (no DNS is queried: the
-/// resolver points at a closed loopback port and every name is cached).
+/// resolver points at a closed loopback port and every name is cached), `t=` and `x=`
+/// judged at `at`. mail-auth's `verify_dkim` reads the system clock, so a pinned `at` runs
+/// the same steps through mail-auth's public pieces (its parser, body hashes, header
+/// selection, canonicalization and key verification) with the expiry judged at `at`.
 pub async fn verify_mail_auth(
+    message: &[u8],
+    records: &HashMap<String, String>,
+    at: At,
+) -> Result<usize, String> {
+    match at {
+        At::Now => verify_mail_auth_now(message, records).await,
+        At::Unix(at) => verify_mail_auth_at(message, records, at),
+    }
+}
+
+async fn verify_mail_auth_now(
     message: &[u8],
     records: &HashMap<String, String>,
 ) -> Result<usize, String> {
@@ -281,21 +312,86 @@ pub async fn verify_mail_auth(
     Ok(results.len())
 }
 
-/// Verifies files with dkimpy; returns one line per file.
+/// mail-auth's verification steps (as in its `verify_dkim_`) with the clock given.
+fn verify_mail_auth_at(
+    message: &[u8],
+    records: &HashMap<String, String>,
+    at: i64,
+) -> Result<usize, String> {
+    use mail_auth::common::crypto::HashAlgorithm;
+    use mail_auth::common::verify::VerifySignature;
+    let parsed =
+        AuthenticatedMessage::parse(message).ok_or("mail-auth cannot parse the message")?;
+    if let Some(e) = parsed.errors.first() {
+        return Err(format!("Neutral({:?})", e.header));
+    }
+    if parsed.dkim_headers.is_empty() {
+        return Err("no signatures".into());
+    }
+    let at = u64::try_from(at).map_err(|_| "a time before 1970")?;
+    for header in &parsed.dkim_headers {
+        let signature = &header.header;
+        if signature.t > at {
+            return Err(format!("signed in the future: t={} at {at}", signature.t));
+        }
+        if !(signature.x == 0 || (signature.x > signature.t && signature.x > at)) {
+            return Err("Neutral(Dkim(SignatureExpired))".into());
+        }
+        let hash = HashAlgorithm::from(signature.a);
+        let body_hash = parsed
+            .body_hashes
+            .iter()
+            .find(|(c, h, l, _)| *c == signature.cb && *h == hash && *l == signature.l)
+            .map(|(.., bh)| bh)
+            .ok_or("no body hash")?;
+        if *body_hash != signature.bh {
+            return Err("Neutral(Dkim(FailedBodyHashMatch))".into());
+        }
+        let record = records
+            .get(&signature.domain_key())
+            .ok_or_else(|| format!("no record for {}", signature.domain_key()))?;
+        let key = DomainKey::parse(record.as_bytes()).map_err(|e| format!("{e:?}"))?;
+        let unsigned = without_signature_value(header.value);
+        let mut headers = parsed.signed_headers(&signature.h, header.name, &unsigned);
+        key.p
+            .verify(&mut headers, &signature.b, signature.ch, signature.a)
+            .map_err(|e| format!("Fail({e:?})"))?;
+    }
+    Ok(parsed.dkim_headers.len())
+}
+
+/// A DKIM-Signature value with the value of its `b=` tag removed (RFC 6376 3.7), as
+/// mail-auth strips it: the tag name and `=` stay, the value and the header's line end go.
+fn without_signature_value(value: &[u8]) -> Vec<u8> {
+    let value = value
+        .strip_suffix(b"\r\n")
+        .or_else(|| value.strip_suffix(b"\n"))
+        .unwrap_or(value);
+    let mut out = Vec::with_capacity(value.len());
+    for segment in value.split_inclusive(|&b| b == b';') {
+        let (tag, rest) = match segment.iter().position(|&b| b == b'=') {
+            Some(eq) => segment.split_at(eq + 1),
+            None => (segment, &[][..]),
+        };
+        let name = tag[..tag.len().saturating_sub(1)].trim_ascii();
+        if name.eq_ignore_ascii_case(b"b") && tag.ends_with(b"=") {
+            out.extend_from_slice(tag);
+            if rest.ends_with(b";") {
+                out.push(b';');
+            }
+        } else {
+            out.extend_from_slice(segment);
+        }
+    }
+    out
+}
+
+/// Verifies files with dkimpy, judging `t=` and `x=` at `at`; returns one line per file.
 pub fn verify_dkimpy(
     files: &[PathBuf],
     records: &HashMap<String, String>,
     dir: &Path,
-) -> Vec<String> {
-    verify_dkimpy_at(files, records, dir, None)
-}
-
-/// As [`verify_dkimpy`], judging `t=` and `x=` as at `at` (Unix seconds) when given.
-pub fn verify_dkimpy_at(
-    files: &[PathBuf],
-    records: &HashMap<String, String>,
-    dir: &Path,
-    at: Option<i64>,
+    at: At,
 ) -> Vec<String> {
     assert!(
         Path::new("/usr/bin/python3").exists(),
@@ -309,7 +405,7 @@ pub fn verify_dkimpy_at(
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dkim_verify.py"))
         .arg(&record_file)
         .args(files);
-    if let Some(at) = at {
+    if let At::Unix(at) = at {
         command.env("DKIM_VERIFY_AT", at.to_string());
     }
     let out = command.output().expect("run dkimpy");
