@@ -29,7 +29,7 @@ impl Bind {
             .tempdir()
             .unwrap();
         let d = dir.path();
-        let out = Command::new("/usr/sbin/tsig-keygen")
+        let out = super::real_clock("/usr/sbin/tsig-keygen")
             .args(["-a", "hmac-sha256", KEY_NAME])
             .output()
             .unwrap();
@@ -81,7 +81,7 @@ impl Bind {
 
     /// Starts it (again) on the same port and zone.
     pub fn restart(&mut self) {
-        let child = Command::new("/usr/sbin/named")
+        let child = super::real_clock("/usr/sbin/named")
             .arg("-c")
             .arg(self.dir.path().join("named.conf"))
             .args(["-g", "-u", "bind"])
@@ -107,7 +107,7 @@ impl Bind {
 
     /// `dig +short` of a name: one line per record (TXT strings joined).
     pub fn dig(&self, kind: &str, name: &str) -> Vec<String> {
-        let out = Command::new("/usr/bin/dig")
+        let out = super::real_clock("/usr/bin/dig")
             .args([
                 "+short",
                 "+time=1",
@@ -136,7 +136,7 @@ impl Bind {
 
     /// Applies an update with nsupdate and the TSIG key (`update add …` lines).
     pub fn nsupdate(&self, commands: &str) {
-        let mut child = Command::new("/usr/bin/nsupdate")
+        let mut child = super::real_clock("/usr/bin/nsupdate")
             .arg("-k")
             .arg(self.key_file())
             .stdin(Stdio::piped())

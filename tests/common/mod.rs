@@ -19,6 +19,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A command for a server that runs on the real clock even when the suite itself runs under
+/// libfaketime (`.ci/run`'s pass three years ahead): redis-server, redis-cli and BIND's
+/// tools link jemalloc, whose start-up calls clock_gettime inside libfaketime's own start-up
+/// and hangs for good. None of them decides anything by the date here: the relay passes its
+/// own clock to every Redis script and counter key, and TTLs are relative.
+pub fn real_clock(program: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    for var in [
+        "LD_PRELOAD",
+        "FAKETIME",
+        "FAKETIME_SHARED",
+        "DONT_FAKE_MONOTONIC",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Whether this process runs on a clock libfaketime moved.
+pub fn faked_clock() -> bool {
+    std::env::var_os("FAKETIME").is_some()
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

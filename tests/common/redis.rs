@@ -2,7 +2,7 @@
 //! directory so that it can be stopped and restarted with its data.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running (or stopped) redis-server.
@@ -40,7 +40,7 @@ impl Redis {
 
     /// Starts it again (after [`Redis::stop`]) on the same port with the same data.
     pub fn restart(&mut self) {
-        let child = Command::new("/usr/bin/redis-server")
+        let child = super::real_clock("/usr/bin/redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -79,7 +79,7 @@ impl Redis {
 
     /// Runs redis-cli; `None` when it fails.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
+        let out = super::real_clock("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(args)
             .output()
@@ -182,7 +182,7 @@ impl Sentinels {
     }
 
     fn spawn(&mut self, port: u16, args: Vec<String>) {
-        let child = Command::new("/usr/bin/redis-server")
+        let child = super::real_clock("/usr/bin/redis-server")
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -236,7 +236,7 @@ impl Drop for Sentinels {
 
 /// redis-cli against a loopback port; `None` when it fails.
 pub fn cli(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli")
+    let out = super::real_clock("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .output()
