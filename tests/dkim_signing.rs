@@ -8,6 +8,7 @@ use common::dkim::{
     self, At, records, selector, sign, signed_message, standard_setup, verify_dkimpy,
     verify_mail_auth,
 };
+use common::rng::Rng;
 use common::{Milter, config_text};
 use indymilter_test::Status;
 use std::sync::Arc;
@@ -15,21 +16,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 /// 2026-01-01T00:00:00Z.
 const T0: i64 = 1_767_225_600;
-
-/// A small deterministic generator for message variety.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> usize {
-        (self.next() % n) as usize
-    }
-}
 
 /// Message `i` of the corpus: header layouts, folding, 8-bit text, odd bodies.
 fn corpus_message(i: usize, rng: &mut Rng) -> (&'static str, &'static str, Vec<u8>) {
@@ -77,7 +63,7 @@ fn corpus_message(i: usize, rng: &mut Rng) -> (&'static str, &'static str, Vec<u
     }
     // Shuffle everything but From.
     for k in (2..headers.len()).rev() {
-        let j = 1 + rng.below(k as u64);
+        let j = 1 + rng.below(k);
         headers.swap(k, j);
     }
     let mut raw = headers.join("\r\n").into_bytes();
@@ -189,6 +175,48 @@ async fn corpus_verifies_with_mail_auth_and_dkimpy() {
         signatures_total >= 180,
         "{signatures_total} signatures checked"
     );
+    milter.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_header_added_after_signing_breaks_the_signature() {
+    // Sender is checked for ownership like From (Outlook shows "on behalf of" it), so it is
+    // signed and oversigned: a later hop cannot add one, or a second one, and keep DKIM.
+    let milter = Milter::with_config(signing_config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let records = records();
+    let mut files = Vec::new();
+    let forged = "Sender: Rector <rector@tugraz.at>\r\n";
+    for (n, raw) in [
+        &b"From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: no sender\r\n\r\nhello\r\n"[..],
+        b"From: Office <office@tugraz.at>\r\nSender: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: own sender\r\n\r\nhello\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut conn = milter.connect().await;
+        let (status, signatures) = sign(&mut conn, "alice", "<alice@tugraz.at>", raw).await;
+        assert_eq!(status, Status::Accept);
+        assert!(
+            signatures
+                .iter()
+                .all(|s| s.to_ascii_lowercase().matches(":sender").count() == 2),
+            "Sender signed and oversigned: {signatures:?}"
+        );
+        let signed = signed_message(&signatures, raw);
+        let added = [forged.as_bytes(), &signed].concat();
+        for (name, bytes) in [("signed", &signed), ("added", &added)] {
+            let path = dir.path().join(format!("{n}-{name}.eml"));
+            std::fs::write(&path, bytes).unwrap();
+            files.push(path);
+        }
+        conn.close().await.unwrap();
+    }
+    let results = verify_dkimpy(&files, &records, dir.path(), At::Now);
+    for (file, result) in files.iter().zip(&results) {
+        let signed = file.to_str().unwrap().ends_with("-signed.eml");
+        assert_eq!(result.ends_with(" ok 2"), signed, "{result}");
+    }
     milter.stop().await.unwrap();
 }
 

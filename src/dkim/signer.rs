@@ -13,6 +13,7 @@ use std::sync::Arc;
 /// The default signed header list; the oversigned ones are listed again by [`SigningConfig`].
 pub const DEFAULT_HEADERS: &[&str] = &[
     "from",
+    "sender",
     "to",
     "cc",
     "subject",
@@ -35,7 +36,8 @@ pub const DEFAULT_HEADERS: &[&str] = &[
 ];
 
 /// Headers signed twice so that a copy cannot be added after signing.
-pub const DEFAULT_OVERSIGNED: &[&str] = &["from", "to", "cc", "subject", "date", "reply-to"];
+pub const DEFAULT_OVERSIGNED: &[&str] =
+    &["from", "sender", "to", "cc", "subject", "date", "reply-to"];
 
 /// What to do with a message that should be signed but has no valid active key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@ pub mod dkim;
 pub mod memory;
 pub mod postfix;
 pub mod redis;
+pub mod rng;
 pub mod sendmail;
 pub mod slapd;
 pub mod smtp;
