@@ -2,7 +2,7 @@
 
 use crate::policy::address::Address;
 use crate::policy::mailbox::HeaderSet;
-use crate::policy::senders::Ownership;
+use crate::policy::senders::{Ownership, SourceDown};
 use crate::policy::{Client, Policy, Request};
 use crate::session::Snapshot;
 use std::fmt::Write;
@@ -161,38 +161,28 @@ pub async fn explain(snapshot: &Snapshot, question: &Question) -> (String, bool)
     // Decide, ask the sources about every address the decision needed but had no answer
     // for, and decide again, until it needs nothing new (a refusal at MAIL FROM hides the
     // header addresses until MAIL FROM passes).
-    let mut answers: Vec<(String, String, Ownership)> = Vec::new();
+    let mut known = Known::default();
     let decision = loop {
-        let asked = std::cell::RefCell::new(Vec::new());
-        let owner = |login: &str, address: &Address| {
-            let canonical = address.canonical();
-            match answers
-                .iter()
-                .find(|(l, a, _)| l == login && *a == canonical)
-            {
-                Some((_, _, ownership)) => ownership.clone(),
-                None => {
-                    asked
-                        .borrow_mut()
-                        .push((login.to_string(), address.clone()));
-                    Ownership::NotOwned(None)
-                }
-            }
-        };
-        let decision = policy.decide_with(&request, &owner);
-        let asked = asked.into_inner();
-        if asked.is_empty() {
+        let decision = policy.decide_with(&request, &known);
+        let (owned, claimed) = (known.asked_owned.take(), known.asked_claims.take());
+        if owned.is_empty() && claimed.is_empty() {
             break decision;
         }
-        for (login, address) in asked {
+        let failed = |address: &Address, down: SourceDown| {
+            format!(
+                "ownership of <{address}>: {down}\nverdict: tempfail: 451 4.3.0 temporary local problem ({down}), try again later\n"
+            )
+        };
+        for (login, address) in owned {
             match snapshot.ownership.ownership(&login, &address).await {
-                Ok(ownership) => answers.push((login, address.canonical(), ownership)),
-                Err(down) => {
-                    let out = format!(
-                        "ownership of <{address}>: {down}\nverdict: tempfail: 451 4.3.0 temporary local problem ({down}), try again later\n"
-                    );
-                    return (out, false);
-                }
+                Ok(ownership) => known.owned.push((login, address.canonical(), ownership)),
+                Err(down) => return (failed(&address, down), false),
+            }
+        }
+        for address in claimed {
+            match snapshot.ownership.claim(&address).await {
+                Ok(claim) => known.claims.push((address.canonical(), claim)),
+                Err(down) => return (failed(&address, down), false),
             }
         }
     };
@@ -264,5 +254,45 @@ mod tests {
                 (b"From ".to_vec(), b"x".to_vec()),
             ]
         );
+    }
+}
+
+/// The ownership answers `explain` has fetched so far, and the questions the last decision
+/// asked that it had no answer for (answered "not owned", "nobody's" until fetched).
+#[derive(Default)]
+struct Known {
+    owned: Vec<(String, String, Ownership)>,
+    claims: Vec<(String, Option<String>)>,
+    asked_owned: std::cell::RefCell<Vec<(String, Address)>>,
+    asked_claims: std::cell::RefCell<Vec<Address>>,
+}
+
+impl crate::policy::Answers for Known {
+    fn ownership(&self, login: &str, address: &Address) -> Ownership {
+        let canonical = address.canonical();
+        match self
+            .owned
+            .iter()
+            .find(|(l, a, _)| l == login && *a == canonical)
+        {
+            Some((_, _, ownership)) => ownership.clone(),
+            None => {
+                self.asked_owned
+                    .borrow_mut()
+                    .push((login.to_string(), address.clone()));
+                Ownership::NotOwned(None)
+            }
+        }
+    }
+
+    fn claim(&self, address: &Address) -> Option<String> {
+        let canonical = address.canonical();
+        match self.claims.iter().find(|(a, _)| *a == canonical) {
+            Some((_, claim)) => claim.clone(),
+            None => {
+                self.asked_claims.borrow_mut().push(address.clone());
+                None
+            }
+        }
     }
 }

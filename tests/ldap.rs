@@ -303,6 +303,58 @@ async fn filter_metacharacters_never_match_another_entry() {
 }
 
 #[tokio::test]
+async fn a_server_named_like_a_directory_domain_cannot_send_as_the_accounts_there() {
+    // iaik.tugraz.at is a host name and a mail domain: the host may send as itself, never
+    // as an address the directory gives to a person or a robot.
+    let mut slapd = Slapd::start();
+    let relay = relay_from(&config(&slapd).replace(
+        "[dkim]",
+        "[clients]\ninternal_networks = [\"129.27.0.0/16\"]\n\n[dkim]",
+    ));
+    let server = |address: &'static str| {
+        let mail_from: &'static str = Box::leak(format!("<{address}>").into_boxed_str());
+        Msg {
+            client: "129.27.3.4",
+            name: Some("iaik.tugraz.at"),
+            login: None,
+            mail_from,
+            rcpts: vec!["<staff@tugraz.at>"],
+            headers: vec![("From", address.as_bytes()), ("Subject", b"status")],
+        }
+    };
+    assert_eq!(
+        outcome(&relay, &server("root@iaik.tugraz.at")).await,
+        signed()
+    );
+    for (address, entry) in [
+        (
+            "a.liddell@iaik.tugraz.at",
+            "directory: a.liddell@iaik.tugraz.at",
+        ),
+        ("backup@iaik.tugraz.at", "directory: backup@iaik.tugraz.at"),
+        (
+            "a.liddell+x@iaik.tugraz.at",
+            "directory: a.liddell@iaik.tugraz.at",
+        ),
+    ] {
+        assert_eq!(
+            outcome(&relay, &server(address)).await,
+            (
+                "mail".to_string(),
+                format!(
+                    "550 5.7.1 <{address}> belongs to an account ({entry}); unauthenticated host iaik.tugraz.at may send only as itself, never as an address a person or robot owns"
+                )
+            )
+        );
+    }
+    // A directory that cannot answer is never taken for "nobody's": tempfail.
+    slapd.stop();
+    let (stage, reply) = outcome(&relay, &server("other@iaik.tugraz.at")).await;
+    assert_eq!(stage, "mail");
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+}
+
+#[tokio::test]
 async fn while_the_directory_is_down_cached_answers_serve_and_others_tempfail() {
     let mut slapd = Slapd::start();
     let relay = relay_from(&config(&slapd).replace("[dkim]", "max_stale_secs = 600\n\n[dkim]"));

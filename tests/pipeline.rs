@@ -52,6 +52,10 @@ impl OwnershipSource for DownSource {
     ) -> BoxFuture<'a, Result<Lookup, SourceDown>> {
         Box::pin(async { Err(SourceDown("ldap://directory: timeout".into())) })
     }
+
+    fn claim<'a>(&'a self, _: &'a Address) -> BoxFuture<'a, Result<Option<String>, SourceDown>> {
+        Box::pin(async { Err(SourceDown("ldap://directory: timeout".into())) })
+    }
 }
 
 /// The standard sections of every relay here.

@@ -138,6 +138,30 @@ async fn postfix_end_to_end() {
         "550 5.7.1 From header appears more than once; refusing an ambiguous sender",
         "{sent:?}"
     );
+
+    // 5b. An address spelled out in the display name (Python reads it as the author) and an
+    // encoded-word that only Thunderbird decodes: refused with what to change.
+    for (from, id, why) in [
+        (
+            "rector @tugraz.at <mallory@tugraz.at>",
+            "spoof-4",
+            "550 5.7.1 From header has an @ outside quotes in its display name; write the name without an address; refusing an ambiguous sender",
+        ),
+        (
+            "\"rector=?utf-8?q?=40?=tugraz.at\" <mallory@tugraz.at>",
+            "spoof-5",
+            "550 5.7.1 From header has an encoded-word (=?...?=) inside quotes, a comment or another word, which some mail readers decode and others do not; encode the whole name as separate words; refusing an ambiguous sender",
+        ),
+    ] {
+        let sent = submit(
+            &mut smtp,
+            "mallory@tugraz.at",
+            &["victim@example.org"],
+            &message(from, "victim@example.org", id),
+        )
+        .await;
+        assert_eq!(sent.last().text, why, "{sent:?}");
+    }
     smtp.quit().await;
 
     // 6. An unauthenticated internal server mails an admin (delivered) but not an outsider.
@@ -177,7 +201,14 @@ async fn postfix_end_to_end() {
 
     // 8. Nothing refused was delivered.
     postfix.wait_queue_empty().await;
-    for id in ["spoof-1", "spoof-2", "spoof-3", "external-1"] {
+    for id in [
+        "spoof-1",
+        "spoof-2",
+        "spoof-3",
+        "spoof-4",
+        "spoof-5",
+        "external-1",
+    ] {
         assert!(
             postfix
                 .delivered(&format!("{id}@e2e.tugraz.test"))

@@ -243,6 +243,44 @@ impl OwnershipSource for Directory {
         })
     }
 
+    /// The first of the keys [`OwnershipSource::answer`] would look up that names owners.
+    fn claim<'a>(
+        &'a self,
+        address: &'a Address,
+    ) -> BoxFuture<'a, Result<Option<String>, SourceDown>> {
+        Box::pin(async move {
+            let s = &self.settings;
+            let Some(domain) = address.domain() else {
+                return Ok(None);
+            };
+            if !s.domains.is_empty() && !s.domains.iter().any(|d| d == domain) {
+                return Ok(None);
+            }
+            let canonical = address.canonical();
+            if let Err(unsafe_key) = query::expand(&s.query_filter, &canonical) {
+                // A key the directory cannot be asked safely: never the server's own.
+                return Ok(Some(format!("<{canonical}> {unsafe_key}")));
+            }
+            let mut keys = vec![canonical];
+            if let Some((base, _)) = s.delimiter.and_then(|d| address.local().split_once(d)) {
+                keys.push(format!("{base}@{domain}"));
+            }
+            if s.domains.is_empty() {
+                keys.push(format!("@{domain}"));
+            }
+            for key in keys {
+                if !self
+                    .owners("address", &key, &s.query_filter)
+                    .await?
+                    .is_empty()
+                {
+                    return Ok(Some(format!("directory: {key}")));
+                }
+            }
+            Ok(None)
+        })
+    }
+
     fn is_robot<'a>(&'a self, login: &'a str) -> BoxFuture<'a, Result<bool, SourceDown>> {
         Box::pin(async move {
             match &self.robot_template {

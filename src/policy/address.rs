@@ -1,5 +1,6 @@
 //! Addresses: the strict addr-spec and envelope (MAIL FROM / RCPT TO) forms relayguard accepts.
 
+use super::display::invisible;
 use super::domains::normalise_domain;
 use std::fmt;
 
@@ -43,7 +44,7 @@ pub enum AddressError {
 fn is_atext(c: char) -> bool {
     c.is_ascii_alphanumeric()
         || "!#$%&'*+-/=?^_`{|}~".contains(c)
-        || (!c.is_ascii() && !c.is_control())
+        || (!c.is_ascii() && !c.is_control() && !c.is_whitespace() && !invisible(c))
 }
 
 impl Address {

@@ -11,6 +11,10 @@ pub enum DomainError {
     /// The name is not a valid (IDNA) host name.
     #[error("`{0}` is not a valid domain name")]
     Invalid(String),
+    /// A Unicode spelling that IDNA maps to another name (full-width letters, ideographic
+    /// dots, invisible characters): readers may show one name and resolvers use another.
+    #[error("`{0}` is not written in its canonical form")]
+    NotCanonical(String),
 }
 
 /// Normalises a domain name to its lower-case ASCII (punycode) form without a trailing dot.
@@ -27,7 +31,14 @@ pub fn normalise_domain(name: &str) -> Result<String, DomainError> {
     let ascii = if trimmed.is_ascii() {
         trimmed.to_ascii_lowercase()
     } else {
-        idna::domain_to_ascii(trimmed).map_err(|_| DomainError::Invalid(name.to_string()))?
+        let ascii =
+            idna::domain_to_ascii(trimmed).map_err(|_| DomainError::Invalid(name.to_string()))?;
+        // `ｔｕｇｒａｚ．ａｔ` and `tugraz.at` plus a zero-width space map to tugraz.at:
+        // accept only the spelling IDNA gives back.
+        if idna::domain_to_unicode(&ascii).0 != trimmed.to_lowercase() {
+            return Err(DomainError::NotCanonical(name.to_string()));
+        }
+        ascii
     };
     // Round-trip punycode labels so that malformed A-labels (`xn--` garbage) are refused.
     if ascii.split('.').any(|l| l.starts_with("xn--")) {
@@ -99,6 +110,25 @@ mod tests {
 
     fn set() -> ProtectedDomains {
         ProtectedDomains::new(vec!["tugraz.at".into(), "tu-graz.ac.at".into()])
+    }
+
+    #[test]
+    fn spellings_that_idna_maps_elsewhere_are_refused() {
+        for name in [
+            "\u{ff54}\u{ff55}\u{ff47}\u{ff52}\u{ff41}\u{ff5a}.at",
+            "tugraz\u{3002}at",
+            "tugraz.at\u{200b}",
+            "tu\u{00ad}graz.at",
+        ] {
+            assert!(
+                matches!(normalise_domain(name), Err(DomainError::NotCanonical(_))),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            normalise_domain("M\u{fc}ller.AT").unwrap(),
+            "xn--mller-kva.at"
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Header mailboxes (From, Sender): strict parsing that refuses every ambiguous form.
 //!
 //! A header value is accepted only when a conservative RFC 5322 mailbox lexer and
-//! mail-parser agree on one address. The refusal classes follow "Composition Kills"
-//! (Chen et al., USENIX Security 2020): multiple or disguised From headers, groups,
-//! lists, source routes, encoded-words and quoted local parts, comments and display
-//! names that carry another address, and raw control characters.
+//! mail-parser agree on one address, and its display name and comments read the same in
+//! every mail reader ([`super::display`]). The refusal classes follow "Composition Kills"
+//! (Chen et al., USENIX Security 2020) and a review with real readers (Python's `email`,
+//! Thunderbird): multiple or disguised From headers, groups, lists, source routes,
+//! encoded-words and quoted local parts, display names and comments that carry or spell out
+//! another address, and raw control characters.
 
 use super::address::{Address, AddressError};
+use super::display::{Lexed, comment_rules, name_rules, shown_rules};
 use mail_parser::MessageParser;
 use std::fmt;
 use std::sync::OnceLock;
@@ -34,6 +37,19 @@ pub enum Ambiguity {
     QuotedLocalPart,
     /// The display name or a comment holds an address other than the real one.
     DisplayNameAddress(String),
+    /// An `@` in the display name outside quotes.
+    DisplayNameAt,
+    /// A comment holds a character readers treat differently (`@`, `"`, `[`, `\`, `=?`).
+    CommentSpecial(&'static str),
+    /// An encoded-word where some readers decode it and others do not (inside quotes, glued
+    /// to another word, left undecoded).
+    MisplacedEncodedWord,
+    /// An encoded-word in a charset not every reader decodes.
+    EncodedWordCharset(String),
+    /// An encoded-word that does not follow RFC 2047.
+    MalformedEncodedWord,
+    /// White space other than SP and HTAB, or an invisible character, outside quotes.
+    UnusualSpace,
     /// A NUL byte.
     Nul,
     /// A CR or LF that is not part of header folding.
@@ -64,6 +80,12 @@ impl Ambiguity {
             Ambiguity::EncodedWordAddress => "encoded_word_address",
             Ambiguity::QuotedLocalPart => "quoted_local_part",
             Ambiguity::DisplayNameAddress(_) => "display_name_address",
+            Ambiguity::DisplayNameAt => "display_name_at",
+            Ambiguity::CommentSpecial(_) => "comment_special",
+            Ambiguity::MisplacedEncodedWord => "misplaced_encoded_word",
+            Ambiguity::EncodedWordCharset(_) => "encoded_word_charset",
+            Ambiguity::MalformedEncodedWord => "malformed_encoded_word",
+            Ambiguity::UnusualSpace => "unusual_space",
             Ambiguity::Nul => "nul",
             Ambiguity::BareLineBreak => "bare_line_break",
             Ambiguity::ControlCharacter => "control_character",
@@ -89,9 +111,30 @@ impl fmt::Display for Ambiguity {
                 f.write_str("has an encoded-word where the address should be")
             }
             Ambiguity::QuotedLocalPart => f.write_str("has a quoted local part"),
-            Ambiguity::DisplayNameAddress(a) => {
-                write!(f, "shows the address {a} in its display name or a comment")
+            Ambiguity::DisplayNameAddress(a) => write!(
+                f,
+                "has a display name that contains an address ({a}); remove the address from the name"
+            ),
+            Ambiguity::DisplayNameAt => f.write_str(
+                "has an @ outside quotes in its display name; write the name without an address",
+            ),
+            Ambiguity::CommentSpecial(what) => write!(
+                f,
+                "has {what} inside a comment, which mail readers read differently; remove the comment"
+            ),
+            Ambiguity::MisplacedEncodedWord => f.write_str(
+                "has an encoded-word (=?...?=) inside quotes, a comment or another word, which some mail readers decode and others do not; encode the whole name as separate words",
+            ),
+            Ambiguity::EncodedWordCharset(charset) => write!(
+                f,
+                "has an encoded-word in charset {charset}, which not every mail reader decodes; use UTF-8"
+            ),
+            Ambiguity::MalformedEncodedWord => {
+                f.write_str("has a malformed encoded-word (RFC 2047) in its display name")
             }
+            Ambiguity::UnusualSpace => f.write_str(
+                "has a non-ASCII space or an invisible character outside quotes, which mail readers split differently; use plain spaces",
+            ),
             Ambiguity::Nul => f.write_str("contains a NUL byte"),
             Ambiguity::BareLineBreak => f.write_str("contains a bare CR or LF"),
             Ambiguity::ControlCharacter => f.write_str("contains a control character"),
@@ -138,21 +181,22 @@ pub fn unfold(raw: &[u8]) -> Result<String, Ambiguity> {
 /// Parses one unfolded header value as exactly one mailbox.
 pub fn parse_mailbox(value: &str) -> Result<Address, Ambiguity> {
     let lexed = Lexed::lex(value)?;
-    let (addr_text, display) = match &lexed.angle {
+    comment_rules(&lexed.comments)?;
+    let addr_text = match &lexed.angle {
         Some(inner) => {
             let inner = inner.trim_matches([' ', '\t']);
             if inner.contains([' ', '\t']) {
                 return Err(Ambiguity::Unparseable("white space inside the address"));
             }
-            (inner.to_string(), lexed.words.join(" "))
+            inner.to_string()
         }
         None => {
-            if lexed.quoted {
+            if lexed.quoted() {
                 return Err(Ambiguity::QuotedLocalPart);
             }
             match lexed.words.as_slice() {
                 [] => return Err(Ambiguity::Empty),
-                [one] => (one.clone(), String::new()),
+                [one] => one.text.clone(),
                 _ => {
                     return Err(Ambiguity::Unparseable(
                         "several words without angle brackets",
@@ -169,17 +213,15 @@ pub fn parse_mailbox(value: &str) -> Result<Address, Ambiguity> {
         other => Ambiguity::InvalidAddress(other),
     })?;
     let real = address.canonical();
-    for text in std::iter::once(&display).chain(&lexed.comments) {
-        if let Some(other) = hidden_address(text, &real) {
-            return Err(Ambiguity::DisplayNameAddress(other));
-        }
+    if lexed.angle.is_some() {
+        name_rules(&lexed.words, &real)?;
     }
     cross_check(value, &addr_text, &real)?;
     Ok(address)
 }
 
-/// The second opinion: mail-parser must read the same single address, and its decoded
-/// display name (encoded-words included) must not show another one.
+/// The second opinion: mail-parser must read the same single address, and the display name
+/// it decodes (encoded-words included) must pass the same rules as text a reader shows.
 fn cross_check(value: &str, addr_text: &str, real: &str) -> Result<(), Ambiguity> {
     let raw = format!("From: {value}\r\n\r\n");
     let message = MessageParser::default().parse_headers(raw.as_bytes());
@@ -192,136 +234,9 @@ fn cross_check(value: &str, addr_text: &str, real: &str) -> Result<(), Ambiguity
     if addr.address.as_deref().map(str::trim) != Some(addr_text) {
         return Err(Ambiguity::ParsersDisagree);
     }
-    if let Some(name) = addr.name.as_deref()
-        && let Some(other) = hidden_address(name, real)
-    {
-        return Err(Ambiguity::DisplayNameAddress(other));
-    }
-    Ok(())
-}
-
-/// Finds an address-looking token in display text that differs from `real` (canonical form).
-fn hidden_address(text: &str, real: &str) -> Option<String> {
-    let text = text.replace(['\u{FF20}', '\u{FE6B}'], "@");
-    text.split(|c: char| c.is_whitespace() || "<>()\",;:[]\\".contains(c))
-        .map(|t| t.trim_matches(['.', '\'']))
-        .filter(|t| matches!(t.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty()))
-        .find(|t| {
-            let canonical = Address::parse_addr_spec(t)
-                .map(|a| a.canonical())
-                .unwrap_or_else(|_| t.to_lowercase());
-            canonical != real
-        })
-        .map(str::to_string)
-}
-
-/// The top-level tokens of a mailbox header value.
-#[derive(Default)]
-struct Lexed {
-    words: Vec<String>,
-    comments: Vec<String>,
-    angle: Option<String>,
-    quoted: bool,
-}
-
-impl Lexed {
-    fn lex(value: &str) -> Result<Self, Ambiguity> {
-        let mut lexed = Lexed::default();
-        let mut chars = value.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                ' ' | '\t' => {}
-                '(' => {
-                    let mut depth = 1;
-                    let mut text = String::new();
-                    loop {
-                        match chars.next() {
-                            None => return Err(Ambiguity::Unparseable("unterminated comment")),
-                            Some('\\') => text.extend(chars.next()),
-                            Some('(') => {
-                                depth += 1;
-                                text.push(' ');
-                            }
-                            Some(')') => {
-                                depth -= 1;
-                                if depth == 0 {
-                                    break;
-                                }
-                                text.push(' ');
-                            }
-                            Some(c) => text.push(c),
-                        }
-                    }
-                    lexed.comments.push(text);
-                }
-                '"' => {
-                    if lexed.angle.is_some() {
-                        return Err(Ambiguity::Unparseable("text after the address"));
-                    }
-                    let mut text = String::new();
-                    loop {
-                        match chars.next() {
-                            None => {
-                                return Err(Ambiguity::Unparseable("unterminated quoted string"));
-                            }
-                            Some('\\') => text.extend(chars.next()),
-                            Some('"') => break,
-                            Some(c) => text.push(c),
-                        }
-                    }
-                    lexed.quoted = true;
-                    lexed.words.push(text);
-                }
-                '<' => {
-                    if lexed.angle.is_some() {
-                        return Err(Ambiguity::MailboxList);
-                    }
-                    let mut inner = String::new();
-                    loop {
-                        match chars.next() {
-                            None => {
-                                return Err(Ambiguity::Unparseable("unterminated angle bracket"));
-                            }
-                            Some('>') => break,
-                            Some('<') => {
-                                return Err(Ambiguity::Unparseable("nested angle bracket"));
-                            }
-                            Some('(') => {
-                                return Err(Ambiguity::Unparseable("comment inside the address"));
-                            }
-                            Some(':') if inner.starts_with('@') => {
-                                return Err(Ambiguity::SourceRoute);
-                            }
-                            Some(c) => inner.push(c),
-                        }
-                    }
-                    if inner.trim_start().starts_with('@') {
-                        return Err(Ambiguity::SourceRoute);
-                    }
-                    lexed.angle = Some(inner);
-                }
-                '>' => return Err(Ambiguity::Unparseable("stray angle bracket")),
-                ',' => return Err(Ambiguity::MailboxList),
-                ':' | ';' => return Err(Ambiguity::Group),
-                '\\' => return Err(Ambiguity::Unparseable("backslash outside a quoted string")),
-                '[' | ']' => return Err(Ambiguity::Unparseable("domain literal")),
-                c => {
-                    if lexed.angle.is_some() {
-                        return Err(Ambiguity::Unparseable("text after the address"));
-                    }
-                    let mut word = String::from(c);
-                    while let Some(&n) = chars.peek() {
-                        if n.is_whitespace() || "()\"<>,;:\\[]".contains(n) {
-                            break;
-                        }
-                        word.push(n);
-                        chars.next();
-                    }
-                    lexed.words.push(word);
-                }
-            }
-        }
-        Ok(lexed)
+    match addr.name.as_deref() {
+        Some(name) => shown_rules(name, real),
+        None => Ok(()),
     }
 }
 
@@ -404,12 +319,13 @@ impl HeaderSet {
         let lexed = Lexed::lex(&unfold(one).ok()?).ok()?;
         // `Name <addr>`, or the old `addr (Name)` that cron writes.
         let name = match lexed.angle {
-            Some(_) => lexed.words.join(" "),
+            Some(_) => lexed.display_name(),
             None => lexed.comments.join(" ").trim().to_string(),
         };
         let plain = !name.is_empty()
             && name.len() <= 64
             && !name.contains("=?")
+            && !name.contains(['(', ')'])
             && name
                 .bytes()
                 .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\');

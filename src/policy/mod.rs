@@ -4,6 +4,7 @@
 //! [`Refusal`]s to SMTP replies.
 
 pub mod address;
+pub mod display;
 pub mod domains;
 pub mod hosts;
 pub mod mailbox;
@@ -16,6 +17,29 @@ use hosts::{HostName, ServerPermit, ServerSenders};
 use ipnet::IpNet;
 use mailbox::{Ambiguity, HeaderSet};
 use senders::{LoginRules, Owners, Ownership};
+
+/// What the ownership sources said, as the pure decision reads it. The session asks the
+/// sources beforehand about the addresses [`Policy::ownership_needed`] and
+/// [`Policy::claim_needed`] name; an address not asked about is not owned and not claimed.
+pub trait Answers {
+    /// Whether `login` (normalised) owns the protected `address`, and why.
+    fn ownership(&self, login: &str, address: &Address) -> Ownership;
+    /// The entry that gives `address` to some login, if any.
+    fn claim(&self, address: &Address) -> Option<String>;
+}
+
+/// The policy's own sender map as the only source.
+struct MapAnswers<'p>(&'p Policy);
+
+impl Answers for MapAnswers<'_> {
+    fn ownership(&self, login: &str, address: &Address) -> Ownership {
+        self.0.owners.ownership(login, address, &self.0.protected)
+    }
+
+    fn claim(&self, address: &Address) -> Option<String> {
+        self.0.owners.claim(address)
+    }
+}
 use std::fmt;
 use std::net::IpAddr;
 
@@ -270,9 +294,22 @@ impl Policy {
         }
     }
 
+    /// Whether the decision needs to know who else may own `address`: an unauthenticated
+    /// server using an address of its own name (which must not be anyone's).
+    pub fn claim_needed(&self, kind: &ClientKind, address: &Address) -> bool {
+        match kind {
+            ClientKind::Internal { host } => matches!(
+                self.servers
+                    .permit(host.as_deref(), address, &self.protected),
+                Some(ServerPermit::OwnName(_))
+            ),
+            _ => false,
+        }
+    }
+
     /// Who owns what according to this policy's own sender map and login rules.
-    fn own_owners(&self) -> impl Fn(&str, &Address) -> Ownership + '_ {
-        |login, address| self.owners.ownership(login, address, &self.protected)
+    fn own_owners(&self) -> MapAnswers<'_> {
+        MapAnswers(self)
     }
 
     /// MAIL FROM: refuses unauthenticated external clients, internal ones without the host
@@ -281,13 +318,12 @@ impl Policy {
         self.check_mail_with(kind, mail_from, &self.own_owners())
     }
 
-    /// As [`Policy::check_mail`], with ownership answered by `owner` (an ownership source's
-    /// answers, fetched beforehand for the addresses [`Policy::ownership_needed`] names).
+    /// As [`Policy::check_mail`], with the ownership sources' `answers`.
     pub fn check_mail_with(
         &self,
         kind: &ClientKind,
         mail_from: &str,
-        owner: &dyn Fn(&str, &Address) -> Ownership,
+        answers: &dyn Answers,
     ) -> Result<Permit, Refusal> {
         match kind {
             ClientKind::External => {
@@ -318,7 +354,7 @@ impl Policy {
         })?;
         match address {
             None => Ok(Permit::NullSender),
-            Some(address) => self.check_sender(kind, Field::MailFrom, &address, owner),
+            Some(address) => self.check_sender(kind, Field::MailFrom, &address, answers),
         }
     }
 
@@ -369,12 +405,12 @@ impl Policy {
         self.check_headers_with(kind, headers, &self.own_owners())
     }
 
-    /// As [`Policy::check_headers`], with ownership answered by `owner`.
+    /// As [`Policy::check_headers`], with the ownership sources' `answers`.
     pub fn check_headers_with(
         &self,
         kind: &ClientKind,
         headers: &HeaderSet,
-        owner: &dyn Fn(&str, &Address) -> Ownership,
+        answers: &dyn Answers,
     ) -> Result<HeaderSenders, Refusal> {
         let ambiguous = |field: Field, a: Ambiguity| Refusal {
             text: format!("{field} header {a}; refusing an ambiguous sender"),
@@ -384,7 +420,7 @@ impl Policy {
         let from = headers.from().map_err(|a| ambiguous(Field::From, a))?;
         let sender = headers.sender().map_err(|a| ambiguous(Field::Sender, a))?;
         let from_permit = match (&from, kind) {
-            (Some(address), _) => self.check_sender(kind, Field::From, address, owner)?,
+            (Some(address), _) => self.check_sender(kind, Field::From, address, answers)?,
             (None, ClientKind::Authenticated { .. }) => {
                 return Err(Refusal {
                     reason: Reason::FromMissing,
@@ -395,7 +431,7 @@ impl Policy {
             (None, _) => Permit::Absent,
         };
         let sender_permit = match &sender {
-            Some(address) => self.check_sender(kind, Field::Sender, address, owner)?,
+            Some(address) => self.check_sender(kind, Field::Sender, address, answers)?,
             None => Permit::Absent,
         };
         Ok(HeaderSenders {
@@ -412,7 +448,7 @@ impl Policy {
         kind: &ClientKind,
         field: Field,
         address: &Address,
-        owner: &dyn Fn(&str, &Address) -> Ownership,
+        answers: &dyn Answers,
     ) -> Result<Permit, Refusal> {
         let (given, login) = match kind {
             ClientKind::Authenticated { given, login } => (given, login),
@@ -421,6 +457,16 @@ impl Policy {
                     .servers
                     .permit(host.as_deref(), address, &self.protected)
                 {
+                    Some(ServerPermit::OwnName(host)) => match self.claimant(address, answers) {
+                        Some(entry) => Err(Refusal {
+                            reason: Reason::SenderNotOwned,
+                            field,
+                            text: format!(
+                                "<{address}> belongs to an account ({entry}); unauthenticated host {host} may send only as itself, never as an address a person or robot owns"
+                            ),
+                        }),
+                        None => Ok(Permit::Server(ServerPermit::OwnName(host))),
+                    },
                     Some(permit) => Ok(Permit::Server(permit)),
                     None => Err(Refusal {
                         reason: Reason::SenderNotOwned,
@@ -458,7 +504,7 @@ impl Policy {
                 })
             };
         }
-        match owner(login, address) {
+        match answers.ownership(login, address) {
             Ownership::NotOwned(_) => Err(Refusal {
                 reason: Reason::SenderNotOwned,
                 field,
@@ -466,6 +512,17 @@ impl Policy {
             }),
             owned => Ok(Permit::Owned(owned)),
         }
+    }
+
+    /// Who may own `address` besides an unauthenticated server: an ownership source's entry,
+    /// or a robot whose automatic mail is masqueraded to it.
+    fn claimant(&self, address: &Address, answers: &dyn Answers) -> Option<String> {
+        let canonical = address.canonical();
+        self.masquerades
+            .rules()
+            .find(|(_, rule)| rule.address.canonical() == canonical)
+            .map(|(login, _)| format!("masquerade address of {login}"))
+            .or_else(|| answers.claim(address))
     }
 
     /// The masquerade rule of a client: a robot account's, if it has one.
@@ -482,12 +539,8 @@ impl Policy {
         self.decide_with(request, &self.own_owners())
     }
 
-    /// As [`Policy::decide`], with ownership answered by `owner`.
-    pub fn decide_with(
-        &self,
-        request: &Request<'_>,
-        owner: &dyn Fn(&str, &Address) -> Ownership,
-    ) -> Decision {
+    /// As [`Policy::decide`], with the ownership sources' `answers`.
+    pub fn decide_with(&self, request: &Request<'_>, answers: &dyn Answers) -> Decision {
         let kind = self.classify(request.client);
         let rule = self.masquerade_rule(&kind);
         let mut rewrites = Vec::new();
@@ -517,14 +570,14 @@ impl Policy {
         });
         let mut steps = Vec::new();
         let outcome = (|| {
-            let permit = self.check_mail_with(&kind, &mail_from, owner)?;
+            let permit = self.check_mail_with(&kind, &mail_from, answers)?;
             steps.push((Field::MailFrom, mail_from.clone(), permit));
             for rcpt in &request.rcpts {
                 let permit = self.check_rcpt(&kind, rcpt)?;
                 steps.push((Field::Rcpt, rcpt.to_string(), permit));
             }
             if let Some(headers) = &headers {
-                let senders = self.check_headers_with(&kind, headers, owner)?;
+                let senders = self.check_headers_with(&kind, headers, answers)?;
                 let show =
                     |a: &Option<Address>| a.as_ref().map(|a| format!("<{a}>")).unwrap_or_default();
                 steps.push((Field::From, show(&senders.from), senders.from_permit));

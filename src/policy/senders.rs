@@ -40,6 +40,14 @@ pub trait OwnershipSource: Send + Sync {
     fn is_robot<'a>(&'a self, _login: &'a str) -> BoxFuture<'a, Result<bool, SourceDown>> {
         Box::pin(std::future::ready(Ok(false)))
     }
+
+    /// The entry (its key, as `explain` shows it) that gives `address` to any login, or
+    /// `None` when the source gives it to nobody. An unauthenticated server may never send
+    /// as such an address, even one in its own domain.
+    fn claim<'a>(
+        &'a self,
+        address: &'a Address,
+    ) -> BoxFuture<'a, Result<Option<String>, SourceDown>>;
 }
 
 /// One element of `[senders] sources`, in the configured order.
@@ -108,6 +116,20 @@ impl Sources {
         Ok(domain_wide.unwrap_or(Ownership::NotOwned(None)))
     }
 
+    /// The first source's entry that gives `address` to any login (see
+    /// [`OwnershipSource::claim`]). The own-local-part rule gives only apex addresses, which
+    /// no server may use, so it is not asked.
+    pub async fn claim(&self, address: &Address) -> Result<Option<String>, SourceDown> {
+        for source in &self.sources {
+            if let Source::Entries(source) = source
+                && let Some(key) = source.claim(address).await?
+            {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether `login` is a robot: configured as one, or marked by a source.
     pub async fn is_robot(&self, login: &str) -> Result<bool, SourceDown> {
         if self.robots.iter().any(|r| r == login) {
@@ -167,6 +189,15 @@ impl OwnershipSource for MapSource {
             address,
             self.delimiter,
         ))))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        address: &'a Address,
+    ) -> BoxFuture<'a, Result<Option<String>, SourceDown>> {
+        Box::pin(std::future::ready(Ok(self
+            .map
+            .claim(address, self.delimiter))))
     }
 }
 
@@ -339,6 +370,18 @@ impl SenderMap {
         self.addresses.get(&key).map(|owners| (key, owners))
     }
 
+    /// The entry that gives `address` to some login: its address entry (then without its
+    /// extension), else its `@domain` entry; as written in the key column, canonical.
+    pub fn claim(&self, address: &Address, delimiter: Option<char>) -> Option<String> {
+        if let Some((key, _)) = self.address_entry(address, delimiter) {
+            return Some(key);
+        }
+        let domain = address.domain()?;
+        self.domains
+            .contains_key(domain)
+            .then(|| format!("@{domain}"))
+    }
+
     /// What the map says about `login` using `address`, Postfix-style: the exact address
     /// entry (then without its extension), else the `@domain` entry.
     pub fn answer(&self, login: &str, address: &Address, delimiter: Option<char>) -> Lookup {
@@ -398,6 +441,11 @@ impl Owners {
             return Ownership::OwnLocalPart;
         }
         domain_wide.unwrap_or(Ownership::NotOwned(None))
+    }
+
+    /// The map entry that gives `address` to some login, if any.
+    pub fn claim(&self, address: &Address) -> Option<String> {
+        self.map.claim(address, self.delimiter)
     }
 }
 

@@ -24,7 +24,7 @@ impl Check for HeaderSenders {
             match tx
                 .snapshot
                 .policy
-                .check_headers_with(&tx.kind, &tx.headers, &answers.owner())
+                .check_headers_with(&tx.kind, &tx.headers, &answers)
             {
                 Ok(senders) => {
                     tx.from_domain = senders

@@ -3,7 +3,7 @@
 
 use crate::policy::address::Address;
 use crate::policy::senders::{Ownership, SourceDown};
-use crate::policy::{ClientKind, Reason, Refusal};
+use crate::policy::{self, ClientKind, Reason, Refusal};
 use crate::session::decision::{Abuse, Decision};
 use crate::session::{Check, Ctx, Outcome, Snapshot, Step, Transaction};
 
@@ -25,7 +25,7 @@ impl Check for EnvelopeSender {
             match tx
                 .snapshot
                 .policy
-                .check_mail_with(&tx.kind, &tx.mail_from, &answers.owner())
+                .check_mail_with(&tx.kind, &tx.mail_from, &answers)
             {
                 Ok(_) => Outcome::Continue,
                 Err(refusal) => Outcome::Decided(refused(&refusal)),
@@ -49,35 +49,49 @@ pub(super) fn unavailable(down: SourceDown) -> Outcome {
     Outcome::Decided(Decision::fault("ownership_unavailable", down.to_string()))
 }
 
-/// The ownership source's answers for the addresses the policy will ask about.
-pub(super) struct Answers(Vec<(String, Ownership)>);
+/// The ownership sources' answers for the addresses the policy will ask about.
+#[derive(Default)]
+pub(super) struct Answers {
+    owned: Vec<(String, Ownership)>,
+    claimed: Vec<(String, Option<String>)>,
+}
 
-impl Answers {
-    /// The answers as the policy asks for them; an address not asked about is not owned.
-    pub(super) fn owner(&self) -> impl Fn(&str, &Address) -> Ownership + '_ {
-        |_, address| {
-            let canonical = address.canonical();
-            self.0
-                .iter()
-                .find(|(a, _)| *a == canonical)
-                .map(|(_, o)| o.clone())
-                .unwrap_or(Ownership::NotOwned(None))
-        }
+impl policy::Answers for Answers {
+    fn ownership(&self, _login: &str, address: &Address) -> Ownership {
+        let canonical = address.canonical();
+        self.owned
+            .iter()
+            .find(|(a, _)| *a == canonical)
+            .map(|(_, o)| o.clone())
+            .unwrap_or(Ownership::NotOwned(None))
+    }
+
+    fn claim(&self, address: &Address) -> Option<String> {
+        let canonical = address.canonical();
+        self.claimed
+            .iter()
+            .find(|(a, _)| *a == canonical)
+            .and_then(|(_, c)| c.clone())
     }
 }
 
-/// Asks the snapshot's ownership source about each address whose ownership the policy needs.
+/// Asks the snapshot's ownership sources about each address the policy needs: who owns it
+/// for an authenticated login, whether anyone does for an unauthenticated server.
 pub(super) async fn ask<'a>(
     snapshot: &Snapshot,
     kind: &ClientKind,
     addresses: impl Iterator<Item = &'a Address>,
 ) -> Result<Answers, SourceDown> {
-    let mut answers = Vec::new();
+    let mut answers = Answers::default();
     for address in addresses {
         if let Some(login) = snapshot.policy.ownership_needed(kind, address) {
             let ownership = snapshot.ownership.ownership(login, address).await?;
-            answers.push((address.canonical(), ownership));
+            answers.owned.push((address.canonical(), ownership));
+        }
+        if snapshot.policy.claim_needed(kind, address) {
+            let claim = snapshot.ownership.claim(address).await?;
+            answers.claimed.push((address.canonical(), claim));
         }
     }
-    Ok(Answers(answers))
+    Ok(answers)
 }
