@@ -395,6 +395,20 @@ impl MessageSigner {
         }
     }
 
+    /// The first field a signature would cover that cannot be signed so that every verifier
+    /// agrees (see [`super::header::ambiguous_end`]): its name and the byte.
+    pub fn unsignable(&self) -> Option<(String, u8)> {
+        self.fields.iter().find_map(|(name, value)| {
+            let signed = self.entries.iter().any(|e| {
+                e.headers
+                    .iter()
+                    .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+            });
+            let byte = signed.then(|| super::header::ambiguous_end(value))??;
+            Some((String::from_utf8_lossy(name).into_owned(), byte))
+        })
+    }
+
     /// A body chunk (CRLF line ends, as the milter protocol carries it).
     pub fn body(&mut self, chunk: &[u8]) {
         self.body.update(chunk);
@@ -473,9 +487,7 @@ struct Signed<'a> {
 impl Writable for Signed<'_> {
     fn write(self, writer: &mut impl Writer) {
         for &(name, value) in self.fields.iter().rev() {
-            let value = value.strip_suffix(b"\n").unwrap_or(value);
-            let value = value.strip_suffix(b"\r").unwrap_or(value);
-            Canonicalization::Relaxed.canonicalize_headers(std::iter::once((name, value)), writer);
+            super::header::relaxed(name, value, writer);
             writer.write(b"\r\n");
         }
         self.signature.write(writer, false);

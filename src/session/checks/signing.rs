@@ -3,7 +3,7 @@
 
 use crate::dkim::signer::{MessageSigner, SigningPlan, WithoutKey};
 use crate::log::Escaped;
-use crate::session::decision::Decision;
+use crate::session::decision::{Decision, Reply};
 use crate::session::{Check, Ctx, Outcome, Step, Transaction};
 use std::time::Instant;
 
@@ -29,7 +29,11 @@ impl Check for Signing {
         Step::Now(match plan {
             SigningPlan::Sign(entries) => {
                 let fields = std::mem::take(&mut tx.fields);
-                tx.signer = Some(MessageSigner::new(entries, fields));
+                let signer = MessageSigner::new(entries, fields);
+                if let Some((name, byte)) = signer.unsignable() {
+                    return Step::Now(Outcome::Decided(unsignable(&name, byte)));
+                }
+                tx.signer = Some(signer);
                 Outcome::Continue
             }
             SigningPlan::Unsigned(why) => Outcome::Decided(Decision::accept(why, Vec::new())),
@@ -80,4 +84,20 @@ impl Check for Signing {
             }
         }))
     }
+}
+
+/// A signed header that begins or ends with CR, LF, VT or FF: dkimpy strips those, the RFC
+/// keeps them, so no signature verifies everywhere. Refused with what to change.
+fn unsignable(name: &str, byte: u8) -> Decision {
+    let name = crate::log::Escaped(name).to_string();
+    Decision::refuse(
+        "unsignable_header",
+        Reply {
+            code: "550",
+            status: "5.6.0",
+            text: format!(
+                "{name} header begins or ends with control character 0x{byte:02X}, which DKIM verifiers read differently; remove it"
+            ),
+        },
+    )
 }
