@@ -169,9 +169,14 @@ pub async fn explain(snapshot: &Snapshot, question: &Question) -> (String, bool)
             break decision;
         }
         let failed = |address: &Address, down: SourceDown| {
-            format!(
-                "ownership of <{address}>: {down}\nverdict: tempfail: 451 4.3.0 temporary local problem ({down}), try again later\n"
+            let reply = crate::session::decision::Decision::fault(
+                "ownership_unavailable",
+                down.to_string(),
             )
+            .reply
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+            format!("ownership of <{address}>: {down}\nverdict: tempfail: {reply}\n")
         };
         for (login, address) in owned {
             match snapshot.ownership.ownership(&login, &address).await {

@@ -324,6 +324,7 @@ fn init_logging() {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .fmt_fields(relayguard::log::Logfmt)
         .init();
 }
 
@@ -723,7 +724,14 @@ fn accounts_command(path: &Path, command: AccountsCommand) -> Result<(), String>
         match command {
             AccountsCommand::List => {
                 for (login, lock) in stores.locks.list().await? {
-                    println!("{login}\tlocked since {}\t{}", lock.since, lock.reason);
+                    // Logins and reasons may carry what a client typed: escaped, one row each.
+                    let show = |t: &str| relayguard::log::Escaped(t).to_string();
+                    println!(
+                        "{}\tlocked since {}\t{}",
+                        show(&login),
+                        show(&lock.since.to_string()),
+                        show(&lock.reason)
+                    );
                 }
                 Ok(())
             }

@@ -167,6 +167,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Times a connection took the last free slot.
     pub slots_full: Counter,
+    /// MTA connections relayguard closed, by why (idle, message_deadline, slot_needed).
+    pub connections_closed: Family<ReasonLabels, Counter>,
     /// The directory's lookups, latency and cache.
     pub ldap: crate::ldap::LdapMetrics,
     registry: Registry,
@@ -206,6 +208,7 @@ impl Default for Metrics {
             masqueraded: Counter::default(),
             connections: Gauge::default(),
             slots_full: Counter::default(),
+            connections_closed: Family::default(),
             ldap: Default::default(),
             registry: Registry::default(),
         };
@@ -337,8 +340,13 @@ impl Default for Metrics {
         );
         registry.register(
             "connection_slots_full",
-            "Times every milter connection slot was taken (new MTA connections wait)",
+            "Times every milter connection slot was taken (the connection longest outside a message gives way)",
             m.slots_full.clone(),
+        );
+        registry.register(
+            "milter_connections_closed",
+            "MTA connections relayguard closed: idle (no command), message_deadline, slot_needed",
+            m.connections_closed.clone(),
         );
         m.ldap.register(&mut registry);
         m.initialise();
@@ -376,6 +384,11 @@ impl Metrics {
                 verdict: verdict.into(),
                 reason: reason.into(),
             });
+        }
+        for why in ["idle", "message_deadline", "slot_needed"] {
+            let _ = self
+                .connections_closed
+                .get_or_create(&ReasonLabels { reason: why.into() });
         }
         self.ldap.initialise();
     }

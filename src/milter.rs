@@ -344,7 +344,7 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
             Box::pin(async move {
                 if let Some(connection) = cx.data.as_mut() {
                     if connection.session.tx.is_some() {
-                        warn!(client = %crate::log::Escaped(&connection.session.conn.name), "connection closed in the middle of a message");
+                        warn!(client = %connection.session.conn.name, "connection closed in the middle of a message");
                     }
                     connection.abort();
                 }

@@ -588,7 +588,7 @@ async fn rotation_happens_at_the_boundary_without_reload() {
                 };
                 assert_eq!(
                     m.to_str().unwrap(),
-                    "451 4.3.0 temporary local problem (no valid DKIM key for tugraz.at), try again later"
+                    "451 4.3.0 temporary local problem (no signing key available), try again later"
                 );
             }
             Some(selector) => {

@@ -306,8 +306,15 @@ async fn no_valid_key_tempfails_or_accepts_unsigned_as_configured() {
     let relay = new_relay("[dkim]\n");
     // tu-graz.ac.at has no selector in this schedule.
     assert_eq!(
-        refused(&relay, &from("alice", "<alice@tu-graz.ac.at>", "alice@tu-graz.ac.at"),).await,
-        ("headers", "451 4.3.0 temporary local problem (no valid DKIM key for tu-graz.ac.at), try again later".into())
+        refused(
+            &relay,
+            &from("alice", "<alice@tu-graz.ac.at>", "alice@tu-graz.ac.at"),
+        )
+        .await,
+        (
+            "headers",
+            "451 4.3.0 temporary local problem (no signing key available), try again later".into()
+        )
     );
     assert_eq!(relay.last_verdict(), verdict("tempfail", "no_dkim_key"));
     let relay = new_relay("[dkim]\nwithout_key = \"accept\"\n");
@@ -451,11 +458,16 @@ async fn a_counter_store_that_is_down_tempfails_when_fail_closed() {
     relay.env.counters = Some(Arc::new(DownStore));
     assert_eq!(
         refused(&relay, &from("alice", "<alice@tugraz.at>", "alice@tugraz.at"),).await,
-        ("mail", "451 4.3.0 temporary local problem (counter store unavailable: Connection refused), try again later".into())
+        ("mail", "451 4.3.0 temporary local problem (sending limits cannot be checked now), try again later".into())
     );
     assert_eq!(
         relay.last_verdict(),
         verdict("tempfail", "store_unavailable")
+    );
+    // The client hears a plain reason; the audit record keeps the cause.
+    assert_eq!(
+        relay.last()["text"],
+        "counter store unavailable: Connection refused"
     );
 }
 
@@ -539,7 +551,7 @@ async fn an_ownership_source_that_cannot_answer_tempfails_never_guesses() {
     relay.env.snapshot.store(Arc::new(snapshot));
     assert_eq!(
         refused(&relay, &from("alice", "<alice@tugraz.at>", "alice@tugraz.at"),).await,
-        ("mail", "451 4.3.0 temporary local problem (ownership source unavailable: ldap://directory: timeout), try again later".into())
+        ("mail", "451 4.3.0 temporary local problem (sender ownership cannot be checked now), try again later".into())
     );
     assert_eq!(
         relay.last_verdict(),
@@ -818,7 +830,7 @@ async fn monitor_mode_records_a_refusal_and_passes_the_message_unsigned_saying_w
         )
         .await
         .1,
-        "451 4.3.0 temporary local problem (no valid DKIM key for tu-graz.ac.at), try again later"
+        "451 4.3.0 temporary local problem (no signing key available), try again later"
     );
 }
 

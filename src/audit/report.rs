@@ -1,6 +1,7 @@
 //! `relayguard audit report`: per-login summaries of audit files (plain, rotated or gzip'd).
 
 use super::{Record, Verdict};
+use crate::log::Escaped;
 use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -409,7 +410,7 @@ impl Report {
                 }
                 out.push('\n');
                 for (login, s) in &self.logins {
-                    let _ = write!(out, "{login:<28}");
+                    let _ = write!(out, "{:<28}", shown(login));
                     for (value, w) in s.columns().iter().zip(WIDTHS) {
                         let _ = write!(out, " {value:>w$}");
                     }
@@ -420,9 +421,14 @@ impl Report {
                     let reasons: Vec<String> = self.logins[login]
                         .refusals
                         .iter()
-                        .map(|(r, n)| format!("{r} {n}"))
+                        .map(|(r, n)| format!("{} {n}", shown(r)))
                         .collect();
-                    let _ = writeln!(out, "  {login:<26} {n:>8}  ({})", reasons.join(", "));
+                    let _ = writeln!(
+                        out,
+                        "  {:<26} {n:>8}  ({})",
+                        shown(login),
+                        reasons.join(", ")
+                    );
                 }
                 let would: Vec<(&String, &LoginStats)> = self
                     .logins
@@ -435,11 +441,12 @@ impl Report {
                         let reasons: Vec<String> = s
                             .would_refuse
                             .iter()
-                            .map(|(r, n)| format!("{r} {n}"))
+                            .map(|(r, n)| format!("{} {n}", shown(r)))
                             .collect();
                         let _ = writeln!(
                             out,
-                            "  {login:<26} {:>8}  ({})",
+                            "  {:<26} {:>8}  ({})",
+                            shown(login),
                             s.would_refused(),
                             reasons.join(", ")
                         );
@@ -448,7 +455,13 @@ impl Report {
                 let unsigned: u64 = self.logins.values().map(|s| s.unsigned).sum();
                 let _ = writeln!(out, "\naccepted but unsigned: {unsigned}");
                 for s in &self.skipped {
-                    let _ = writeln!(out, "skipped {}:{}: {}", s.file, s.line, s.error);
+                    let _ = writeln!(
+                        out,
+                        "skipped {}:{}: {}",
+                        shown(&s.file),
+                        s.line,
+                        shown(&s.error)
+                    );
                 }
                 out
             }
@@ -456,17 +469,49 @@ impl Report {
     }
 }
 
+/// One CSV cell: control characters escaped, a leading `=`, `+`, `-` or `@` (a formula to a
+/// spreadsheet: OWASP's CSV injection) neutralised with `'`, quoted by RFC 4180 when needed.
 fn csv(field: &str) -> String {
-    if field.contains([',', '"', '\n']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
+    let mut text = Escaped(field).to_string();
+    if text.starts_with(['=', '+', '-', '@']) {
+        text.insert(0, '\'');
     }
+    if text.contains([',', '"']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+/// Text from the records (logins above all, which clients choose) as one safe piece of a
+/// line: no control character can draw a row or move the cursor.
+fn shown(text: &str) -> String {
+    Escaped(text).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spreadsheet_formulas_and_control_characters_never_leave_as_structure() {
+        for (login, cell) in [
+            ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+            ("+1+1", "'+1+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            (
+                "evil\x1b[31m\nalice\tunlocked",
+                "evil\\u{1b}[31m\\nalice\\tunlocked",
+            ),
+            ("alice", "alice"),
+        ] {
+            assert_eq!(csv(login), cell, "{login:?}");
+        }
+        assert_eq!(shown("a\r\nb\u{2028}"), "a\\r\\nb\\u{2028}");
+    }
 
     #[test]
     fn refusals_recorded_in_monitor_mode_are_counted_as_would_refuse() {

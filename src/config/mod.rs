@@ -92,8 +92,11 @@ pub struct MilterConfig {
     pub max_connections: usize,
     /// How long a shutdown waits for messages in flight.
     pub shutdown_timeout: Duration,
-    /// How long a connection may wait for the MTA's next command before it is closed.
+    /// How long a connection may wait for the MTA's next command (macros do not count)
+    /// before it is closed.
     pub idle_timeout: Duration,
+    /// How long one message may take, MAIL to end of message, however it trickles.
+    pub message_timeout: Duration,
 }
 
 /// `[dkim.dns]`: how selectors' DNS records are checked.

@@ -79,6 +79,7 @@ pub(super) mod range {
     pub const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=65_536;
     pub const SHUTDOWN_TIMEOUT_SECS: RangeInclusive<u64> = 0..=3_600;
     pub const IDLE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=7_200;
+    pub const MESSAGE_TIMEOUT_SECS: RangeInclusive<u64> = 10..=86_400;
     pub const EXPIRY_DAYS: RangeInclusive<u64> = 0..=3_650;
     pub const MIN_PUBLISH_LEAD_HOURS: RangeInclusive<u64> = 0..=8_760;
     pub const REDIS_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
@@ -298,6 +299,7 @@ pub(super) struct RawMilter {
     pub(super) max_connections: Number,
     pub(super) shutdown_timeout_secs: Number,
     pub(super) idle_timeout_secs: Number,
+    pub(super) message_timeout_secs: Number,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -288,6 +288,11 @@ fn list(value: &str) -> Vec<String> {
 }
 
 impl Settings {
+    /// Whether the settings carry a bind password (which makes their file a secret).
+    pub fn has_password(&self) -> bool {
+        self.bind.as_ref().is_some_and(|(_, pw)| !pw.is_empty())
+    }
+
     /// Validates ldap_table settings. Postfix's defaults apply where a key is absent, except
     /// `timeout` (1 s: a milter must not hold a message for Postfix's 10 s) and
     /// `tls_require_cert` (yes). `search_base` is required.

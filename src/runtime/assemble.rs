@@ -184,13 +184,23 @@ pub struct Findings {
 }
 
 /// The checks a loaded configuration must pass: `check-config` and every reload run exactly
-/// these. Socket owner and group exist, the Redis URL is usable, each robot owns the address
+/// these. Only root and the service may change the files that decide policy (and read
+/// those holding secrets), socket owner and group exist, the Redis URL is usable, each robot owns the address
 /// its automatic mail is masqueraded as, every signing domain has an active key now and
 /// later (a schedule gap is an error), and each selector's DNS lead time (a warning).
 pub fn check(loaded: &Loaded, now: i64) -> Findings {
+    check_as(loaded, now, &super::permissions::Service::current())
+}
+
+/// As [`check`], judging file permissions for the service running as `service`
+/// (`check-config` run by root for a service user).
+pub fn check_as(loaded: &Loaded, now: i64, service: &super::permissions::Service) -> Findings {
     let mut found = Findings::default();
     let config = &loaded.config;
     let here = config.path.display();
+    found
+        .errors
+        .extend(super::permissions::problems(loaded, service));
     if let Some(owner) = &config.milter.socket_owner
         && super::listen::user_id(owner).is_none()
     {

@@ -1,19 +1,16 @@
-//! The listening socket: binding unix or TCP sockets, socket file hygiene, a listener that
-//! stops accepting when shutdown begins, and the count of open MTA connections.
+//! The listening socket: binding unix or TCP sockets, socket file hygiene, and a listener
+//! that stops accepting when shutdown begins and gives each connection a slot.
 
+use super::slots::{Connection, Slots};
 use crate::config::{MilterConfig, SocketSpec};
 use indymilter::{EitherListener, EitherStream, Listener};
 use std::ffi::CString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::watch;
 
 /// A unix socket file that relayguard created; removed on drop if it is still ours.
@@ -42,102 +39,6 @@ impl SocketFile {
 impl Drop for SocketFile {
     fn drop(&mut self) {
         self.remove();
-    }
-}
-
-/// Open MTA connections against the configured maximum. When every slot is taken, new
-/// connections wait in the kernel's backlog until one closes (idle ones close after the idle
-/// timeout): that is logged (at most every 10 s) and counted.
-pub struct Slots {
-    open: AtomicUsize,
-    max: usize,
-    last_warning: std::sync::Mutex<Option<Instant>>,
-    /// `relayguard_milter_connections`.
-    pub gauge: prometheus_client::metrics::gauge::Gauge,
-    /// `relayguard_connection_slots_full_total`.
-    pub full: prometheus_client::metrics::counter::Counter,
-}
-
-impl Slots {
-    /// Slots for `max` connections, reporting into the given metrics.
-    pub fn new(
-        max: usize,
-        gauge: prometheus_client::metrics::gauge::Gauge,
-        full: prometheus_client::metrics::counter::Counter,
-    ) -> Arc<Self> {
-        Arc::new(Slots {
-            open: AtomicUsize::new(0),
-            max,
-            last_warning: std::sync::Mutex::new(None),
-            gauge,
-            full,
-        })
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-
-    fn taken(self: &Arc<Self>) -> SlotGuard {
-        let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
-        self.gauge.set(open as i64);
-        if open >= self.max {
-            self.full.inc();
-            let mut last = self.last_warning.lock().expect("slots lock");
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                *last = Some(Instant::now());
-                tracing::warn!(
-                    max_connections = self.max,
-                    "all milter connection slots are taken: new MTA connections wait until one closes (idle connections close after milter.idle_timeout_secs)"
-                );
-            }
-        }
-        SlotGuard(self.clone())
-    }
-}
-
-/// One open connection in [`Slots`]; released on drop.
-struct SlotGuard(Arc<Slots>);
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let open = self.0.open.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.0.gauge.set(open as i64);
-    }
-}
-
-/// An accepted MTA connection, counted in [`Slots`] while it is open.
-pub struct Connection {
-    stream: EitherStream<TcpStream, UnixStream>,
-    _slot: Option<SlotGuard>,
-}
-
-impl AsyncRead for Connection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Connection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -178,7 +79,7 @@ impl MilterListener {
         self.stop = Some(stop);
     }
 
-    /// Counts accepted connections in `slots` while they are open.
+    /// Gives each accepted connection a slot of `slots`.
     pub fn count_in(&mut self, slots: Arc<Slots>) {
         self.slots = Some(slots);
     }
@@ -207,10 +108,8 @@ impl Listener for MilterListener {
             // The end-of-message reply must not wait for a delayed ACK.
             let _ = tcp.set_nodelay(true);
         }
-        Poll::Ready(Ok(Connection {
-            stream,
-            _slot: self.slots.as_ref().map(|s| s.taken()),
-        }))
+        let slots = self.slots.get_or_insert_with(Slots::unlimited);
+        Poll::Ready(Ok(slots.take(stream)))
     }
 }
 

@@ -4,9 +4,11 @@
 
 pub mod assemble;
 pub mod listen;
+pub mod permissions;
 pub mod preflight;
 pub mod reload;
 pub mod service;
+pub mod slots;
 
 use crate::clock::Clock;
 use crate::metrics;
@@ -49,6 +51,9 @@ pub enum StartError {
     /// The configuration or a file it names.
     #[error(transparent)]
     Load(#[from] assemble::LoadError),
+    /// Files that decide policy or hold secrets that others may change or read.
+    #[error("{}", .0.join("\n"))]
+    Unsafe(Vec<String>),
     /// The milter socket.
     #[error("cannot listen on {socket}: {source}")]
     Listen {
@@ -144,8 +149,14 @@ pub async fn start(config_path: &Path, options: Options) -> Result<Running, Star
         metrics.ldap.clone(),
     ));
     let loaded = assemble::load(config_path, now, &directories)?;
-    // What check-config would refuse is logged; the service still starts (a domain without
-    // a key is tempfailed and /healthz reports it), and reloads refuse such a configuration.
+    // Files others may change or read: no start (the MTA tempfails until they are fixed).
+    let unsafe_files = permissions::problems(&loaded, &permissions::Service::current());
+    if !unsafe_files.is_empty() {
+        return Err(StartError::Unsafe(unsafe_files));
+    }
+    // What else check-config would refuse is logged; the service still starts (a domain
+    // without a key is tempfailed and /healthz reports it), and reloads refuse such a
+    // configuration.
     let found = assemble::check(&loaded, now);
     for e in &found.errors {
         error!("{e}");
@@ -303,16 +314,22 @@ pub async fn serve(
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     listener.stop_on(stop_rx);
-    listener.count_in(listen::Slots::new(
-        service.milter_config().max_connections,
-        service.metrics().connections.clone(),
-        service.metrics().slots_full.clone(),
-    ));
+    let milter = service.milter_config();
+    let slots = slots::Slots::new(
+        milter.max_connections,
+        slots::Deadlines {
+            idle: milter.idle_timeout,
+            message: milter.message_timeout,
+        },
+        service.metrics(),
+    );
+    let accept_limit = slots.accept_limit();
+    listener.count_in(slots);
     let socket_file = listener.socket_file();
     let config = indymilter::Config {
-        max_connections: service.milter_config().max_connections,
-        // An MTA that stops talking (or a slowloris) gives its slot back after this.
-        connection_timeout: service.milter_config().idle_timeout,
+        max_connections: accept_limit,
+        // A backstop: the slots close an idle connection first (macros do not count there).
+        connection_timeout: milter.idle_timeout,
         ..Default::default()
     };
     let grace = service.milter_config().shutdown_timeout;

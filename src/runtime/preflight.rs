@@ -10,7 +10,11 @@ use std::path::Path;
 /// `check-config`: the checks every reload runs, then what `service_user` needs (skipped
 /// with a warning when the user does not exist).
 pub fn check_config(loaded: &Loaded, service_user: &str, now: i64) -> Findings {
-    let mut found = assemble::check(loaded, now);
+    // File permissions are judged for the service user when it exists (root runs
+    // check-config for it), else for whoever runs it.
+    let service = super::permissions::Service::user(service_user)
+        .unwrap_or_else(super::permissions::Service::current);
+    let mut found = assemble::check_as(loaded, now, &service);
     let layout = service_user_access(loaded, service_user);
     found.errors.extend(layout.errors);
     found.warnings.extend(layout.warnings);

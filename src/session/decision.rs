@@ -5,7 +5,6 @@ use super::{Connection, Env, Transaction};
 use crate::audit::writer::OnError;
 use crate::audit::{MasqueradedRecord, Record, SignatureRecord, Verdict, recipient_fields};
 use crate::dkim::signer::MadeSignature;
-use crate::log::Escaped;
 use crate::metrics::{KeyLabels, LimitLabels, ReasonLabels, VerdictLabels};
 use crate::policy::Refusal;
 use std::borrow::Cow;
@@ -40,6 +39,17 @@ impl Reply {
 impl std::fmt::Display for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {} {}", self.code, self.status, self.text)
+    }
+}
+
+/// What the client is told of an internal fault, by reason code.
+fn plain(reason: &str) -> &'static str {
+    match reason {
+        "ownership_unavailable" => "sender ownership cannot be checked now",
+        "store_unavailable" => "sending limits cannot be checked now",
+        "no_dkim_key" => "no signing key available",
+        "audit_unwritable" => "audit log unwritable",
+        _ => "internal error",
     }
 }
 
@@ -129,12 +139,13 @@ impl Decision {
         )
     }
 
-    /// An internal fault: `451 4.3.0`, with the cause in the audit record.
+    /// An internal fault: `451 4.3.0` with a plain reason for the client (no host, port or
+    /// system error), the cause in the audit record and the log.
     pub fn fault(reason: &'static str, why: String) -> Self {
         Decision {
             verdict: Verdict::Tempfail,
             reason: Cow::Borrowed(reason),
-            reply: Some(Reply::fault(&why)),
+            reply: Some(Reply::fault(plain(reason))),
             text: why,
             rcpt: None,
             signatures: Vec::new(),
@@ -238,18 +249,18 @@ pub fn deliver(d: &Decision, conn: &Connection, tx: &Transaction, env: &Env) -> 
         .map(|s| format!("d={} s={} a={}", s.domain, s.selector, s.algorithm))
         .collect();
     tracing::info!(
-        queue_id = %Escaped(tx.queue_id.as_deref().unwrap_or("-")),
-        client = %Escaped(&conn.name),
+        queue_id = %tx.queue_id.as_deref().unwrap_or("-"),
+        client = %conn.name,
         class = tx.kind.name(),
-        login = %Escaped(tx.login_as_given()),
-        mail_from = %Escaped(&tx.mail_from),
-        from = %Escaped(tx.from.as_deref().unwrap_or("")),
+        login = %tx.login_as_given(),
+        mail_from = %tx.mail_from,
+        from = %tx.from.as_deref().unwrap_or(""),
         rcpts = tx.rcpts.len(),
-        rcpt = %Escaped(d.rcpt.as_deref().unwrap_or("")),
+        rcpt = %d.rcpt.as_deref().unwrap_or(""),
         verdict,
-        reason = %Escaped(reason),
+        reason = %reason,
         dkim = %dkim.join(", "),
-        text = %Escaped(&d.text),
+        text = %d.text,
         monitor = d.monitored,
         masqueraded = tx.masqueraded.is_some(),
         "decision"

@@ -14,6 +14,9 @@ pub const KEY_NAME: &str = "relayguard-key";
 pub struct Bind {
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The TSIG key as an operator gives it to relayguard: root's, mode 0600 (BIND's own
+    /// copy lives in its directory, which belongs to user bind).
+    keys: tempfile::TempDir,
     child: Option<Child>,
 }
 
@@ -35,6 +38,11 @@ impl Bind {
             .unwrap();
         assert!(out.status.success());
         std::fs::write(d.join("tsig.key"), &out.stdout).unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let copy = keys.path().join("tsig.key");
+        std::fs::write(&copy, &out.stdout).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
         let port = super::free_port();
         std::fs::write(
             d.join("named.conf"),
@@ -63,6 +71,7 @@ impl Bind {
         let mut bind = Bind {
             port,
             dir,
+            keys,
             child: None,
         };
         bind.restart();
@@ -74,9 +83,9 @@ impl Bind {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// The TSIG key file, as tsig-keygen wrote it (named.conf syntax).
+    /// The TSIG key file, as tsig-keygen wrote it (named.conf syntax), mode 0600.
     pub fn key_file(&self) -> PathBuf {
-        self.dir.path().join("tsig.key")
+        self.keys.path().join("tsig.key")
     }
 
     /// Starts it (again) on the same port and zone.

@@ -140,6 +140,11 @@ impl Slapd {
             ),
         )
         .unwrap();
+        // It holds the bind password: as an operator keeps it, root's and readable by
+        // Postfix's group (Postfix reads the same file), by no one else.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = Command::new("chgrp").arg("postfix").arg(&path).status();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         path
     }
 

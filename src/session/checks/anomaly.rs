@@ -7,7 +7,6 @@ use crate::abuse::book::Observation;
 use crate::abuse::{Action, decide, score};
 use crate::audit::Verdict;
 use crate::limits::locks::Lock;
-use crate::log::Escaped;
 use crate::metrics::{ActionLabels, SignalLabels};
 use crate::session::decision::{Decision, Reply};
 use crate::session::{AbuseFinding, Check, Ctx, Outcome, Step, Transaction};
@@ -78,7 +77,7 @@ impl Check for StolenAccount {
                 .inc();
             let reason = scored.reason();
             tracing::warn!(
-                login = %Escaped(&login),
+                login = %login,
                 class,
                 score = scored.total,
                 action = action.name(),
@@ -119,7 +118,7 @@ impl Check for StolenAccount {
                                 notify(&rules, &login, &lock_reason, &tx.abuse, now, cx);
                             }
                             Err(e) => tracing::error!(
-                                login = %Escaped(&login),
+                                login = %login,
                                 error = %e,
                                 "cannot lock account"
                             ),
@@ -186,12 +185,12 @@ fn notify(
         }
         match tokio::time::timeout(timeout, child.wait_with_output()).await {
             Ok(Ok(out)) if out.status.success() => {
-                tracing::info!(login = %Escaped(&login), "notify_command told of the lock")
+                tracing::info!(login = %login, "notify_command told of the lock")
             }
             Ok(Ok(out)) => tracing::error!(
-                login = %Escaped(&login),
+                login = %login,
                 status = %out.status,
-                stderr = %Escaped(String::from_utf8_lossy(&out.stderr).trim()),
+                stderr = %String::from_utf8_lossy(&out.stderr).trim(),
                 "notify_command failed"
             ),
             Ok(Err(e)) => tracing::error!(error = %e, "notify_command failed"),

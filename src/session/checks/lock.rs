@@ -5,7 +5,6 @@ use crate::BoxFuture;
 use crate::audit::Verdict;
 use crate::limits::abuse_signal;
 use crate::limits::locks::Lock;
-use crate::log::Escaped;
 use crate::session::decision::{Abuse, Decision, Reply};
 use crate::session::{Check, Ctx, Outcome, Step, Transaction};
 
@@ -59,10 +58,10 @@ impl Check for AccountLock {
                 Ok(Some(reason)) => match locks.lock(login, Lock::new(&reason, now)).await {
                     Ok(()) => {
                         cx.env.metrics.account_locks.inc();
-                        tracing::warn!(login = %Escaped(login), reason, "account locked")
+                        tracing::warn!(login = %login, reason, "account locked")
                     }
                     Err(e) => {
-                        tracing::error!(login = %Escaped(login), error = %e, "cannot lock account")
+                        tracing::error!(login = %login, error = %e, "cannot lock account")
                     }
                 },
                 Ok(None) => {}

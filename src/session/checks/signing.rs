@@ -2,7 +2,6 @@
 //! unsigned, or no key), at end of message the signatures.
 
 use crate::dkim::signer::{MessageSigner, SigningPlan, WithoutKey};
-use crate::log::Escaped;
 use crate::session::decision::{Decision, Reply};
 use crate::session::{Check, Ctx, Outcome, Step, Transaction};
 use std::time::Instant;
@@ -51,7 +50,7 @@ impl Check for Signing {
                 } else {
                     tracing::error!(
                         domain,
-                        queue_id = %Escaped(tx.queue_id.as_deref().unwrap_or("-")),
+                        queue_id = %tx.queue_id.as_deref().unwrap_or("-"),
                         "no valid active DKIM key: tempfailing"
                     );
                     Outcome::Decided(Decision::fault(
