@@ -123,13 +123,56 @@ pub fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
         let message = match e.span() {
             Some(span) if e.message().trim() == "duplicate key" => duplicate(text, span),
-            _ => e.message().trim().to_string(),
+            _ => e
+                .message()
+                .trim()
+                .replace("expected u64", "expected a whole number")
+                .replace("expected i64", "expected a whole number"),
         };
+        // A wrong type points at a value: name the key it belongs to.
+        if let Some(key) = e.span().and_then(|span| key_at(text, span.start))
+            && message.starts_with("invalid")
+        {
+            return FileError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                key,
+                reason: message,
+            };
+        }
         FileError::Syntax {
             path: path.to_path_buf(),
             line,
             message,
         }
+    })
+}
+
+/// The dotted key whose value starts at `offset` (`max_connections = -1` under
+/// `[milter]`: `milter.max_connections`), when the value stands on its key's line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let before = &text[line_start..offset.min(text.len())];
+    let (key, _) = before.split_once('=')?;
+    let key = key.trim().trim_matches(['"', '\'']);
+    if key.is_empty() || key.starts_with('[') || key.contains(['{', ',']) {
+        return None;
+    }
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[').then(|| {
+            l.trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+        })
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
     })
 }
 

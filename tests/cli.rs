@@ -245,7 +245,7 @@ fn check_config_refuses_a_domain_without_a_key_and_names_errors() {
     let out = relayguard(&["check-config", "--config", &config]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("relayguard.toml:2: invalid type"),
+        text(&out).contains("relayguard.toml:2: key `dkim.expiry_days`: invalid type"),
         "{}",
         text(&out)
     );

@@ -407,6 +407,74 @@ mod tests {
     }
 
     #[test]
+    fn values_of_the_wrong_type_name_file_line_and_key() {
+        for (value, what) in [
+            ("-1", "invalid value: integer `-1`, expected a whole number"),
+            (
+                "1.5",
+                "invalid type: floating point `1.5`, expected a whole number",
+            ),
+            (
+                "\"256\"",
+                "invalid type: string \"256\", expected a whole number",
+            ),
+            (
+                "true",
+                "invalid type: boolean `true`, expected a whole number",
+            ),
+        ] {
+            let text = format!("[milter]\nmax_connections = {value}\n");
+            let e = Config::parse(Path::new("/etc/relayguard/relayguard.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("/etc/relayguard/relayguard.toml:2: key `milter.max_connections`: {what}")
+            );
+        }
+    }
+
+    #[test]
+    fn values_that_parse_but_would_open_the_relay_are_refused() {
+        let parse = |text: &str| Config::parse(Path::new("/r.toml"), text).map(|_| ());
+        for (text, expected) in [
+            (
+                "[senders]\nrecipient_delimiter = \"\\u0000\"\n",
+                "/r.toml:2: key `senders.recipient_delimiter`: \"\\0\" is not one ASCII punctuation character",
+            ),
+            (
+                "[senders]\nrecipient_delimiter = \"a\"\n",
+                "key `senders.recipient_delimiter`",
+            ),
+            (
+                "[abuse]\nnetworks = { above = 0 }\n",
+                "/r.toml:2: key `abuse.networks.above`: must be above 0",
+            ),
+            (
+                "[abuse]\nvolume_floor = 0.0\n",
+                "/r.toml:2: key `abuse.volume_floor`: must be above 0",
+            ),
+            (
+                "[clients]\ninternal_networks = [\"129.27.0.0/16\", \"0.0.0.0/0\"]\n",
+                "/r.toml:2: key `clients.internal_networks`: `0.0.0.0/0` is wider than /8",
+            ),
+            (
+                "[clients]\ninternal_networks = [\"::/0\"]\n",
+                "`::/0` is wider than /8 (IPv4) or /16 (IPv6)",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+        parse("[senders]\nrecipient_delimiter = \"-\"\n").unwrap();
+        parse("[clients]\ninternal_networks = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n").unwrap();
+        parse(
+            "[clients]\ninternal_networks = [\"0.0.0.0/0\"]\nallow_wide_internal_networks = true\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn numbers_outside_their_documented_range_are_refused() {
         for (text, expected) in [
             (

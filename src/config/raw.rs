@@ -337,6 +337,7 @@ pub(super) struct RawMasquerade {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawClients {
     pub(super) internal_networks: Option<Vec<Spanned<String>>>,
+    pub(super) allow_wide_internal_networks: Option<bool>,
     pub(super) require_name: Option<Spanned<String>>,
     pub(super) own_name_parents: Number,
     pub(super) status_senders: Option<Vec<Spanned<String>>>,

@@ -130,14 +130,17 @@ pub(super) fn policy(
             let mut chars = d.get_ref().chars();
             match (chars.next(), chars.next()) {
                 (None, _) => None,
-                (Some(c), None) if !c.is_alphanumeric() && c != '@' && !c.is_whitespace() => {
+                (Some(c), None) if c.is_ascii_punctuation() && !"@\"\\()<>,;:[]".contains(c) => {
                     Some(c)
                 }
                 _ => {
                     return Err(p.invalid(
                         d.span(),
                         "senders.recipient_delimiter",
-                        "must be one punctuation character or empty".into(),
+                        format!(
+                            "{:?} is not one ASCII punctuation character (such as + - = _); control characters, letters and address syntax are refused",
+                            d.get_ref()
+                        ),
                     ));
                 }
             }
@@ -460,14 +463,19 @@ fn masquerades(
     Ok(Masquerades::new(rules, original_header))
 }
 
+/// `clients.internal_networks`. A network wider than an IPv4 /8 or an IPv6 /16 would make
+/// much of the Internet "internal" (`0.0.0.0/0`: every unauthenticated client): refused
+/// unless `clients.allow_wide_internal_networks = true` says it is meant.
 fn internal_networks(clients: &RawClients, p: Place) -> Result<Vec<IpNet>, FileError> {
+    let wide_allowed = clients.allow_wide_internal_networks.unwrap_or(false);
     clients
         .internal_networks
         .iter()
         .flatten()
         .map(|n| {
             let s = n.get_ref();
-            s.parse::<IpNet>()
+            let net = s
+                .parse::<IpNet>()
                 .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
                 .map(|n| n.trunc())
                 .map_err(|_| {
@@ -476,7 +484,21 @@ fn internal_networks(clients: &RawClients, p: Place) -> Result<Vec<IpNet>, FileE
                         "clients.internal_networks",
                         format!("`{s}` is not a CIDR network"),
                     )
-                })
+                })?;
+            let wide = match net {
+                IpNet::V4(v4) => v4.prefix_len() < 8,
+                IpNet::V6(v6) => v6.prefix_len() < 16,
+            };
+            if wide && !wide_allowed {
+                return Err(p.invalid(
+                    n.span(),
+                    "clients.internal_networks",
+                    format!(
+                        "`{s}` is wider than /8 (IPv4) or /16 (IPv6): its unauthenticated clients, much of the Internet, could send as internal servers; list the campus networks, or set clients.allow_wide_internal_networks = true if this is meant"
+                    ),
+                ));
+            }
+            Ok(net)
         })
         .collect()
 }
@@ -1109,6 +1131,25 @@ fn fraction(
     }
 }
 
+/// A number above 0 up to `max` (0 would make every message fire).
+fn positive(
+    p: Place,
+    value: &Option<Spanned<f64>>,
+    key: &str,
+    max: f64,
+    default: f64,
+) -> Result<f64, FileError> {
+    let v = fraction(p, value, key, max, default)?;
+    match value {
+        Some(spanned) if v <= 0.0 => Err(p.invalid(
+            spanned.span(),
+            key,
+            format!("must be above 0 (0 would count every message as a signal): 0<..={max}"),
+        )),
+        _ => Ok(v),
+    }
+}
+
 /// `[abuse]`: the stolen-account signals, their scoring and the action of each class.
 pub(super) fn abuse(
     a: &RawAbuse,
@@ -1121,7 +1162,7 @@ pub(super) fn abuse(
         let empty = RawSignal::default();
         let raw = raw.as_ref().unwrap_or(&empty);
         Ok::<_, FileError>(Threshold {
-            above: fraction(
+            above: positive(
                 p,
                 &raw.above,
                 &format!("abuse.{name}.above"),
@@ -1198,7 +1239,7 @@ pub(super) fn abuse(
             range::ABUSE_BASELINE_DAYS,
             14,
         )? as u32,
-        volume_floor: fraction(
+        volume_floor: positive(
             p,
             &a.volume_floor,
             "abuse.volume_floor",
