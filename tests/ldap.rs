@@ -410,6 +410,49 @@ async fn while_the_directory_is_down_cached_answers_serve_and_others_tempfail() 
 }
 
 #[tokio::test]
+async fn a_frozen_directory_costs_a_message_one_timeout_not_one_per_lookup() {
+    // slapd SIGSTOPped keeps its sockets: connects and binds hang, nothing answers. Each
+    // operation is bounded by the ldap_table timeout (1 s here), and once it has passed the
+    // message's other lookups fail at once.
+    let slapd = Slapd::start();
+    let relay = relay(&slapd);
+    assert_eq!(
+        outcome(&relay, &msg("alice", "alice.liddell@tugraz.at")).await,
+        signed()
+    );
+    slapd.freeze();
+    let started = std::time::Instant::now();
+    let (stage, reply) = outcome(&relay, &msg("bob", "robert.builder@tugraz.at")).await;
+    let first = started.elapsed();
+    assert_eq!(stage, "mail");
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    assert!(
+        first < Duration::from_millis(1_500),
+        "the first message waited {first:?} with timeout = 1 s"
+    );
+    // The messages right behind it (a queue flushing) do not each wait it out again.
+    for login in ["carol", "dave"] {
+        let started = std::time::Instant::now();
+        let address: &'static str = Box::leak(format!("{login}@tugraz.at").into_boxed_str());
+        let (stage, reply) = outcome(&relay, &msg(login, address)).await;
+        let waited = started.elapsed();
+        assert_eq!(stage, "mail");
+        assert!(reply.starts_with("451 4.3.0"), "{reply}");
+        assert!(
+            waited < Duration::from_millis(200),
+            "{login}'s message waited {waited:?} for a directory known not to answer"
+        );
+    }
+    slapd.thaw();
+    // Thawed, and past the pause after a timeout: the directory answers again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        outcome(&relay, &msg("bob", "robert.builder@tugraz.at")).await,
+        signed()
+    );
+}
+
+#[tokio::test]
 async fn sighup_forgets_the_cached_answers() {
     let slapd = Slapd::start();
     let table = slapd.postfix_table();

@@ -17,6 +17,9 @@ pub struct Observation {
     pub checked_at: Option<i64>,
     /// Why the latest check had no answer, when it had none.
     pub unreachable: Option<String>,
+    /// Whether DNS ever served this key (a record that goes bad afterwards is a fault; one
+    /// that was never there only makes the selector wait).
+    pub ever_published: bool,
 }
 
 impl Observation {
@@ -83,6 +86,7 @@ impl DnsBook {
                     before: observation.state.clone(),
                     after: state.clone(),
                 });
+                observation.ever_published |= state == DnsState::Published;
                 observation.state = Some(state);
                 observation.checked_at = Some(now);
                 observation.unreachable = None;

@@ -2,8 +2,9 @@
 //! checks (pure: every function takes `now`), and making keys with their stanzas.
 
 use super::keys::{self, KeyKind};
+use super::record::DnsState;
 use super::schedule::{Algorithm, Selector, format_time};
-use super::signer::KeySet;
+use super::signer::{KeySet, Note, SignerEntry};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -168,14 +169,64 @@ pub fn status_report(
     domains.sort();
     domains.dedup();
     let mut out = String::new();
+    // With require_dns, what signs is what the service would choose from the records DNS
+    // serves now (not the schedule alone); a selector that waits says so, and why.
+    let live_state = |entry: &SignerEntry| {
+        let state = live?.get(&(entry.selector.domain.clone(), entry.selector.name.clone()))?;
+        Some(match state.as_str() {
+            "published" => DnsState::Published,
+            "revoked" => DnsState::Revoked,
+            "missing" => DnsState::Missing,
+            other => DnsState::Mismatch(other.to_string()),
+        })
+    };
     for domain in &domains {
         let _ = writeln!(out, "{domain}");
-        let active = keys.schedule.active_all(domain, now);
+        let (active, waiting): (Vec<&Selector>, Vec<String>) = match (keys.config.require_dns, live)
+        {
+            (true, Some(live)) => {
+                let signers = keys.signers(domain, now, &live_state);
+                let waiting = signers
+                        .notes
+                        .iter()
+                        .map(|note| match note {
+                            Note::Waiting { selector, .. } => {
+                                let state = live
+                                    .get(&(domain.clone(), selector.clone()))
+                                    .map_or("not checked", String::as_str);
+                                format!(
+                                    "  waiting: {selector} is due by the schedule but DNS serves {state} for {}; it signs once its record is published",
+                                    super::record::record_name(selector, domain)
+                                )
+                            }
+                            Note::PastRetire { selector } => format!(
+                                "  past retire_at: {selector} signs on because nothing newer is published"
+                            ),
+                        })
+                        .collect();
+                let active = keys
+                    .schedule
+                    .selectors
+                    .iter()
+                    .filter(|s| {
+                        signers
+                            .entries
+                            .iter()
+                            .any(|e| e.selector.domain == s.domain && e.selector.name == s.name)
+                    })
+                    .collect();
+                (active, waiting)
+            }
+            _ => (keys.schedule.active_all(domain, now), Vec::new()),
+        };
         if active.is_empty() {
             let _ = writeln!(
                 out,
                 "  signing now: NOTHING (messages from this domain are tempfailed)"
             );
+        }
+        for line in &waiting {
+            let _ = writeln!(out, "{line}");
         }
         for s in &active {
             let _ = writeln!(

@@ -65,6 +65,10 @@ impl Pool {
                 }
                 Err(_) => {
                     self.drop_connection(slot).await;
+                    // A directory that does not answer (frozen, overloaded) is not asked
+                    // again at once: the message's other lookups fail fast instead of
+                    // each waiting out the timeout.
+                    self.mark_down(deadline.max(RETRY_AFTER), "no answer");
                     return Err(Failure(format!(
                         "directory did not answer within {} ms",
                         deadline.as_millis()
@@ -96,24 +100,41 @@ impl Pool {
         Ok(format!("search base `{base}` readable"))
     }
 
+    /// Forgets the slot's connection; its unbind goes off the message path (a frozen
+    /// server would hold it), bounded by the timeout.
     async fn drop_connection(&self, slot: usize) {
         if let Some(mut ldap) = self.slots[slot].lock().await.take() {
-            let _ = ldap.unbind().await;
+            let timeout = self.settings.timeout;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(timeout, ldap.unbind()).await;
+            });
         }
+    }
+
+    /// Lookups fail at once for `for_how_long` (logged once per outage).
+    fn mark_down(&self, for_how_long: Duration, why: &str) {
+        let mut down = self.down_until.lock().expect("down lock");
+        if down.is_none() {
+            warn!(
+                error = why,
+                "cannot reach the directory; cached answers serve, others tempfail"
+            );
+        }
+        *down = Some(Instant::now() + for_how_long);
     }
 
     /// The slot's connection, connecting if it has none; `true` when just made.
     async fn connection(&self, slot: usize) -> Result<(Ldap, bool), Failure> {
+        if let Some(until) = *self.down_until.lock().expect("down lock")
+            && Instant::now() < until
+        {
+            return Err(Failure("directory unreachable (retrying shortly)".into()));
+        }
         let mut held = self.slots[slot].lock().await;
         if let Some(ldap) = held.as_mut()
             && !ldap.is_closed()
         {
             return Ok((ldap.clone(), false));
-        }
-        if let Some(until) = *self.down_until.lock().expect("down lock")
-            && Instant::now() < until
-        {
-            return Err(Failure("directory unreachable (retrying shortly)".into()));
         }
         match self.connect().await {
             Ok(ldap) => {
@@ -125,11 +146,7 @@ impl Pool {
             }
             Err(failure) => {
                 *held = None;
-                let mut down = self.down_until.lock().expect("down lock");
-                if down.is_none() {
-                    warn!(error = %failure.0, "cannot reach the directory; cached answers serve, others tempfail");
-                }
-                *down = Some(Instant::now() + RETRY_AFTER);
+                self.mark_down(RETRY_AFTER, &failure.0);
                 Err(failure)
             }
         }

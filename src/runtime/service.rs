@@ -288,10 +288,14 @@ impl Service {
                 .filter(|d| keys.signers(d, now, &dns).entries.is_empty())
                 .map(|d| format!("{d}: no valid active DKIM key"))
                 .collect();
+        // A record gone bad under a selector DNS once served is a fault; a selector whose
+        // record was never there only waits (the previous one signs), which is no fault.
         for domain in keys.schedule.domains() {
             for entry in keys.active(domain, now) {
-                if let Some(state) = self.env.dns.state(&entry)
+                let seen = self.env.dns.get(&entry);
+                if let Some(state) = seen.state
                     && state != DnsState::Published
+                    && seen.ever_published
                 {
                     problems.push(format!(
                         "{domain}: the DNS record of active selector {} is {state}",

@@ -179,6 +179,40 @@ impl Slapd {
             .is_ok_and(|s| s.success())
     }
 
+    /// Freezes slapd (SIGSTOP): it keeps its sockets but answers nothing, as a hung server.
+    /// Returns once the kernel shows it stopped.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.child.as_ref().expect("slapd runs").id();
+        let started = Instant::now();
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the command name in parentheses: T is stopped.
+            if stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "slapd did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Lets a frozen slapd go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("slapd runs");
+        // SAFETY: a signal to the slapd this harness started, by its pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+
     /// Stops it (SIGKILL: as abrupt as a crash), by the PID it was started with.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
