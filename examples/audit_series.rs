@@ -25,6 +25,7 @@ fn main() {
         checkpoints: rest.first().map(|key| Checkpoints {
             key_file: key.into(),
             every_minutes: 60,
+            witness_file: None,
         }),
         retention_days: None,
     });

@@ -194,6 +194,14 @@ enum AuditCommand {
         /// Public key that checks checkpoints (repeat for older keys).
         #[arg(long)]
         key: Vec<PathBuf>,
+        /// The relay's `audit.checkpoint_minutes`: with --key, records that go longer
+        /// without a checkpoint (plus 5 %, at least 5 s) are a break.
+        #[arg(long, default_value_t = 60)]
+        checkpoint_minutes: u32,
+        /// An outside witness of the checkpoints: the `audit.witness_file`, a saved log of
+        /// the service, or `journal` (the systemd journal).
+        #[arg(long)]
+        witness: Option<String>,
         /// text or json.
         #[arg(long, default_value = "text")]
         format: String,
@@ -515,9 +523,23 @@ fn audit_command(command: AuditCommand) -> ExitCode {
             output.as_deref(),
             &files,
         )),
-        AuditCommand::Verify { key, format, files } => {
+        AuditCommand::Verify {
+            key,
+            checkpoint_minutes,
+            witness,
+            format,
+            files,
+        } => {
             let result = audit_keys(&key).and_then(|keys| {
-                relayguard::audit::verify::verify_files(&files, keys).map_err(|e| e.to_string())
+                use relayguard::audit::{verify, witness as w};
+                let witnesses = match &witness {
+                    Some(source) => w::read(source).map_err(|e| e.to_string())?,
+                    None => Vec::new(),
+                };
+                let verifier = verify::Verifier::new(keys)
+                    .checkpoint_minutes(checkpoint_minutes.max(1))
+                    .witnesses(witnesses);
+                verify::walk_files(&files, verifier).map_err(|e| e.to_string())
             });
             match (result, format.as_str()) {
                 (Err(e), _) => exit_code(Err(e)),

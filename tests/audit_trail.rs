@@ -229,6 +229,7 @@ fn writer(dir: &Path, key: Option<&Path>) -> AuditLog {
         checkpoints: key.map(|key| Checkpoints {
             key_file: key.to_path_buf(),
             every_minutes: 60,
+            witness_file: None,
         }),
         retention_days: None,
     })
@@ -247,13 +248,12 @@ fn series(dir: &Path, key: &Path) -> Vec<PathBuf> {
                 &decision(n, "2026-12-01", "alice", "accept", "ok", true),
             );
         }
-        assert!(
-            log.checkpoint("2026-12-01T12:00:00.000Z", "relay1")
-                .unwrap()
-        );
+        // The timer's checkpoint half a minute after the last record, as an honest relay.
+        let at = format!("2026-12-01T{:02}:{:02}:30.000Z", n / 60, n % 60);
+        assert!(log.checkpoint(&at, "relay1").unwrap());
         if !rotate_to.is_empty() {
             std::fs::rename(dir.join("audit.log"), dir.join(rotate_to)).unwrap();
-            log.reopen("2026-12-01T12:00:00.000Z", "relay1").unwrap();
+            log.reopen(&at, "relay1").unwrap();
         }
     }
     ["audit.log.2", "audit.log.1", "audit.log"]
@@ -408,8 +408,8 @@ fn every_kind_of_tampering_is_caught_with_file_and_line() {
             edit(f, &|l| l.truncate(20));
             f.to_vec()
         },
-        "audit.log:1",
-        "the end of",
+        "audit.log.1:20",
+        "this file ends without the checkpoint a relay writes when it closes a file",
     );
     case(
         "out-of-order",
@@ -456,6 +456,130 @@ fn every_kind_of_tampering_is_caught_with_file_and_line() {
     let (code, out) = verify(&paths, Some(&stranger));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("which was not given"), "{out}");
+}
+
+/// One minute of a relay with `checkpoint_minutes = 1` and a witness file: a record every
+/// 5 s from 10:00:00 to 10:02:55 (36), a checkpoint at each full minute and one at the end.
+fn minutes_with_witness(dir: &Path, key: &Path) -> (PathBuf, PathBuf) {
+    let witness = dir.join("witness.log");
+    let log = AuditLog::open(AuditConfig {
+        destination: Destination::File(dir.join("audit.log")),
+        fsync: Fsync::Never,
+        on_error: OnError::Tempfail,
+        full_recipients: false,
+        checkpoints: Some(Checkpoints {
+            key_file: key.to_path_buf(),
+            every_minutes: 1,
+            witness_file: Some(witness.clone()),
+        }),
+        retention_days: None,
+    });
+    for n in 0..36u64 {
+        let (minute, second) = (n * 5 / 60, n * 5 % 60);
+        let mut record = decision(n, "2026-12-03", "alice", "accept", "ok", true);
+        if n == 14 {
+            record = decision(
+                n,
+                "2026-12-03",
+                "mallory",
+                "reject",
+                "sender_not_owned",
+                false,
+            );
+        }
+        record["time"] = format!("2026-12-03T10:{minute:02}:{second:02}.000Z").into();
+        write_record(&log, &record);
+        if second == 55 {
+            let at = format!("2026-12-03T10:{:02}:00.000Z", minute + 1);
+            assert!(log.checkpoint(&at, "relay1").unwrap());
+        }
+    }
+    (dir.join("audit.log"), witness)
+}
+
+#[test]
+fn a_tail_re_sealed_without_its_checkpoints_or_cut_is_caught_by_the_cadence_and_the_witness() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let (log, witness) = minutes_with_witness(dir.path(), &key);
+    let run = |files: &[&Path], extra: &[&str]| {
+        let mut argv = vec![
+            "audit",
+            "verify",
+            "--key",
+            s(&public),
+            "--checkpoint-minutes",
+            "1",
+        ];
+        argv.extend(extra);
+        argv.extend(files.iter().map(|p| s(p)));
+        let (code, out, _) = relayguard(&argv);
+        (code, out)
+    };
+    let (code, out) = run(&[&log], &["--witness", s(&witness)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("witness: 3 of 3 witnessed checkpoints from this period are in the files"),
+        "{out}"
+    );
+
+    // The forger turns mallory's refusal (line 15) into alice's acceptance, drops the two
+    // checkpoints after it and re-seals from there: the chain is whole, the first checkpoint
+    // still verifies, and 70 s of records follow it with none.
+    let forged = dir.path().join("forged.log");
+    let mut link = relayguard::audit::chain::Link::START;
+    let mut out_lines = Vec::new();
+    for (n, line) in lines(&log).iter().enumerate() {
+        let after_edit = n >= 14;
+        if after_edit && line.starts_with("{\"checkpoint\":") {
+            continue;
+        }
+        let line = line
+            .replace("\"login\":\"mallory\"", "\"login\":\"alice\"")
+            .replace(
+                "\"verdict\":\"reject\",\"reason\":\"sender_not_owned\"",
+                "\"verdict\":\"accept\",\"reason\":\"ok\"",
+            );
+        let object = &line[..line.rfind(",\"seq\":").unwrap()];
+        let (sealed, next) = link.seal(format!("{object}}}").as_bytes(), n == 0);
+        link = next;
+        out_lines.push(String::from_utf8(sealed).unwrap());
+    }
+    write_lines(&forged, &out_lines);
+    let (code, out) = run(&[&forged], &[]);
+    assert_eq!(code, 1, "{out}");
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("CHAIN BROKEN at {}:", forged.display()))
+            && first.contains("no checkpoint covers the records since")
+            && first.contains(&format!("{}:14", forged.display())),
+        "{out}"
+    );
+    // The witness knows the checkpoints that were dropped.
+    let (code, out) = run(&[&forged], &["--witness", s(&witness)]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("the witness holds a checkpoint of 2026-12-03T10:02:00.000Z"),
+        "{out}"
+    );
+
+    // Cut right after a checkpoint: the chain and every signature are whole; only the
+    // witness shows the checkpoint that followed.
+    let cut = dir.path().join("cut.log");
+    let kept: Vec<String> = lines(&log)[..26].to_vec();
+    assert!(kept.last().unwrap().starts_with("{\"checkpoint\":"));
+    write_lines(&cut, &kept);
+    let (code, out) = run(&[&cut], &[]);
+    assert_eq!(code, 0, "without a witness a clean cut looks whole: {out}");
+    let (code, out) = run(&[&cut], &["--witness", s(&witness)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "CHAIN BROKEN at {}:26: the witness holds a checkpoint of 2026-12-03T10:03:00.000Z",
+            cut.display()
+        )),
+        "{out}"
+    );
 }
 
 #[test]
@@ -604,6 +728,19 @@ async fn retention_deletes_whole_old_files_and_the_series_still_verifies() {
 /// mail, monitor-mode refusals, two rotated files.
 fn month(dir: &Path, key: &Path) -> Vec<PathBuf> {
     let log = writer(dir, Some(key));
+    // As an honest relay with checkpoint_minutes = 60: a checkpoint at most 40 records
+    // (40 minutes here) after the first one it has not sealed, stamped just after the last.
+    let written = std::cell::Cell::new(0u64);
+    let last_time = std::cell::RefCell::new(String::new());
+    let after_last = || last_time.borrow().replace(":00.000Z", ":30.000Z");
+    let write = |record: &serde_json::Value| {
+        write_record(&log, record);
+        *last_time.borrow_mut() = record["time"].as_str().unwrap().to_string();
+        written.set(written.get() + 1);
+        if written.get().is_multiple_of(40) {
+            log.checkpoint(&after_last(), "relay1").unwrap();
+        }
+    };
     let logins = [
         "alice",
         "bob",
@@ -620,55 +757,67 @@ fn month(dir: &Path, key: &Path) -> Vec<PathBuf> {
         for i in 0..busy + day {
             n += 1;
             let login = logins[(n as usize * 7 + i as usize) % 6];
-            write_record(
-                &log,
-                &decision(n, &date, login, "accept", "ok", !n.is_multiple_of(19)),
-            );
+            write(&decision(
+                n,
+                &date,
+                login,
+                "accept",
+                "ok",
+                !n.is_multiple_of(19),
+            ));
         }
         for i in 0..(day % 5) {
             n += 1;
-            write_record(
-                &log,
-                &decision(n, &date, "mallory", "reject", "sender_not_owned", false),
-            );
+            write(&decision(
+                n,
+                &date,
+                "mallory",
+                "reject",
+                "sender_not_owned",
+                false,
+            ));
             if i == 0 && day > 20 {
-                write_record(
-                    &log,
-                    &decision(n, &date, "mallory", "lock", "account_locked", false),
-                );
+                write(&decision(
+                    n,
+                    &date,
+                    "mallory",
+                    "lock",
+                    "account_locked",
+                    false,
+                ));
             }
         }
         for _ in 0..(day % 3) {
             n += 1;
-            write_record(
-                &log,
-                &decision(
-                    n,
-                    &date,
-                    "bob",
-                    "tempfail",
-                    "limit_messages_per_hour",
-                    false,
-                ),
-            );
-            write_record(
-                &log,
-                &decision(n, &date, "(external)", "reject", "auth_required", false),
-            );
+            write(&decision(
+                n,
+                &date,
+                "bob",
+                "tempfail",
+                "limit_messages_per_hour",
+                false,
+            ));
+            write(&decision(
+                n,
+                &date,
+                "(external)",
+                "reject",
+                "auth_required",
+                false,
+            ));
         }
         if day % 6 == 0 {
             // A burst the stolen-account signals logged.
             let mut flagged = decision(n, &date, "erin", "accept", "ok", true);
             flagged["abuse"] = serde_json::json!({"action": "log", "score": 2.1, "fired": "networks 9 > 4", "signals": {"networks": 9}});
-            write_record(&log, &flagged);
+            write(&flagged);
         }
         if day % 4 == 0 {
             let mut would = decision(n, &date, "carol", "reject", "foreign_sender", false);
             would["monitor"] = true.into();
-            write_record(&log, &would);
+            write(&would);
         }
-        log.checkpoint(&format!("{date}T23:59:59.000Z"), "relay1")
-            .unwrap();
+        log.checkpoint(&after_last(), "relay1").unwrap();
         if day == 10 || day == 20 {
             let name = if day == 10 {
                 "audit.log.2"
@@ -676,7 +825,7 @@ fn month(dir: &Path, key: &Path) -> Vec<PathBuf> {
                 "audit.log.1"
             };
             std::fs::rename(dir.join("audit.log"), dir.join(name)).unwrap();
-            log.reopen(&date, "relay1").unwrap();
+            log.reopen(&after_last(), "relay1").unwrap();
         }
     }
     ["audit.log.2", "audit.log.1", "audit.log"]
@@ -805,7 +954,21 @@ fn the_html_report_renders_in_a_real_browser_and_agrees_with_the_text_report() {
         "the chain is verified on top"
     );
     assert!(dom.contains("chain intact"), "{dom}");
-    assert!(dom.contains("checkpoints: 30 verified"));
+    let checkpoints: usize = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("{\"checkpoint\":"))
+                .count()
+        })
+        .sum();
+    assert!(
+        checkpoints > 30,
+        "daily and every 40 records: {checkpoints}"
+    );
+    assert!(dom.contains(&format!("checkpoints: {checkpoints} verified")));
 
     // Every number agrees with the text report.
     let header = table.lines().next().unwrap();

@@ -100,6 +100,8 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from report" -s h -l help -d 'Print help'
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -l key -d 'Public key that checks checkpoints (repeat for older keys)' -r -F
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -l checkpoint-minutes -d 'The relay\'s `audit.checkpoint_minutes`: with --key, records that go longer without a checkpoint (plus 5 %, at least 5 s) are a break' -r
+complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -l witness -d 'An outside witness of the checkpoints: the `audit.witness_file`, a saved log of the service, or `journal` (the systemd journal)' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -l format -d 'text or json' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -s c -l config -d 'Configuration file (every command reads the same one)' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand audit; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'

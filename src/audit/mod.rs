@@ -6,11 +6,13 @@
 //! `audit_unwritable` for tempfails.
 
 pub mod chain;
+pub mod coverage;
 pub mod files;
 pub mod html;
 pub mod report;
 pub mod retention;
 pub mod verify;
+pub mod witness;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};

@@ -4,6 +4,8 @@
 //! The walk itself is pure ([`Verifier`] is fed lines); [`verify_files`] reads the files.
 
 use super::chain::{self, Checkpoint, GENESIS, Hash, VerifyingKey};
+use super::coverage::{Cadence, Coverage};
+use super::witness::Witness;
 use serde::Serialize;
 use std::io::{self, BufRead};
 use std::path::PathBuf;
@@ -56,6 +58,26 @@ pub enum Break {
         /// Why.
         reason: String,
     },
+    /// Records after a checkpoint span longer than the checkpoint interval with no new one:
+    /// checkpoints were removed (the tail re-sealed), or the log was rewritten.
+    Uncovered {
+        /// The first record the next checkpoint should have covered.
+        since: Place,
+        /// How many minutes the uncovered records span.
+        minutes: u64,
+    },
+    /// A file of the series that does not end with the checkpoint a relay writes when it
+    /// closes a file.
+    NoClosingCheckpoint,
+    /// The witness holds a checkpoint the files lack.
+    WitnessMissing {
+        /// The checkpoint's time.
+        time: String,
+        /// Its `seq`.
+        seq: u64,
+        /// Its line's hash.
+        hash: String,
+    },
 }
 
 impl std::fmt::Display for Break {
@@ -87,6 +109,18 @@ impl std::fmt::Display for Break {
             ),
             Break::Unsealed => write!(f, "a record without seq and prev among sealed records"),
             Break::BadCheckpoint { reason } => write!(f, "bad checkpoint: {reason}"),
+            Break::Uncovered { since, minutes } => write!(
+                f,
+                "no checkpoint covers the records since {since}, which span {minutes} minute(s): a relay writes one within the checkpoint interval, so checkpoints were removed and the records re-sealed, or the log was rewritten"
+            ),
+            Break::NoClosingCheckpoint => write!(
+                f,
+                "this file ends without the checkpoint a relay writes when it closes a file: its end was cut off (or the relay was down when it was rotated)"
+            ),
+            Break::WitnessMissing { time, seq, hash } => write!(
+                f,
+                "the witness holds a checkpoint of {time} (seq {seq}, line hash {hash}) that these files lack: the log was cut or rewritten after it"
+            ),
         }
     }
 }
@@ -142,6 +176,10 @@ pub struct Verification {
     pub problems: Vec<Problem>,
     /// Problems beyond those kept.
     pub more_problems: u64,
+    /// Times the writer resumed after a crash (the records before each stay unsealed).
+    pub resumed_after_crash: u64,
+    /// Witnessed checkpoints given, and how many of them the files hold.
+    pub witnessed: Option<(usize, usize)>,
 }
 
 /// How many problems a walk keeps.
@@ -209,6 +247,19 @@ impl Verification {
             }
             None => {}
         }
+        if self.resumed_after_crash > 0 {
+            let _ = writeln!(
+                out,
+                "the writer resumed after a crash {} time(s): the records just before each are not covered by a checkpoint",
+                self.resumed_after_crash
+            );
+        }
+        if let Some((given, found)) = self.witnessed {
+            let _ = writeln!(
+                out,
+                "witness: {found} of {given} witnessed checkpoints from this period are in the files"
+            );
+        }
         if self.checkpoints_unchecked > 0 {
             let _ = writeln!(
                 out,
@@ -237,12 +288,19 @@ pub struct Verifier {
     deleted: Vec<(String, String)>,
     /// The first file's name.
     first_file: String,
+    /// Cadence, closing checkpoints and witness.
+    coverage: Coverage,
+    witnesses: Vec<Witness>,
 }
 
 impl Verifier {
-    /// A walk that checks checkpoints with `keys` (none: checkpoints are counted unchecked).
+    /// A walk that checks checkpoints with `keys` (none: checkpoints are counted unchecked)
+    /// and, with keys, holds the series to checkpoints every hour (the default interval).
     pub fn new(keys: Vec<VerifyingKey>) -> Verifier {
+        let cadence = (!keys.is_empty()).then(|| Cadence::every(60));
         Verifier {
+            coverage: Coverage::new(cadence),
+            witnesses: Vec::new(),
             result: Verification {
                 keys_given: !keys.is_empty(),
                 ..Verification::default()
@@ -259,8 +317,26 @@ impl Verifier {
         }
     }
 
+    /// Holds the series to checkpoints every `minutes` (`audit.checkpoint_minutes`), when
+    /// keys are given.
+    pub fn checkpoint_minutes(mut self, minutes: u32) -> Self {
+        if self.result.keys_given {
+            self.coverage = Coverage::new(Some(Cadence::every(minutes)));
+        }
+        self
+    }
+
+    /// Checks the series against an outside witness of its checkpoints.
+    pub fn witnesses(mut self, witnesses: Vec<Witness>) -> Self {
+        self.witnesses = witnesses;
+        self
+    }
+
     /// Begins the next file of the series.
     pub fn begin_file(&mut self, name: &str) {
+        if let Some((at, what)) = self.coverage.begin_file() {
+            self.problem_at(at, what);
+        }
         if self.result.files > 0
             && let Some((hash, _)) = self.last
         {
@@ -276,16 +352,22 @@ impl Verifier {
     }
 
     fn problem(&mut self, what: Break) {
+        let at = self.place();
+        self.problem_at(at, what);
+    }
+
+    fn problem_at(&mut self, at: Place, what: Break) {
         if self.result.problems.len() < MAX_PROBLEMS {
-            self.result.problems.push(Problem {
-                at: Place {
-                    file: self.file.clone(),
-                    line: self.line,
-                },
-                what,
-            });
+            self.result.problems.push(Problem { at, what });
         } else {
             self.result.more_problems += 1;
+        }
+    }
+
+    fn place(&self) -> Place {
+        Place {
+            file: self.file.clone(),
+            line: self.line,
         }
     }
 
@@ -319,10 +401,19 @@ impl Verifier {
         };
         self.check_link(&seal);
         self.chained = true;
-        if text.starts_with(chain::CHECKPOINT_PREFIX) {
+        let is_checkpoint = text.starts_with(chain::CHECKPOINT_PREFIX);
+        if is_checkpoint {
             self.checkpoint(text, &seal);
         } else {
             self.result.after_last_proven += 1;
+        }
+        let resumed = text.starts_with(b"{\"event\":\"audit_resumed\"");
+        let place = self.place();
+        if let Some((at, what)) =
+            self.coverage
+                .record(text, place, is_checkpoint.then_some(&hash), resumed)
+        {
+            self.problem_at(at, what);
         }
         if text.starts_with(b"{\"event\":\"audit_file_deleted\"")
             && let Some(v) = self.is_json_object(text)
@@ -458,13 +549,35 @@ impl Verifier {
                 .find(|(_, h)| h == prev)
                 .map(|(f, _)| f.clone());
         }
+        self.result.resumed_after_crash = self.coverage.resumed;
+        if !self.witnesses.is_empty() {
+            let (period, missing) = self.coverage.missing(&self.witnesses);
+            let missing: Vec<Witness> = missing.into_iter().cloned().collect();
+            let end = self.place();
+            self.result.witnessed = Some((period, period - missing.len()));
+            for w in missing {
+                self.problem_at(
+                    end.clone(),
+                    Break::WitnessMissing {
+                        time: w.time,
+                        seq: w.seq,
+                        hash: w.hash,
+                    },
+                );
+            }
+        }
         self.result
     }
 }
 
 /// Walks `files` in the order given (plain or gzip'd).
 pub fn verify_files(files: &[PathBuf], keys: Vec<VerifyingKey>) -> io::Result<Verification> {
-    let mut verifier = Verifier::new(keys);
+    walk_files(files, Verifier::new(keys))
+}
+
+/// Walks `files` in the order given (plain or gzip'd) with a verifier set up beforehand
+/// (checkpoint interval, witness).
+pub fn walk_files(files: &[PathBuf], mut verifier: Verifier) -> io::Result<Verification> {
     let mut line = Vec::with_capacity(1024);
     for path in files {
         let name = path.display().to_string();

@@ -66,6 +66,8 @@ pub struct Checkpoints {
     pub key_file: PathBuf,
     /// How often a checkpoint seals the records written since the last one.
     pub every_minutes: u32,
+    /// Where each checkpoint is also written, as an outside witness (besides the log).
+    pub witness_file: Option<PathBuf>,
 }
 
 impl Checkpoints {
@@ -311,6 +313,21 @@ impl AuditLog {
             key.checkpoint(time, host, link, first)
         })?;
         guard.checkpointed = guard.link;
+        let witness = super::witness::Witness {
+            seq: guard.link.seq,
+            hash: guard.link.hash.to_string(),
+            time: time.to_string(),
+            host: host.to_string(),
+        };
+        drop(guard);
+        let file = self
+            .config
+            .checkpoints
+            .as_ref()
+            .and_then(|c| c.witness_file.as_deref());
+        if let Err(e) = super::witness::tell(&witness, file) {
+            tracing::error!(error = %e, "cannot write the checkpoint to the witness file");
+        }
         Ok(true)
     }
 

@@ -231,6 +231,7 @@ pub(super) struct RawAudit {
     pub(super) full_recipients: Option<bool>,
     pub(super) checkpoint_key: Option<String>,
     pub(super) checkpoint_minutes: Number,
+    pub(super) witness_file: Option<Spanned<String>>,
     pub(super) retention_days: Number,
 }
 

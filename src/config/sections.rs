@@ -866,10 +866,20 @@ pub(super) fn audit(a: &RawAudit, p: Place, base: &Path) -> Result<AuditConfig, 
         "audit.checkpoint_minutes",
         range::AUDIT_CHECKPOINT_MINUTES,
     )?;
+    if a.checkpoint_key.is_none()
+        && let Some(witness) = &a.witness_file
+    {
+        return Err(p.invalid(
+            witness.span(),
+            "audit.witness_file",
+            "needs audit.checkpoint_key (a witness keeps copies of the checkpoints)".into(),
+        ));
+    }
     let checkpoints = match (&a.checkpoint_key, every_minutes) {
         (Some(key), minutes) => Some(Checkpoints {
             key_file: base.join(key),
             every_minutes: minutes.unwrap_or(60) as u32,
+            witness_file: a.witness_file.as_ref().map(|w| base.join(w.get_ref())),
         }),
         (None, Some(_)) => {
             return Err(p.invalid(
