@@ -1026,3 +1026,80 @@ async fn a_tempfail_class_lets_the_message_wait_and_monitor_mode_only_records() 
     assert!(!would.is_empty());
     assert_eq!(would[0]["reason"], "unusual_sending");
 }
+
+/// Students `range` of a new course: campus recipients alice never wrote to.
+fn students(range: std::ops::Range<usize>) -> Vec<&'static str> {
+    range
+        .map(|i| &*Box::leak(format!("<s{i}@student.tugraz.at>").into_boxed_str()))
+        .collect()
+}
+
+/// A relay with the packaged external limits, abuse actions and `hits` limit hits a day
+/// to a lock, where alice has written from home (OUTSIDE) for a week.
+async fn teachers_relay(hits: u64) -> Relay {
+    let relay = new_relay(&format!(
+        "{LIMITS}[limits.external]\nmessages_per_hour = 50\nrecipients_per_message = 20\n\
+         [limits.lock]\nlimit_hits_per_day = {hits}\n{ABUSE}"
+    ));
+    let alice = from("alice", "<alice@tugraz.at>", "alice@tugraz.at");
+    for _ in 0..8 {
+        assert_eq!(send(&relay, &alice).await.signatures(), 2);
+        relay.now.fetch_add(24 * 3_600_000, Ordering::SeqCst);
+    }
+    relay
+}
+
+fn refused_rcpts(heard: &Heard) -> usize {
+    heard
+        .rcpts
+        .iter()
+        .filter(|a| matches!(a, Answer::Refuse(_)))
+        .count()
+}
+
+#[tokio::test]
+async fn a_teacher_announcing_a_course_to_150_students_from_home_is_not_locked() {
+    // limit_hits_per_day = 2: were every refused recipient a hit, the first message locks.
+    let relay = teachers_relay(2).await;
+    let mut course = from("alice", "<alice@tugraz.at>", "alice@tugraz.at");
+    course.rcpts = students(0..150);
+    let heard = send(&relay, &course).await;
+    assert_eq!(heard.signatures(), 2, "the message goes to the first 20");
+    assert_eq!(refused_rcpts(&heard), 130);
+    assert!(
+        relay.locks.0.lock().unwrap().get("alice").is_none(),
+        "one message that asks too much is one limit hit"
+    );
+    // She sends the rest in batches of 20, two minutes apart: every one goes out.
+    for batch in (20..150).step_by(20) {
+        relay.now.fetch_add(120_000, Ordering::SeqCst);
+        course.rcpts = students(batch..(batch + 20).min(150));
+        let heard = send(&relay, &course).await;
+        assert_eq!(heard.signatures(), 2, "batch from {batch}");
+        assert_eq!(refused_rcpts(&heard), 0);
+    }
+    assert!(relay.locks.0.lock().unwrap().get("alice").is_none());
+    // A second message over the limit is the day's second hit: that one locks.
+    course.rcpts = students(150..180);
+    send(&relay, &course).await;
+    let lock = relay.locks.0.lock().unwrap().get("alice").cloned();
+    assert_eq!(lock.map(|l| l.reason), Some("2 limit hits in a day".into()));
+}
+
+#[tokio::test]
+async fn a_teacher_sending_8_batches_of_20_from_home_is_not_locked() {
+    let relay = teachers_relay(50).await;
+    let mut course = from("alice", "<alice@tugraz.at>", "alice@tugraz.at");
+    for batch in 0..8 {
+        course.rcpts = students(batch * 20..batch * 20 + 20);
+        let heard = send(&relay, &course).await;
+        assert_eq!(heard.signatures(), 2, "batch {batch}");
+        assert!(
+            relay.last()["abuse"]["action"].is_null(),
+            "batch {batch}: {}",
+            relay.last()
+        );
+        relay.now.fetch_add(120_000, Ordering::SeqCst);
+    }
+    assert!(relay.locks.0.lock().unwrap().get("alice").is_none());
+}

@@ -1,15 +1,23 @@
 //! Stolen-account signals: what one login's recent sending looks like against its own past
-//! (distinct client networks, recipient domains, new recipients, volume against its baseline,
-//! authentication spread), the documented scoring rule that turns them into a score, and the
-//! action a client class takes on it. Everything here is pure; the signals are kept by a
-//! [`book::SignalBook`] (memory, or Redis for the cluster).
+//! (distinct client networks, recipient domains, new recipients, strangers reached in the
+//! last hour and the last day, volume against its baseline, authentication spread), the
+//! documented scoring rule that turns them into a score, and the action a client class takes
+//! on it. Everything here is pure; the signals are kept by a [`book::SignalBook`] (memory,
+//! or Redis for the cluster).
 //!
 //! The rule: every signal has a threshold and a weight. A signal above its threshold scores
 //! `weight × value / threshold` (at most `3 × weight`); the score is the sum. At or above
 //! `[abuse] act_at` the login's class action applies: `log`, `tempfail` (this message
 //! waits; the account keeps working once the burst is reviewed) or `lock`.
+//!
+//! Strangers (recipients the login has not written to lately, campus ones counted at
+//! `campus_weight`) are counted one by one over fixed windows with fixed thresholds, weight
+//! 2: a paced attacker cannot stay under a rule that learns from him, because this one does
+//! not learn. From a network the login has not used before today the thresholds are
+//! multiplied by `unfamiliar_factor`.
 
 pub mod book;
+pub mod codec;
 pub mod redis;
 
 use serde::Serialize;
@@ -75,6 +83,18 @@ pub struct Rules {
     pub volume: Threshold,
     /// Authentications in the limits' authentication window (when that limit is set).
     pub authentications: Threshold,
+    /// Strangers in the last hour, every recipient counted.
+    pub strangers_hour: Threshold,
+    /// Strangers in the last 24 hours, every recipient counted.
+    pub strangers_day: Threshold,
+    /// The strangers thresholds from a network the login has not used before today.
+    pub unfamiliar_factor: f64,
+    /// What a new recipient inside the protected domains counts as a stranger.
+    pub campus_weight: f64,
+    /// The weight of the soft signals (domains, new recipients, volume) from a network the
+    /// login used before or a campus network: the same spread from the usual desk is more
+    /// likely an organiser than a thief.
+    pub familiar_weight: f64,
     /// The score at which the class action applies.
     pub act_at: f64,
     /// IPv4 prefix length that makes a network.
@@ -110,7 +130,7 @@ impl Default for Rules {
             },
             new_recipients: Threshold {
                 above: 10.0,
-                weight: 1.0,
+                weight: 0.75,
             },
             volume: Threshold {
                 above: 4.0,
@@ -120,6 +140,17 @@ impl Default for Rules {
                 above: 30.0,
                 weight: 0.5,
             },
+            strangers_hour: Threshold {
+                above: 150.0,
+                weight: 2.0,
+            },
+            strangers_day: Threshold {
+                above: 200.0,
+                weight: 2.0,
+            },
+            unfamiliar_factor: 0.5,
+            campus_weight: 0.5,
+            familiar_weight: 0.5,
             act_at: 2.0,
             ipv4_prefix: 24,
             ipv6_prefix: 48,
@@ -135,6 +166,18 @@ impl Default for Rules {
 }
 
 impl Rules {
+    /// A strangers threshold, lower from an unfamiliar network.
+    pub fn strangers(&self, t: Threshold, unfamiliar: bool) -> Threshold {
+        Threshold {
+            above: if unfamiliar {
+                t.above * self.unfamiliar_factor
+            } else {
+                t.above
+            },
+            ..t
+        }
+    }
+
     /// The action of a class.
     pub fn action(&self, class: &str) -> Action {
         self.actions
@@ -155,6 +198,12 @@ pub struct Signals {
     pub new_recipients: u64,
     /// Messages in the last hour (sliding estimate).
     pub messages_hour: f64,
+    /// Strangers reached in the last hour, every recipient counted.
+    pub strangers_hour: f64,
+    /// Strangers reached in the last 24 hours, every recipient counted.
+    pub strangers_day: f64,
+    /// This message came from a network the login has not used before today.
+    pub unfamiliar: bool,
     /// The login's baseline: its busiest hour lately (messages), halving every
     /// `baseline_days`.
     pub baseline: f64,
@@ -215,27 +264,45 @@ impl Score {
 
 /// The scoring rule (module documentation).
 pub fn score(s: &Signals, rules: &Rules) -> Score {
+    let soft = |t: Threshold| Threshold {
+        weight: if s.unfamiliar {
+            t.weight
+        } else {
+            t.weight * rules.familiar_weight
+        },
+        ..t
+    };
     let candidates = [
         ("networks", s.networks as f64, rules.networks),
         (
             "domains",
             s.domains as f64,
-            rules.domains.with_habit(s.domains_baseline),
+            soft(rules.domains.with_habit(s.domains_baseline)),
         ),
         (
             "new_recipients",
             s.new_recipients as f64,
-            rules.new_recipients.with_habit(s.new_baseline),
+            soft(rules.new_recipients.with_habit(s.new_baseline)),
         ),
         (
             "volume",
             (s.volume_ratio(rules) * 10.0).round() / 10.0,
-            rules.volume,
+            soft(rules.volume),
         ),
         (
             "authentications",
             s.authentications.unwrap_or(0) as f64,
             rules.authentications,
+        ),
+        (
+            "strangers_hour",
+            s.strangers_hour.round(),
+            rules.strangers(rules.strangers_hour, s.unfamiliar),
+        ),
+        (
+            "strangers_day",
+            s.strangers_day.round(),
+            rules.strangers(rules.strangers_day, s.unfamiliar),
         ),
     ];
     let mut out = Score::default();
@@ -300,6 +367,22 @@ pub fn describe(login: &str, s: &Signals, rules: &Rules) -> String {
         s.volume_ratio(rules),
         rules.volume.above
     );
+    let unfamiliar = |t: Threshold| rules.strangers(t, true).above;
+    let _ = writeln!(
+        out,
+        "  strangers in the last hour: {:.0} (above {} counts, {} from an unfamiliar network; campus recipients count {})",
+        s.strangers_hour,
+        rules.strangers_hour.above,
+        unfamiliar(rules.strangers_hour),
+        rules.campus_weight
+    );
+    let _ = writeln!(
+        out,
+        "  strangers in the last 24 hours: {:.0} (above {} counts, {} from an unfamiliar network)",
+        s.strangers_day,
+        rules.strangers_day.above,
+        unfamiliar(rules.strangers_day)
+    );
     if let Some(a) = s.authentications {
         let _ = writeln!(out, "  authentications in the window: {a}");
     }
@@ -333,6 +416,9 @@ mod tests {
             domains,
             new_recipients: new,
             messages_hour: hour,
+            strangers_hour: new as f64,
+            strangers_day: new as f64,
+            unfamiliar: true,
             baseline,
             domains_baseline: 0.0,
             new_baseline: 0.0,
@@ -367,10 +453,30 @@ mod tests {
         // Volume alone is not enough (a new list owner looks the same in the first hour)...
         assert!(s.total < r.act_at, "{s:?}");
         // ... with strangers among the recipients it is.
-        let s = score(&signals(1, 3, 11, 40.0, 1.0), &r);
+        let s = score(&signals(1, 3, 15, 40.0, 1.0), &r);
         assert!(s.total >= r.act_at, "{s:?}");
         // A list owner who always sends 40 an hour: nothing.
         assert_eq!(score(&signals(1, 3, 0, 40.0, 38.0), &r).total, 0.0);
+    }
+
+    #[test]
+    fn strangers_act_alone_above_their_fixed_thresholds_lower_from_an_unfamiliar_network() {
+        let r = Rules::default();
+        let mut s = signals(1, 1, 0, 1.0, 1.0);
+        s.unfamiliar = false;
+        s.strangers_day = 200.0;
+        assert!(score(&s, &r).total < r.act_at, "200 in a day is the budget");
+        s.strangers_day = 201.0;
+        assert!(score(&s, &r).total >= r.act_at);
+        s.strangers_day = 101.0;
+        assert!(score(&s, &r).total < r.act_at);
+        s.unfamiliar = true;
+        let scored = score(&s, &r);
+        assert!(scored.total >= r.act_at);
+        assert_eq!(scored.reason(), "strangers_day 101 > 100");
+        s.strangers_day = 0.0;
+        s.strangers_hour = 76.0;
+        assert!(score(&s, &r).total >= r.act_at, "75 an hour from a proxy");
     }
 
     #[test]

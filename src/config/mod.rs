@@ -566,7 +566,29 @@ mod tests {
         assert_eq!((rules.act_at, rules.networks.above), (3.0, 6.0));
         assert_eq!(rules.action("external"), crate::abuse::Action::Lock);
         assert_eq!(rules.action("internal"), crate::abuse::Action::Log);
+        let c = parse("[abuse]\nunfamiliar_factor = 0.25\ncampus_weight = 1.0\n[abuse.strangers_day]\nabove = 120\n").unwrap();
+        let rules = c.abuse.unwrap();
+        assert_eq!(
+            (
+                rules.unfamiliar_factor,
+                rules.campus_weight,
+                rules.strangers_day.above
+            ),
+            (0.25, 1.0, 120.0)
+        );
         for (text, expected) in [
+            (
+                "[abuse]\nunfamiliar_factor = 0.0\n",
+                ":2: key `abuse.unfamiliar_factor`: must be above 0",
+            ),
+            (
+                "[abuse]\ncampus_weight = 1.5\n",
+                ":2: key `abuse.campus_weight`: 1.5 is out of range: 0..=1",
+            ),
+            (
+                "[abuse]\n[abuse.strangers_hour]\nabove = 0\n",
+                ":3: key `abuse.strangers_hour.above`: must be above 0",
+            ),
             (
                 "[abuse]\n[abuse.actions]\nexternal = \"lock\"\n",
                 ":3: key `abuse.actions.external`: \"lock\" needs [limits], where account locks are kept",

@@ -371,11 +371,11 @@ impl RedisStore {
     }
 
     /// Runs a Lua script (one round trip) with these keys (prefixed here) and arguments.
-    pub async fn script<T: redis::FromRedisValue>(
+    pub async fn script<T: redis::FromRedisValue, A: redis::ToRedisArgs>(
         &self,
         script: &redis::Script,
         keys: &[String],
-        args: &[String],
+        args: &[A],
     ) -> Result<T, String> {
         let mut inv = script.prepare_invoke();
         for k in keys {

@@ -188,6 +188,9 @@ pub struct Transaction {
     pub would_refuse: Option<String>,
     /// In monitor mode, the recipients that would have been refused, and the last reason.
     refused_rcpts: (usize, Option<String>),
+    /// Whether a refused recipient of this message has counted toward a lock already: a
+    /// message that asks too much is one limit hit, however many recipients it names.
+    pub rcpt_limit_hit_counted: std::sync::atomic::AtomicBool,
     /// An acceptance decided at end of headers that waits for end of message, where the
     /// MTA can still make the changes.
     deferred: Option<Decision>,
@@ -419,6 +422,7 @@ impl Session {
             abuse: None,
             would_refuse: None,
             refused_rcpts: (0, None),
+            rcpt_limit_hit_counted: std::sync::atomic::AtomicBool::new(false),
             deferred: None,
             _in_flight: env.flight.begin(),
         };

@@ -39,12 +39,15 @@ impl Check for StolenAccount {
             internal,
         )
         .to_string();
-        let seen = Observation::new(
+        let protected = &tx.snapshot.policy.protected;
+        let mut seen = Observation::new(
             cx.conn.addr,
             &tx.rcpts,
             &rules,
             tx.used.get("authentications_per_window").copied(),
+            &|domain| protected.covers(domain),
         );
+        seen.campus_client = internal;
         Step::Later(Box::pin(async move {
             let now = cx.env.now_ms();
             let signals = match book.observe(&login, &seen, now, &rules).await {

@@ -49,6 +49,15 @@ impl Check for AccountLock {
     ) -> Option<BoxFuture<'a, ()>> {
         let abuse = decision.abuse?;
         let (_, login) = tx.login()?;
+        // One message is one limit hit: its second and later refused recipients do not count.
+        if abuse == Abuse::Other
+            && decision.rcpt.is_some()
+            && tx
+                .rcpt_limit_hit_counted
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return None;
+        }
         let (counters, locks) = (cx.env.counters.as_ref()?, cx.env.locks.as_ref()?);
         let rules = &tx.snapshot.limits.as_ref()?.lock;
         Some(Box::pin(async move {
