@@ -126,6 +126,9 @@ impl Sentinels {
             dir: tempfile::tempdir().unwrap(),
             children: Vec::new(),
         };
+        // A replica's full sync writes an RDB file even without --save: into the
+        // temporary directory, never the working directory.
+        let dir = cluster.dir.path().display().to_string();
         let server = |p: u16| -> Vec<String> {
             [
                 "--port",
@@ -136,6 +139,10 @@ impl Sentinels {
                 "",
                 "--appendonly",
                 "no",
+                "--dir",
+                &dir,
+                "--dbfilename",
+                &format!("dump-{p}.rdb"),
             ]
             .iter()
             .map(|s| s.to_string())
