@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::dkim::{At, records, sign, sign_on, signed_message, standard_setup, verify_dkimpy};
+use common::dkim::{
+    At, records, sign, sign_on, signed_message, standard_setup, verify_dkimpy, verify_opendkim,
+};
 use common::rng::Rng;
 use common::{Milter, config_text};
 use indymilter_test::Status;
@@ -157,43 +159,6 @@ fn relaxed_canonicalization_matches_dkimpy_wherever_relayguard_signs() {
     );
 }
 
-/// OpenDKIM's verdict (`opendkim -t`, keys from a file) on each message: true = verified.
-fn opendkim_verifies(files: &[std::path::PathBuf], dir: &Path) -> Vec<bool> {
-    assert!(
-        Path::new("/usr/sbin/opendkim").exists(),
-        "OpenDKIM's verifier is missing: run scripts/test, which installs it"
-    );
-    let keys: String = records()
-        .iter()
-        .map(|(name, value)| format!("{} {value}\n", name.trim_end_matches('.')))
-        .collect();
-    std::fs::write(dir.join("opendkim-keys"), keys).unwrap();
-    let conf = dir.join("opendkim.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Mode v\nSyslog no\nTestPublicKeys {}\n",
-            dir.join("opendkim-keys").display()
-        ),
-    )
-    .unwrap();
-    files
-        .iter()
-        .map(|file| {
-            let out = Command::new("/usr/sbin/opendkim")
-                .arg("-x")
-                .arg(&conf)
-                .arg("-t")
-                .arg(file)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stderr).to_string()
-                + &String::from_utf8_lossy(&out.stdout);
-            text.contains("verification (s=") && text.contains(") succeeded")
-        })
-        .collect()
-}
-
 fn relay_config(dir: &Path) -> String {
     let dkim = standard_setup(dir);
     format!("{}\n{dkim}", config_text("inet:0@127.0.0.1"))
@@ -242,7 +207,7 @@ async fn control_bytes_inside_signed_headers_verify_with_dkimpy() {
     }
     conn.close().await.unwrap();
     let dkimpy = verify_dkimpy(&files, &records(), dir.path(), At::Now);
-    let opendkim = opendkim_verifies(&files, dir.path());
+    let opendkim = verify_opendkim(&files, dir.path());
     for (((what, _, opendkim_follows_rfc), dkimpy), opendkim) in
         subjects.iter().zip(&dkimpy).zip(&opendkim)
     {

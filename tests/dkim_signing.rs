@@ -1,5 +1,6 @@
 //! Runbook: every accepted message from a protected domain leaves signed, and the signature
-//! verifies with mail-auth and, independently, with dkimpy; rotation follows the clock;
+//! verifies with mail-auth and, independently, with dkimpy and OpenDKIM, also after what
+//! lists and forwarders add, never after what a spoofer adds; rotation follows the clock;
 //! broken keys never replace good ones.
 
 mod common;
@@ -61,6 +62,13 @@ fn corpus_message(i: usize, rng: &mut Rng) -> (&'static str, &'static str, Vec<u
     if i % 9 == 4 {
         headers.push("Subject-8bit: Grüße aus Graz ✓".into());
     }
+    // Real-world MIME shapes: alternative text and HTML, a forwarded message attached, a
+    // digest; each with the long folded Content-Type a mail client writes.
+    let mime = (i % 6 != 1).then(|| mime_body(i % 13)).flatten();
+    if let Some((content_type, _)) = &mime {
+        headers.push("MIME-Version: 1.0".into());
+        headers.push(format!("Content-Type: {content_type}"));
+    }
     // Shuffle everything but From.
     for k in (2..headers.len()).rev() {
         let j = 1 + rng.below(k);
@@ -68,6 +76,10 @@ fn corpus_message(i: usize, rng: &mut Rng) -> (&'static str, &'static str, Vec<u
     }
     let mut raw = headers.join("\r\n").into_bytes();
     raw.extend_from_slice(b"\r\n\r\n");
+    if let Some((_, body)) = mime {
+        raw.extend_from_slice(body.as_bytes());
+        return (login, from, raw);
+    }
     match i % 10 {
         0 => {}
         1 => raw.extend_from_slice(b"\r\n"),
@@ -104,6 +116,26 @@ fn corpus_message(i: usize, rng: &mut Rng) -> (&'static str, &'static str, Vec<u
         }
     }
     (login, from, raw)
+}
+
+/// A MIME body of shape `k` (0-2) and its Content-Type value; `None` for the other shapes.
+fn mime_body(k: usize) -> Option<(&'static str, String)> {
+    let forwarded = "DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=s1; h=from:subject;\r\n\tbh=AAAA; b=BBBB\r\nFrom: Original Sender <orig@example.org>\r\nTo: alice@tugraz.at\r\nSubject: the original\r\nDate: Fri, 27 Nov 2026 09:00:00 +0100\r\nMessage-ID: <orig@example.org>\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nThe original text.\r\n";
+    match k {
+        0 => Some((
+            "multipart/alternative;\r\n boundary=\"=_alt_1234567890abcdef\"",
+            "This is a multi-part message in MIME format.\r\n\r\n--=_alt_1234567890abcdef\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe aus Graz,=20\r\nsoft line=\r\n break\r\n\r\n--=_alt_1234567890abcdef\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nPGh0bWw+PGJvZHk+R3LDvMOfZSBhdXMgR3JhejwvYm9keT48L2h0bWw+\r\n\r\n--=_alt_1234567890abcdef--\r\n".to_string(),
+        )),
+        1 => Some((
+            "multipart/mixed;\r\n\tboundary=\"------------fwd0987654321\"",
+            format!("--------------fwd0987654321\r\nContent-Type: text/plain; charset=utf-8; format=flowed\r\n\r\nSee below. \r\n\r\n--------------fwd0987654321\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"the original.eml\"\r\n\r\n{forwarded}\r\n--------------fwd0987654321--\r\n"),
+        )),
+        2 => Some((
+            "multipart/digest; boundary=\"digest-boundary\"",
+            format!("Staff list digest, 2 messages\r\n\r\n--digest-boundary\r\n\r\n{forwarded}\r\n--digest-boundary\r\n\r\nFrom: bob@tugraz.at\r\nSubject: re: the original\r\n\r\n> The original text.\r\nAgreed.\r\n\r\n--digest-boundary--\r\n\r\nEnd of digest\r\n"),
+        )),
+        _ => None,
+    }
 }
 
 fn signing_config(dir: &std::path::Path) -> String {
@@ -162,6 +194,28 @@ async fn corpus_verifies_with_mail_auth_and_dkimpy() {
     let results = verify_dkimpy(&files, &records, out.path(), At::Now);
     let failures: Vec<&String> = results.iter().filter(|l| !l.contains(" ok ")).collect();
     assert_eq!(results.len(), files.len());
+    // OpenDKIM's -t reads a file without a final line break as if its last line were not
+    // there; on the wire (SMTP) a message always ends with one, so it judges that form.
+    let wire: Vec<std::path::PathBuf> = files
+        .iter()
+        .map(|f| {
+            let mut bytes = std::fs::read(f).unwrap();
+            if !bytes.ends_with(b"\r\n") {
+                bytes.extend_from_slice(b"\r\n");
+            }
+            let path = f.with_extension("wire");
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect();
+    let opendkim = dkim::verify_opendkim(&wire, out.path());
+    let refused: Vec<String> = wire
+        .iter()
+        .zip(&opendkim)
+        .filter(|(_, ok)| !**ok)
+        .map(|(f, _)| f.display().to_string())
+        .collect();
+    assert!(refused.is_empty(), "OpenDKIM rejected: {refused:?}");
     assert!(
         failures.is_empty(),
         "dkimpy rejected:\n{}",
@@ -197,10 +251,11 @@ async fn a_sender_header_added_after_signing_breaks_the_signature() {
         let mut conn = milter.connect().await;
         let (status, signatures) = sign(&mut conn, "alice", "<alice@tugraz.at>", raw).await;
         assert_eq!(status, Status::Accept);
+        // h= names every Sender present and one more.
         assert!(
             signatures
                 .iter()
-                .all(|s| s.to_ascii_lowercase().matches(":sender").count() == 2),
+                .all(|s| s.to_ascii_lowercase().matches(":sender").count() == n + 1),
             "Sender signed and oversigned: {signatures:?}"
         );
         let signed = signed_message(&signatures, raw);
@@ -840,4 +895,140 @@ async fn key_files_replaced_under_load_never_cost_a_signature() {
         .stop()
         .await
         .unwrap();
+}
+
+/// Where a later hop puts a header it adds.
+#[derive(Clone, Copy, Debug)]
+enum At2 {
+    /// Above everything (Received, most list managers, forwarders).
+    Top,
+    /// Below the last header.
+    Bottom,
+}
+
+/// `raw` with `field` (a whole header line, CRLF-terminated) added at `at`.
+fn with_field(raw: &[u8], field: &str, at: At2) -> Vec<u8> {
+    match at {
+        At2::Top => [field.as_bytes(), raw].concat(),
+        At2::Bottom => {
+            let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+            [&raw[..end], field.as_bytes(), &raw[end..]].concat()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_lists_and_forwarders_add_keeps_the_signature_what_spoofers_add_breaks_it() {
+    // A staff member's post as a list receives it, a bare message (no Date, no Message-ID,
+    // as some scripts send), and one with Cc and Reply-To.
+    let post = b"From: Alice <alice@tugraz.at>\r\nTo: staff@lists.tugraz.at\r\nSubject: Staff meeting\r\nDate: Sat, 28 Nov 2026 10:00:00 +0100\r\nMessage-ID: <post-1@tugraz.at>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nMonday at ten.\r\n";
+    let bare = b"From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: cron\r\n\r\nok\r\n";
+    let full = b"From: alice@tugraz.at\r\nTo: friend@example.org\r\nCc: bob@example.org\r\nReply-To: office@tugraz.at\r\nSubject: full\r\nDate: Sat, 28 Nov 2026 10:00:00 +0100\r\n\r\nok\r\n";
+    let keeps = [
+        (&post[..], "List-Id: Staff list <staff.lists.tugraz.at>\r\n"),
+        (
+            post,
+            "List-Unsubscribe: <mailto:staff+unsubscribe@lists.tugraz.at>\r\n",
+        ),
+        (
+            post,
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        ),
+        (post, "List-Help: <mailto:staff+help@lists.tugraz.at>\r\n"),
+        (post, "List-Post: <mailto:staff@lists.tugraz.at>\r\n"),
+        (
+            post,
+            "List-Subscribe: <mailto:staff+subscribe@lists.tugraz.at>\r\n",
+        ),
+        (post, "List-Owner: <mailto:staff+owner@lists.tugraz.at>\r\n"),
+        (post, "List-Archive: <https://lists.tugraz.at/staff/>\r\n"),
+        (post, "Precedence: list\r\n"),
+        (post, "In-Reply-To: <earlier@tugraz.at>\r\n"),
+        (post, "References: <earlier@tugraz.at>\r\n"),
+        (
+            post,
+            "Received: from relay.tugraz.at by lists.tugraz.at; Sat, 28 Nov 2026 10:00:01 +0100\r\n",
+        ),
+        (
+            post,
+            "Resent-From: forwarder@example.org\r\nResent-To: someone@example.org\r\nResent-Date: Sat, 28 Nov 2026 11:00:00 +0100\r\nResent-Message-ID: <fwd-1@example.org>\r\n",
+        ),
+        (post, "Autocrypt: addr=alice@tugraz.at; keydata=AAAA\r\n"),
+        (bare, "Message-ID: <added-by-postfix@relay.tugraz.at>\r\n"),
+        (bare, "Date: Sat, 28 Nov 2026 10:00:02 +0100\r\n"),
+        (bare, "MIME-Version: 1.0\r\n"),
+    ];
+    let breaks = [
+        (&post[..], "From: Rector <rector@tugraz.at>\r\n"),
+        (post, "Subject: Urgent: new bank details\r\n"),
+        (post, "To: everyone@tugraz.at\r\n"),
+        (post, "Cc: everyone@tugraz.at\r\n"),
+        (post, "Reply-To: phisher@example.net\r\n"),
+        (post, "Sender: rector@tugraz.at\r\n"),
+        (bare, "Cc: everyone@tugraz.at\r\n"),
+        (bare, "Reply-To: phisher@example.net\r\n"),
+        (full, "Cc: everyone@tugraz.at\r\n"),
+        (full, "Reply-To: phisher@example.net\r\n"),
+        (full, "From: rector@tugraz.at\r\n"),
+        (full, "Subject: other\r\n"),
+        (full, "To: everyone@tugraz.at\r\n"),
+    ];
+    let milter = Milter::with_config(signing_config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let records = records();
+    let mut signed = Vec::new();
+    for raw in [&post[..], bare, full] {
+        let mut conn = milter.connect().await;
+        let (status, signatures) = sign(&mut conn, "alice", "<alice@tugraz.at>", raw).await;
+        conn.close().await.unwrap();
+        assert_eq!((status, signatures.len()), (Status::Accept, 2));
+        signed.push((raw, signed_message(&signatures, raw)));
+    }
+    let signed_copy = |raw: &[u8]| signed.iter().find(|(r, _)| *r == raw).unwrap().1.clone();
+    let mut cases = Vec::new();
+    for (survives, list) in [(true, &keeps[..]), (false, &breaks[..])] {
+        for &(raw, field) in list {
+            // A header a message already has, added again at the bottom, breaks any
+            // signature (verifiers take the last instance first): only the top is asked.
+            let spots: &[At2] = if survives {
+                &[At2::Top, At2::Bottom]
+            } else {
+                &[At2::Top]
+            };
+            for &at in spots {
+                cases.push((
+                    survives,
+                    field,
+                    at,
+                    with_field(&signed_copy(raw), field, at),
+                ));
+            }
+        }
+    }
+    let files: Vec<std::path::PathBuf> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (.., bytes))| {
+            let path = dir.path().join(format!("case{i:02}.eml"));
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect();
+    let dkimpy = verify_dkimpy(&files, &records, dir.path(), At::Now);
+    let opendkim = dkim::verify_opendkim(&files, dir.path());
+    let mut wrong = Vec::new();
+    for (((survives, field, at, _), dkimpy), opendkim) in cases.iter().zip(&dkimpy).zip(&opendkim) {
+        let verified = dkimpy.ends_with(" ok 2");
+        let what = field.split(':').next().unwrap();
+        println!(
+            "{what} added at {at:?}: dkimpy {verified}, OpenDKIM {opendkim} (must verify: {survives})"
+        );
+        if verified != *survives || opendkim != survives {
+            wrong.push(format!(
+                "{what} at {at:?}: dkimpy {dkimpy}, OpenDKIM {opendkim}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    milter.stop().await.unwrap();
 }

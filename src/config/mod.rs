@@ -553,6 +553,10 @@ mod tests {
                 format!("{robot}[rollout]\nwould_refuse_header = \"X-Bad: header\"\n"),
                 ":8: key `rollout.would_refuse_header`: `X-Bad: header` is not a header field name",
             ),
+            (
+                "[dkim]\nheaders = [\"subject\"]\noversign = [\"to\"]\n".to_string(),
+                ":3: key `dkim.oversign`: From must be signed (RFC 6376 5.4): add \"from\" to dkim.oversign",
+            ),
         ] {
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.contains(expected), "{text}\n{e}");

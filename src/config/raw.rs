@@ -251,8 +251,8 @@ pub(super) struct RawMetrics {
 pub(super) struct RawDkim {
     pub(super) selectors: Option<String>,
     pub(super) keys_dir: Option<String>,
-    pub(super) headers: Option<Vec<String>>,
-    pub(super) oversign: Option<Vec<String>>,
+    pub(super) headers: Option<Spanned<Vec<String>>>,
+    pub(super) oversign: Option<Spanned<Vec<String>>>,
     pub(super) expiry_days: Number,
     pub(super) without_key: Option<Spanned<String>>,
     pub(super) allow_unsafe_key_permissions: Option<bool>,

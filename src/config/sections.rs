@@ -549,8 +549,9 @@ fn servers(clients: &RawClients, p: Place) -> Result<ServerSenders, FileError> {
 
 /// `[dkim]`: where the schedule and keys are, and how to sign.
 pub(super) fn dkim(d: &RawDkim, p: Place, base: &Path) -> Result<DkimSettings, FileError> {
-    let lower = |v: &Vec<String>| {
-        v.iter()
+    let lower = |v: &Spanned<Vec<String>>| {
+        v.get_ref()
+            .iter()
             .map(|h| h.trim().to_ascii_lowercase())
             .collect::<Vec<_>>()
     };
@@ -583,6 +584,14 @@ pub(super) fn dkim(d: &RawDkim, p: Place, base: &Path) -> Result<DkimSettings, F
                 ),
             });
         }
+    }
+    if !headers.iter().chain(&oversign).any(|h| h == "from") {
+        let span = (d.oversign.as_ref().or(d.headers.as_ref())).map_or(0..0, |v| v.span());
+        return Err(p.invalid(
+            span,
+            "dkim.oversign",
+            "From must be signed (RFC 6376 5.4): add \"from\" to dkim.oversign".into(),
+        ));
     }
     let without_key = p.choose(
         d.without_key.as_ref(),

@@ -10,34 +10,67 @@ use mail_auth::common::headers::{HeaderWriter, Writable, Writer};
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done, Signature};
 use std::sync::Arc;
 
-/// The default signed header list; the oversigned ones are listed again by [`SigningConfig`].
+/// Headers signed where present, every instance (mode `present`): rspamd's list, Resent-*
+/// left out (a forwarder's business, never checked here), List-Archive added (RFC 2369's
+/// set). A header a message lacks is not named in `h=`, so a list or a later hop may add it.
 pub const DEFAULT_HEADERS: &[&str] = &[
     "from",
     "sender",
-    "to",
-    "cc",
+    "reply-to",
     "subject",
     "date",
     "message-id",
-    "reply-to",
-    "in-reply-to",
-    "references",
+    "to",
+    "cc",
     "mime-version",
     "content-type",
     "content-transfer-encoding",
+    "in-reply-to",
+    "references",
     "list-id",
     "list-help",
+    "list-owner",
     "list-unsubscribe",
     "list-unsubscribe-post",
     "list-subscribe",
     "list-post",
-    "list-owner",
     "list-archive",
+    "openpgp",
+    "autocrypt",
 ];
 
-/// Headers signed twice so that a copy cannot be added after signing.
-pub const DEFAULT_OVERSIGNED: &[&str] =
-    &["from", "sender", "to", "cc", "subject", "date", "reply-to"];
+/// Headers signed once more than present (mode `oversign`), so that no copy can be added
+/// after signing, above or instead of a missing one: what a reader shows as the author,
+/// the subject and the addressees. Sender is here (rspamd signs it only where present):
+/// it is checked for ownership like From, and Outlook shows it ("on behalf of").
+pub const DEFAULT_OVERSIGNED: &[&str] = &["from", "sender", "reply-to", "subject", "to", "cc"];
+
+/// How a header name is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMode {
+    /// Every instance present.
+    Present,
+    /// Every instance present, and one more: `h=` names it even when absent.
+    Oversign,
+}
+
+impl SigningConfig {
+    /// Every signed header name with its mode, in configuration order (lower case).
+    pub fn modes(&self) -> Vec<(String, HeaderMode)> {
+        let mut out: Vec<(String, HeaderMode)> = Vec::new();
+        for name in self.headers.iter().chain(&self.oversign) {
+            if out.iter().all(|(n, _)| n != name) {
+                let mode = if self.oversign.contains(name) {
+                    HeaderMode::Oversign
+                } else {
+                    HeaderMode::Present
+                };
+                out.push((name.clone(), mode));
+            }
+        }
+        out
+    }
+}
 
 /// What to do with a message that should be signed but has no valid active key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +84,10 @@ pub enum WithoutKey {
 /// Signing settings from `[dkim]` in relayguard.toml.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningConfig {
-    /// Headers to sign (lower case).
+    /// Headers signed where present (lower case).
     pub headers: Vec<String>,
-    /// Headers to oversign (a subset of `headers`).
+    /// Headers signed where present and once more (lower case; signed whether or not
+    /// `headers` names them too).
     pub oversign: Vec<String>,
     /// `x=` as seconds after signing; `None` for no expiry.
     pub expiry: Option<u64>,
@@ -83,8 +117,10 @@ pub struct SignerEntry {
     /// Key and signature template (its `h=` is kept apart in `headers`, so that cloning
     /// the template per message copies no header list).
     signer: DkimSigner<DkimKey, Done>,
-    /// The header names to sign, oversigned ones listed twice (lower case).
+    /// The header names to sign, each once (lower case).
     headers: Vec<String>,
+    /// Those of them signed once more than present.
+    oversign: Vec<String>,
 }
 
 impl std::fmt::Debug for SignerEntry {
@@ -175,7 +211,13 @@ impl KeySet {
     }
 
     fn entry(selector: Selector, key: LoadedKey, config: &SigningConfig) -> SignerEntry {
-        let headers = config.headers.iter().chain(config.oversign.iter()).cloned();
+        let modes = config.modes();
+        let headers = modes.iter().map(|(name, _)| name.clone());
+        let oversign = modes
+            .iter()
+            .filter(|(_, mode)| *mode == HeaderMode::Oversign)
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut signer = DkimSigner::from_key(key.key)
             .domain(selector.domain.clone())
             .selector(selector.name.clone())
@@ -203,6 +245,7 @@ impl KeySet {
             selector,
             signer,
             headers,
+            oversign,
         }
     }
 
@@ -432,24 +475,24 @@ impl MessageSigner {
     }
 }
 
-/// One signature over the fields its `h=` list names (every instance, bottom-up, then the
-/// names not present, which oversigns them), as RFC 6376 section 5.4.2 describes.
+/// One signature over the fields its `h=` list names: every instance of a signed name,
+/// bottom-up, then each oversigned name once more, which names an instance that does not
+/// exist and so forbids adding one (RFC 6376 sections 5.4.2 and 8.15).
 fn sign(
     entry: &SignerEntry,
     fields: &[Field],
     body_hash: &[u8],
     now: u64,
 ) -> Result<Signature, mail_auth::Error> {
-    let (template, headers) = (&entry.signer.template, &entry.headers);
-    let mut found = vec![false; headers.len()];
-    let mut signed = Vec::with_capacity(headers.len());
-    let mut names = Vec::with_capacity(headers.len());
+    let template = &entry.signer.template;
+    let mut signed = Vec::with_capacity(entry.headers.len());
+    let mut names = Vec::with_capacity(entry.headers.len() + entry.oversign.len());
     for (name, value) in fields {
-        if let Some(pos) = headers
+        if entry
+            .headers
             .iter()
-            .position(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
         {
-            found[pos] = true;
             signed.push((&name[..], &value[..]));
             names.push(String::from_utf8_lossy(name).into_owned());
         }
@@ -458,13 +501,7 @@ fn sign(
         return Err(mail_auth::Error::NoHeadersFound);
     }
     names.reverse();
-    names.extend(
-        headers
-            .iter()
-            .zip(found)
-            .filter(|(_, found)| !found)
-            .map(|(h, _)| h.clone()),
-    );
+    names.extend(entry.oversign.iter().cloned());
     let mut signature = template.clone();
     signature.bh = body_hash.to_vec();
     signature.t = now;

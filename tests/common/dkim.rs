@@ -1,5 +1,5 @@
 //! DKIM test support: fixture keys, a signing configuration, signing a raw message through
-//! the milter, and verification by mail-auth and, independently, by dkimpy.
+//! the milter, and verification by mail-auth and, independently, by dkimpy and OpenDKIM.
 
 use indymilter_test::{EomAction, MacroStage, SocketInfo, Status, TestConnection};
 use mail_auth::common::parse::TxtRecordParser;
@@ -418,5 +418,44 @@ pub fn verify_dkimpy(
         .unwrap()
         .lines()
         .map(str::to_string)
+        .collect()
+}
+
+/// OpenDKIM's verdict (`opendkim -t`, keys from [`records`]) on each message: true when
+/// the signature it judges verified (`-t` reports one: the topmost, relayguard's RSA one;
+/// dkimpy judges every signature).
+pub fn verify_opendkim(files: &[PathBuf], dir: &Path) -> Vec<bool> {
+    assert!(
+        Path::new("/usr/sbin/opendkim").exists(),
+        "OpenDKIM's verifier is missing: run scripts/test, which installs it"
+    );
+    let keys: String = records()
+        .iter()
+        .map(|(name, value)| format!("{} {value}\n", name.trim_end_matches('.')))
+        .collect();
+    std::fs::write(dir.join("opendkim-keys"), keys).unwrap();
+    let conf = dir.join("opendkim.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Mode v\nSyslog no\nTestPublicKeys {}\n",
+            dir.join("opendkim-keys").display()
+        ),
+    )
+    .unwrap();
+    files
+        .iter()
+        .map(|file| {
+            let out = Command::new("/usr/sbin/opendkim")
+                .arg("-x")
+                .arg(&conf)
+                .arg("-t")
+                .arg(file)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).to_string()
+                + &String::from_utf8_lossy(&out.stdout);
+            text.contains("verification (s=") && text.contains(") succeeded")
+        })
         .collect()
 }

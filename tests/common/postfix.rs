@@ -69,6 +69,18 @@ impl Postfix {
         milter_socket: Option<&Path>,
         extra: &str,
     ) -> Self {
+        Self::start_full(users, realm, milter_socket, extra, "")
+    }
+
+    /// As [`Postfix::start_with`], with `services` appended to master.cf too; `@DIR@` in
+    /// `extra` and `services` is the instance's directory.
+    pub fn start_full(
+        users: &[(&str, &str)],
+        realm: &str,
+        milter_socket: Option<&Path>,
+        extra: &str,
+        services: &str,
+    ) -> Self {
         require_postfix();
         let dir = tempfile::Builder::new()
             .prefix("relayguard-postfix")
@@ -106,9 +118,13 @@ impl Postfix {
             "smtpd_sasl_local_domain = tugraz.at",
             &format!("smtpd_sasl_local_domain = {realm}"),
         ) + &snippet
-            + extra;
+            + &extra.replace("@DIR@", &root.display().to_string());
         std::fs::write(conf.join("main.cf"), main_cf).unwrap();
-        std::fs::write(conf.join("master.cf"), fill("master.cf")).unwrap();
+        std::fs::write(
+            conf.join("master.cf"),
+            fill("master.cf") + &services.replace("@DIR@", &root.display().to_string()),
+        )
+        .unwrap();
         std::fs::write(conf.join("sasl/smtpd.conf"), fill("smtpd.conf")).unwrap();
         let sasldb = root.join("sasldb2");
         // Without a local domain Cyrus looks users up in the server's realm: myhostname.
@@ -117,8 +133,10 @@ impl Postfix {
         } else {
             realm
         };
-        super::add_sasl_users_in(&sasldb, realm, users);
-        chown_postfix(&sasldb);
+        if !users.is_empty() {
+            super::add_sasl_users_in(&sasldb, realm, users);
+            chown_postfix(&sasldb);
+        }
         let sink = super::spawn_sink(&root.join("sink"), sink_port);
         let postfix = Postfix {
             submit: SocketAddr::from(([127, 0, 0, 1], submit_port)),
