@@ -10,12 +10,14 @@
 //! - [`ldap`]: ownership from the directory, Postfix's ldap_table behind the ownership seam;
 //! - [`runtime`]: assembles the service from its files and runs it (sockets, signals, the
 //!   one reload path);
+//! - [`commands`]: the work behind each `relayguard` subcommand (main.rs only parses);
 //! - [`bench`](mod@bench): a tool, not the service: the load generator behind `relayguard bench`.
 
 pub mod abuse;
 pub mod audit;
 pub mod bench;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod dkim;
 pub mod dns;
