@@ -1,16 +1,12 @@
 //! Prometheus metrics and the health endpoint, served on a loopback HTTP socket.
 
-use crate::runtime::service::Service;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Labels of `relayguard_messages_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -170,7 +166,7 @@ pub struct Metrics {
     /// MTA connections relayguard closed, by why (idle, message_deadline, slot_needed).
     pub connections_closed: Family<ReasonLabels, Counter>,
     /// The directory's lookups, latency and cache.
-    pub ldap: crate::ldap::LdapMetrics,
+    pub ldap: LdapMetrics,
     registry: Registry,
 }
 
@@ -212,142 +208,15 @@ impl Default for Metrics {
             ldap: Default::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "messages",
-            "Decisions by verdict and reason",
-            m.messages.clone(),
-        );
-        registry.register(
-            "signatures",
-            "DKIM signatures by domain, selector and algorithm",
-            m.signatures.clone(),
-        );
-        registry.register(
-            "decision_seconds",
-            "Time spent in policy decisions",
-            m.decision_seconds.clone(),
-        );
-        registry.register(
-            "signing_seconds",
-            "Time spent finishing DKIM signatures",
-            m.signing_seconds.clone(),
-        );
-        registry.register(
-            "reloads",
-            "Configuration and key reloads by result",
-            m.reloads.clone(),
-        );
-        registry.register(
-            "key_age_seconds",
-            "Seconds since each active key started signing",
-            m.key_age.clone(),
-        );
-        registry.register(
-            "dkim_domain_keys",
-            "Keys that can sign each required signing domain now (0: its mail is not signed)",
-            m.domain_keys.clone(),
-        );
-        registry.register(
-            "dkim_coverage_seconds",
-            "Seconds until a required signing domain first has no active selector, as the schedule stands",
-            m.key_coverage.clone(),
-        );
-        registry.register(
-            "dkim_key_expiry_seconds",
-            "Seconds until each selector's retire_at",
-            m.key_expiry.clone(),
-        );
-        registry.register(
-            "dkim_dns_state",
-            "Each selector's DNS state: 1 for the state it is in (published, missing, mismatch, revoked, unreachable, unchecked)",
-            m.dns_state.clone(),
-        );
-        registry.register(
-            "dkim_signing_fallback",
-            "1 for a selector that signs or waits other than the schedule says: waiting_for_dns, past_retire_at",
-            m.signing_fallback.clone(),
-        );
-        registry.register(
-            "dkim_signing",
-            "1 for each selector this host signs with, and its key's fingerprint",
-            m.signing.clone(),
-        );
-        registry.register(
-            "dkim_lagging",
-            "Domains and algorithms this host signs with an older selector than a peer (its key has not reached it)",
-            m.lagging.clone(),
-        );
-        registry.register(
-            "account_locks",
-            "Accounts locked for abuse (ownership refusals or limit hits)",
-            m.account_locks.clone(),
-        );
-        registry.register(
-            "limit_hits",
-            "Sending limit hits by limit",
-            m.limit_hits.clone(),
-        );
-        registry.register("redis_errors", "Failed Redis calls", m.redis_errors.clone());
-        registry.register(
-            "redis_unavailable",
-            "1 while Redis is considered down and calls skip it (the failure policy applies)",
-            m.redis_unavailable.clone(),
-        );
-        registry.register(
-            "messages_in_flight",
-            "Messages between MAIL and their verdict",
-            m.in_flight.clone(),
-        );
-        registry.register(
-            "audit_failures",
-            "Audit records that could not be written",
-            m.audit_failures.clone(),
-        );
-        registry.register(
-            "abuse_signals",
-            "Stolen-account signals above their threshold, by signal",
-            m.abuse_signals.clone(),
-        );
-        registry.register(
-            "abuse_actions",
-            "Actions taken on stolen-account signals (log, tempfail, lock)",
-            m.abuse_actions.clone(),
-        );
-        registry.register(
-            "audit_checkpoints",
-            "Signed checkpoints written to the audit log",
-            m.audit_checkpoints.clone(),
-        );
-        registry.register(
-            "audit_files_deleted",
-            "Rotated audit files deleted by retention_days",
-            m.audit_files_deleted.clone(),
-        );
-        registry.register(
-            "would_refuse",
-            "Refusals recorded but not sent (monitor mode), by reason",
-            m.would_refuse.clone(),
-        );
-        registry.register(
-            "masqueraded",
-            "Robot messages whose automatic sender was masqueraded",
-            m.masqueraded.clone(),
-        );
-        registry.register(
-            "milter_connections",
-            "Open MTA connections",
-            m.connections.clone(),
-        );
-        registry.register(
-            "connection_slots_full",
-            "Times every milter connection slot was taken (the connection longest outside a message gives way)",
-            m.slots_full.clone(),
-        );
-        registry.register(
-            "milter_connections_closed",
-            "MTA connections relayguard closed: idle (no command), message_deadline, slot_needed",
-            m.connections_closed.clone(),
-        );
+        for register in [
+            Self::register_decisions,
+            Self::register_signing,
+            Self::register_accounts,
+            Self::register_audit,
+            Self::register_milter,
+        ] {
+            register(&m, &mut registry);
+        }
         m.ldap.register(&mut registry);
         m.initialise();
         Metrics { registry, ..m }
@@ -355,6 +224,166 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers the metrics of one part: decisions, their timing, monitor mode and reloads.
+    fn register_decisions(&self, registry: &mut Registry) {
+        registry.register(
+            "messages",
+            "Decisions by verdict and reason",
+            self.messages.clone(),
+        );
+        registry.register(
+            "decision_seconds",
+            "Time spent in policy decisions",
+            self.decision_seconds.clone(),
+        );
+        registry.register(
+            "messages_in_flight",
+            "Messages between MAIL and their verdict",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "would_refuse",
+            "Refusals recorded but not sent (monitor mode), by reason",
+            self.would_refuse.clone(),
+        );
+        registry.register(
+            "masqueraded",
+            "Robot messages whose automatic sender was masqueraded",
+            self.masqueraded.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration and key reloads by result",
+            self.reloads.clone(),
+        );
+    }
+
+    /// Registers the metrics of one part: signatures and the keys behind them.
+    fn register_signing(&self, registry: &mut Registry) {
+        registry.register(
+            "signatures",
+            "DKIM signatures by domain, selector and algorithm",
+            self.signatures.clone(),
+        );
+        registry.register(
+            "signing_seconds",
+            "Time spent finishing DKIM signatures",
+            self.signing_seconds.clone(),
+        );
+        registry.register(
+            "key_age_seconds",
+            "Seconds since each active key started signing",
+            self.key_age.clone(),
+        );
+        registry.register(
+            "dkim_domain_keys",
+            "Keys that can sign each required signing domain now (0: its mail is not signed)",
+            self.domain_keys.clone(),
+        );
+        registry.register(
+            "dkim_coverage_seconds",
+            "Seconds until a required signing domain first has no active selector, as the schedule stands",
+            self.key_coverage.clone(),
+        );
+        registry.register(
+            "dkim_key_expiry_seconds",
+            "Seconds until each selector's retire_at",
+            self.key_expiry.clone(),
+        );
+        registry.register(
+            "dkim_dns_state",
+            "Each selector's DNS state: 1 for the state it is in (published, missing, mismatch, revoked, unreachable, unchecked)",
+            self.dns_state.clone(),
+        );
+        registry.register(
+            "dkim_signing_fallback",
+            "1 for a selector that signs or waits other than the schedule says: waiting_for_dns, past_retire_at",
+            self.signing_fallback.clone(),
+        );
+        registry.register(
+            "dkim_signing",
+            "1 for each selector this host signs with, and its key's fingerprint",
+            self.signing.clone(),
+        );
+        registry.register(
+            "dkim_lagging",
+            "Domains and algorithms this host signs with an older selector than a peer (its key has not reached it)",
+            self.lagging.clone(),
+        );
+    }
+
+    /// Registers the metrics of one part: limits, locks, stolen-account signals and the counter store.
+    fn register_accounts(&self, registry: &mut Registry) {
+        registry.register(
+            "account_locks",
+            "Accounts locked for abuse (ownership refusals or limit hits)",
+            self.account_locks.clone(),
+        );
+        registry.register(
+            "limit_hits",
+            "Sending limit hits by limit",
+            self.limit_hits.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Failed Redis calls",
+            self.redis_errors.clone(),
+        );
+        registry.register(
+            "redis_unavailable",
+            "1 while Redis is considered down and calls skip it (the failure policy applies)",
+            self.redis_unavailable.clone(),
+        );
+        registry.register(
+            "abuse_signals",
+            "Stolen-account signals above their threshold, by signal",
+            self.abuse_signals.clone(),
+        );
+        registry.register(
+            "abuse_actions",
+            "Actions taken on stolen-account signals (log, tempfail, lock)",
+            self.abuse_actions.clone(),
+        );
+    }
+
+    /// Registers the metrics of one part: the audit log.
+    fn register_audit(&self, registry: &mut Registry) {
+        registry.register(
+            "audit_failures",
+            "Audit records that could not be written",
+            self.audit_failures.clone(),
+        );
+        registry.register(
+            "audit_checkpoints",
+            "Signed checkpoints written to the audit log",
+            self.audit_checkpoints.clone(),
+        );
+        registry.register(
+            "audit_files_deleted",
+            "Rotated audit files deleted by retention_days",
+            self.audit_files_deleted.clone(),
+        );
+    }
+
+    /// Registers the metrics of one part: the MTA's connections.
+    fn register_milter(&self, registry: &mut Registry) {
+        registry.register(
+            "milter_connections",
+            "Open MTA connections",
+            self.connections.clone(),
+        );
+        registry.register(
+            "connection_slots_full",
+            "Times every milter connection slot was taken (the connection longest outside a message gives way)",
+            self.slots_full.clone(),
+        );
+        registry.register(
+            "milter_connections_closed",
+            "MTA connections relayguard closed: idle (no command), message_deadline, slot_needed",
+            self.connections_closed.clone(),
+        );
+    }
+
     /// Creates the series the alerting rules watch at zero, so that the first reload
     /// failure, limit hit or directory error is an increase Prometheus sees (a series that
     /// appears at 1 has no increase).
@@ -402,66 +431,66 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics`, `GET /healthz` and, to this host only, `GET /signals/LOGIN` until
-/// the task is aborted.
-pub async fn serve(listener: TcpListener, service: Arc<Service>) {
-    loop {
-        let Ok((mut stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let service = service.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                stream.read(&mut buf),
-            )
-            .await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            // prometheus-client writes OpenMetrics (`_total` samples under the family name,
-            // `# EOF`): said so, Prometheus keeps each family's type and help.
-            const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-            const TEXT: &str = "text/plain; charset=utf-8";
-            // One login's signals, for `relayguard accounts why`: personal data, so only to
-            // this host.
-            if let Some(login) = path.strip_prefix("/signals/") {
-                let (status, body) = if !peer.ip().is_loopback() {
-                    ("403 Forbidden", "only from this host\n".to_string())
-                } else {
-                    match service.signals_of(login).await {
-                        Ok(text) => ("200 OK", text),
-                        Err(e) => ("404 Not Found", format!("{e}\n")),
-                    }
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {TEXT}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                return;
-            }
-            let (status, kind, body) = match path {
-                "/metrics" => ("200 OK", OPENMETRICS, service.metrics_text()),
-                "/healthz" => match service.health() {
-                    Ok(()) => ("200 OK", TEXT, "ok\n".to_string()),
-                    Err(problems) => (
-                        "503 Service Unavailable",
-                        TEXT,
-                        format!("unhealthy\n{}\n", problems.join("\n")),
-                    ),
-                },
-                _ => ("404 Not Found", TEXT, "not found\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
+/// The directory's metrics.
+#[derive(Clone)]
+pub struct LdapMetrics {
+    /// Lookups by result: hit (cache), miss (asked the directory), stale (served past its
+    /// TTL while the directory could not answer), error (no answer: the message tempfails).
+    pub lookups: Family<ResultLabels, Counter>,
+    /// Seconds per directory round trip (misses), including group expansion.
+    pub seconds: Histogram,
+    /// Answers in the cache.
+    pub cache_entries: Gauge,
+}
+
+impl Default for LdapMetrics {
+    fn default() -> Self {
+        LdapMetrics {
+            lookups: Family::default(),
+            seconds: Histogram::new([
+                0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01,
+                0.05, 0.25, 1.0,
+            ]),
+            cache_entries: Gauge::default(),
+        }
+    }
+}
+
+impl LdapMetrics {
+    /// Registers the metrics as `relayguard_ldap_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "ldap_lookups",
+            "Directory ownership lookups by result (hit, miss, stale, error)",
+            self.lookups.clone(),
+        );
+        registry.register(
+            "ldap_lookup_seconds",
+            "Directory round trips (cache misses), including group expansion",
+            self.seconds.clone(),
+        );
+        registry.register(
+            "ldap_cache_entries",
+            "Directory answers in the cache",
+            self.cache_entries.clone(),
+        );
+    }
+
+    /// Creates every result's series at zero (see `Metrics`).
+    pub fn initialise(&self) {
+        for result in ["hit", "miss", "stale", "error"] {
+            let _ = self.lookups.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+    }
+
+    /// Counts one lookup with its result.
+    pub fn count(&self, result: &str) {
+        self.lookups
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
     }
 }

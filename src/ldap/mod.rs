@@ -12,83 +12,15 @@ pub mod table;
 
 use crate::BoxFuture;
 use crate::clock::Clock;
-use crate::metrics::ResultLabels;
+use crate::metrics::LdapMetrics;
 use crate::policy::address::Address;
 use crate::policy::senders::{Lookup, Ownership, OwnershipSource, SourceDown};
 use cache::{Cache, Cached, Owners};
 use client::Pool;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use table::Settings;
 use tracing::debug;
-
-/// The directory's metrics.
-#[derive(Clone)]
-pub struct LdapMetrics {
-    /// Lookups by result: hit (cache), miss (asked the directory), stale (served past its
-    /// TTL while the directory could not answer), error (no answer: the message tempfails).
-    pub lookups: Family<ResultLabels, Counter>,
-    /// Seconds per directory round trip (misses), including group expansion.
-    pub seconds: Histogram,
-    /// Answers in the cache.
-    pub cache_entries: Gauge,
-}
-
-impl Default for LdapMetrics {
-    fn default() -> Self {
-        LdapMetrics {
-            lookups: Family::default(),
-            seconds: Histogram::new([
-                0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01,
-                0.05, 0.25, 1.0,
-            ]),
-            cache_entries: Gauge::default(),
-        }
-    }
-}
-
-impl LdapMetrics {
-    /// Registers the metrics as `relayguard_ldap_*`.
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "ldap_lookups",
-            "Directory ownership lookups by result (hit, miss, stale, error)",
-            self.lookups.clone(),
-        );
-        registry.register(
-            "ldap_lookup_seconds",
-            "Directory round trips (cache misses), including group expansion",
-            self.seconds.clone(),
-        );
-        registry.register(
-            "ldap_cache_entries",
-            "Directory answers in the cache",
-            self.cache_entries.clone(),
-        );
-    }
-
-    /// Creates every result's series at zero (see `Metrics`).
-    pub fn initialise(&self) {
-        for result in ["hit", "miss", "stale", "error"] {
-            let _ = self.lookups.get_or_create(&ResultLabels {
-                result: result.into(),
-            });
-        }
-    }
-
-    fn count(&self, result: &str) {
-        self.lookups
-            .get_or_create(&ResultLabels {
-                result: result.into(),
-            })
-            .inc();
-    }
-}
 
 /// One directory: its settings, connections and cache, behind the ownership seam.
 pub struct Directory {

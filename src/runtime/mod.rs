@@ -3,6 +3,7 @@
 //! feeds SIGHUP and file changes into the one reload path; [`run`] is `relayguard run`.
 
 pub mod assemble;
+pub mod http;
 pub mod listen;
 pub mod permissions;
 pub mod preflight;
@@ -11,7 +12,6 @@ pub mod service;
 pub mod slots;
 
 use crate::clock::Clock;
-use crate::metrics;
 use listen::MilterListener;
 use service::Service;
 use std::future::Future;
@@ -189,7 +189,7 @@ pub async fn start(config_path: &Path, options: Options) -> Result<Running, Star
             .map_err(|source| StartError::Metrics { addr, source })?;
         metrics_addr = listener.local_addr().ok();
         info!(%addr, "metrics on http://{addr}/metrics and /healthz");
-        tasks.push(tokio::spawn(metrics::serve(listener, service.clone())));
+        tasks.push(tokio::spawn(http::serve(listener, service.clone())));
     }
     if let Some(audit) = service.audit_log()
         && audit.config().fsync == crate::audit::writer::Fsync::Periodic
