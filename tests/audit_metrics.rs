@@ -32,7 +32,10 @@ async fn every_verdict_is_audited_and_counted() {
     let milter = Milter::with_config(|dir| audited(dir, limits)).await;
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
-    tokio::spawn(relayguard::runtime::http::serve(metrics, milter.service.clone()));
+    tokio::spawn(relayguard::runtime::http::serve(
+        metrics,
+        milter.service.clone(),
+    ));
 
     // accept, signed twice
     let mut conn = milter.connect().await;
