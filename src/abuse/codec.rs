@@ -3,7 +3,7 @@
 //! decode (another version, a cut value) is taken as empty, never as an error on the message
 //! path.
 
-use super::book::{Bounded, HOURS, Hour, LoginState, QUARTERS, SKETCH_BITS, Sketch};
+use super::state::{Bounded, HOURS, Hour, LoginState, QUARTERS, SKETCH_BITS, Sketch};
 
 const VERSION: u8 = 1;
 const WORDS: usize = (SKETCH_BITS / 64) as usize;

@@ -18,7 +18,9 @@
 
 pub mod book;
 pub mod codec;
+pub mod observation;
 pub mod redis;
+pub mod state;
 
 use serde::Serialize;
 
