@@ -11,6 +11,7 @@ pub mod files;
 pub mod html;
 pub mod report;
 pub mod retention;
+pub mod verdict;
 pub mod verify;
 pub mod witness;
 pub mod writer;

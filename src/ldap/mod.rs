@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod keys;
 pub mod query;
 pub mod table;
 

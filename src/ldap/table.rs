@@ -5,95 +5,13 @@
 //! line and the key: a Postfix file that means something relayguard would not do is never
 //! half-read.
 
+pub use super::keys::{Origin, Pair, parse_postfix_file};
+
+use super::keys::{Keys, list, parse_server};
 use crate::policy::senders::LoginRules;
 use crate::tomlfile::FileError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// One `key = value` setting and where it was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pair {
-    /// The key as written.
-    pub key: String,
-    /// The value (continuation lines joined with a space).
-    pub value: String,
-    /// 1-based line of the key.
-    pub line: usize,
-}
-
-/// Where settings come from, for error messages: a Postfix file names bare keys, inline
-/// settings name `senders.ldap.KEY` in `relayguard.toml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    /// The file.
-    pub path: PathBuf,
-    /// Prefix of every key name in errors (`""` or `"senders.ldap."`).
-    pub prefix: &'static str,
-}
-
-impl Origin {
-    fn error(&self, line: usize, key: &str, reason: String) -> FileError {
-        FileError::Invalid {
-            path: self.path.clone(),
-            line,
-            key: format!("{}{key}", self.prefix),
-            reason,
-        }
-    }
-}
-
-/// Reads a Postfix dictionary configuration file: `key = value` lines, `#` comments and
-/// blank lines, lines starting with white space continue the previous value.
-pub fn parse_postfix_file(path: &Path, text: &str) -> Result<Vec<Pair>, FileError> {
-    let syntax = |line: usize, message: String| FileError::Syntax {
-        path: path.to_path_buf(),
-        line,
-        message,
-    };
-    let mut pairs: Vec<Pair> = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        if raw.starts_with([' ', '\t']) {
-            match pairs.last_mut() {
-                Some(pair) => {
-                    pair.value.push(' ');
-                    pair.value.push_str(trimmed);
-                    continue;
-                }
-                None => return Err(syntax(line, "continuation line without a setting".into())),
-            }
-        }
-        let (key, value) = trimmed
-            .split_once('=')
-            .ok_or_else(|| syntax(line, format!("`{trimmed}` is not `name = value`")))?;
-        let key = key.trim();
-        if key.is_empty() || key.contains(char::is_whitespace) {
-            return Err(syntax(line, format!("`{key}` is not a parameter name")));
-        }
-        if let Some(first) = pairs.iter().find(|p| p.key == key) {
-            return Err(syntax(
-                line,
-                format!("duplicate key `{key}` (first at line {})", first.line),
-            ));
-        }
-        pairs.push(Pair {
-            key: key.to_string(),
-            value: value.trim().to_string(),
-            line,
-        });
-    }
-    if pairs.is_empty() {
-        return Err(syntax(
-            1,
-            "the file has no settings (empty or truncated); refusing to query a directory on defaults".into(),
-        ));
-    }
-    Ok(pairs)
-}
 
 /// Search scope, as ldap_table's `scope`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,85 +126,6 @@ pub struct Settings {
     pub tuning: Tuning,
 }
 
-/// ldap_table keys that Postfix knows and relayguard deliberately does not implement.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "result_format",
-        "only the default `%s` is supported (the answer must be logins)",
-    ),
-    (
-        "sasl",
-        "SASL binds are not supported; use bind = yes with bind_dn and bind_pw",
-    ),
-    ("sasl_mechs", "SASL binds are not supported"),
-    ("sasl_realm", "SASL binds are not supported"),
-    ("sasl_authz_id", "SASL binds are not supported"),
-    ("sasl_minssf", "SASL binds are not supported"),
-    (
-        "tls_ca_cert_dir",
-        "not supported; name one PEM bundle in tls_ca_cert_file",
-    ),
-    ("tls_cert", "client certificates are not supported"),
-    ("tls_key", "client certificates are not supported"),
-    ("tls_random_file", "not needed and not supported"),
-    (
-        "tls_cipher_suite",
-        "not supported; relayguard uses rustls' safe defaults",
-    ),
-    (
-        "chase_referrals",
-        "referrals are not followed; name every server in server_host",
-    ),
-    (
-        "cache",
-        "obsolete in Postfix; relayguard caches with positive_ttl_secs and negative_ttl_secs",
-    ),
-    (
-        "cache_expiry",
-        "obsolete in Postfix; relayguard caches with positive_ttl_secs and negative_ttl_secs",
-    ),
-    (
-        "cache_size",
-        "obsolete in Postfix; set [senders.ldap] cache_size in relayguard.toml",
-    ),
-    ("query", "obsolete spelling; use query_filter"),
-];
-
-/// Every key [`Settings::from_pairs`] reads.
-const KNOWN: &[&str] = &[
-    "server_host",
-    "server_port",
-    "search_base",
-    "scope",
-    "query_filter",
-    "result_attribute",
-    "special_result_attribute",
-    "leaf_result_attribute",
-    "terminal_result_attribute",
-    "bind",
-    "bind_dn",
-    "bind_pw",
-    "version",
-    "start_tls",
-    "tls_ca_cert_file",
-    "tls_require_cert",
-    "timeout",
-    "domain",
-    "size_limit",
-    "expansion_limit",
-    "recursion_limit",
-    "dereference",
-    "debuglevel",
-];
-
-fn list(value: &str) -> Vec<String> {
-    value
-        .split([',', ' ', '\t'])
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 impl Settings {
     /// Whether the settings carry a bind password (which makes their file a secret).
     pub fn has_password(&self) -> bool {
@@ -303,178 +142,45 @@ impl Settings {
         delimiter: Option<char>,
         tuning: Tuning,
     ) -> Result<Settings, FileError> {
-        for pair in pairs {
-            if let Some((_, why)) = UNSUPPORTED.iter().find(|(k, _)| *k == pair.key) {
-                return Err(origin.error(pair.line, &pair.key, format!("unsupported: {why}")));
-            }
-            if !KNOWN.contains(&pair.key.as_str()) {
-                return Err(origin.error(
-                    pair.line,
-                    &pair.key,
-                    "not an ldap_table(5) parameter relayguard supports".into(),
-                ));
-            }
-        }
-        let get = |key: &str| pairs.iter().find(|p| p.key == key);
-        let err = |p: &Pair, reason: String| origin.error(p.line, &p.key, reason);
-        let boolean = |key: &str, default: bool| -> Result<bool, FileError> {
-            match get(key) {
-                None => Ok(default),
-                Some(p) => match p.value.to_ascii_lowercase().as_str() {
-                    "yes" | "true" | "on" | "1" => Ok(true),
-                    "no" | "false" | "off" | "0" => Ok(false),
-                    _ => Err(err(p, format!("`{}` is not yes or no", p.value))),
-                },
-            }
-        };
-        let number = |key: &str, default: u64, max: u64| -> Result<u64, FileError> {
-            match get(key) {
-                None => Ok(default),
-                Some(p) => p
-                    .value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n <= max)
-                    .ok_or_else(|| err(p, format!("`{}` is not a number in 0..={max}", p.value))),
-            }
-        };
-        if let Some(p) = get("debuglevel")
-            && p.value != "0"
-        {
-            return Err(err(
-                p,
-                "only 0 is supported; relayguard logs lookups through its own log (RUST_LOG=relayguard::ldap=debug)".into(),
-            ));
-        }
-        if let Some(p) = get("version")
-            && p.value != "3"
-        {
-            return Err(err(
-                p,
-                format!(
-                    "`{}`: relayguard speaks LDAPv3 only; set version = 3 (Postfix and slapd both accept it)",
-                    p.value
-                ),
-            ));
-        }
-        let default_port = number("server_port", 389, 65_535)? as u16;
-        let hosts = get("server_host")
-            .map(|p| (list(&p.value), Some(p)))
-            .unwrap_or_else(|| (vec!["localhost".into()], None));
-        let mut servers = Vec::new();
-        for host in &hosts.0 {
-            let server = parse_server(host, default_port).map_err(|why| match hosts.1 {
-                Some(p) => err(p, why),
-                None => origin.error(1, "server_host", why),
-            })?;
-            servers.push(server);
-        }
-        if servers.is_empty()
-            && let Some(p) = hosts.1
-        {
-            return Err(err(p, "names no server".into()));
-        }
-        let search_base = match get("search_base") {
+        let keys = Keys::new(origin, pairs)?;
+        let search_base = match keys.get("search_base") {
             Some(p) => p.value.clone(),
             None => {
-                return Err(origin.error(
-                    pairs.first().map_or(1, |p| p.line),
+                return Err(keys.missing(
                     "search_base",
                     "missing: ldap_table(5) has no default search base".into(),
                 ));
             }
         };
-        let scope = match get("scope") {
-            None => Scope::Sub,
-            Some(p) => match p.value.as_str() {
-                "sub" => Scope::Sub,
-                "one" => Scope::One,
-                "base" => Scope::Base,
-                other => return Err(err(p, format!("`{other}` is not sub, one or base"))),
-            },
-        };
-        let query_filter = get("query_filter")
-            .map(|p| p.value.clone())
-            .unwrap_or_else(|| "(mailacceptinggeneralid=%s)".into());
-        if let Err(why) = super::query::check_template(&query_filter) {
-            let place = get("query_filter").expect("the default is valid");
-            return Err(err(place, why));
-        }
-        let attributes = |key: &str, default: &[&str]| -> Vec<String> {
-            get(key)
-                .map(|p| list(&p.value))
-                .unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
-        };
-        let result_attributes = attributes("result_attribute", &["maildrop"]);
-        if result_attributes.is_empty() {
-            return Err(err(
-                get("result_attribute").expect("the default is not empty"),
-                "names no attribute".into(),
-            ));
-        }
-        let bind = if boolean("bind", true)? {
-            let dn = get("bind_dn").map(|p| p.value.clone()).unwrap_or_default();
-            let pw = get("bind_pw").map(|p| p.value.clone()).unwrap_or_default();
-            (!dn.is_empty()).then_some((dn, pw))
-        } else {
-            None
-        };
-        if let Some(p) = get("bind")
-            && p.value.eq_ignore_ascii_case("sasl")
-        {
-            return Err(err(p, "SASL binds are not supported".into()));
-        }
-        let domains = match get("domain") {
-            None => Vec::new(),
-            Some(p) => {
-                let mut domains = Vec::new();
-                for d in list(&p.value) {
-                    if d.contains(':') || d.starts_with('/') {
-                        return Err(err(
-                            p,
-                            format!(
-                                "`{d}`: only a list of domain names is supported, not files or tables"
-                            ),
-                        ));
-                    }
-                    domains.push(
-                        crate::policy::domains::normalise_domain(&d)
-                            .map_err(|e| err(p, format!("`{d}`: {e}")))?,
-                    );
-                }
-                domains
-            }
-        };
-        let dereference = number("dereference", 0, 3)? as u8;
-        let timeout = Duration::from_secs(number("timeout", 1, 60)?.max(1));
-        let tls_ca_cert_file = get("tls_ca_cert_file").map(|p| {
+        let (query_filter, result_attributes) = query(&keys)?;
+        let tls_ca_cert_file = keys.get("tls_ca_cert_file").map(|p| {
             let file = PathBuf::from(&p.value);
             if file.is_relative() {
-                origin.path.parent().unwrap_or(Path::new(".")).join(file)
+                keys.path().parent().unwrap_or(Path::new(".")).join(file)
             } else {
                 file
             }
         });
         Ok(Settings {
             origin: origin.path.clone(),
-            servers,
+            servers: servers(&keys)?,
             search_base,
-            scope,
+            scope: scope(&keys)?,
             query_filter,
             result_attributes,
-            special_result_attributes: attributes("special_result_attribute", &[]),
-            leaf_result_attributes: attributes("leaf_result_attribute", &[]),
-            terminal_result_attributes: attributes("terminal_result_attribute", &[]),
-            bind,
-            start_tls: boolean("start_tls", false)?,
+            special_result_attributes: keys.attributes("special_result_attribute", &[]),
+            leaf_result_attributes: keys.attributes("leaf_result_attribute", &[]),
+            terminal_result_attributes: keys.attributes("terminal_result_attribute", &[]),
+            bind: bind(&keys)?,
+            start_tls: keys.boolean("start_tls", false)?,
             tls_ca_cert_file,
-            tls_require_cert: boolean("tls_require_cert", true)?,
-            timeout,
-            domains,
-            size_limit: number("size_limit", 0, i32::MAX as u64)? as i32,
-            expansion_limit: number("expansion_limit", 0, 1_000_000)? as usize,
-            recursion_limit: number("recursion_limit", 1000, 1000)? as u32,
-            dereference,
+            tls_require_cert: keys.boolean("tls_require_cert", true)?,
+            timeout: Duration::from_secs(keys.number("timeout", 1, 60)?.max(1)),
+            domains: domains(&keys)?,
+            size_limit: keys.number("size_limit", 0, i32::MAX as u64)? as i32,
+            expansion_limit: keys.number("expansion_limit", 0, 1_000_000)? as usize,
+            recursion_limit: keys.number("recursion_limit", 1000, 1000)? as u32,
+            dereference: keys.number("dereference", 0, 3)? as u8,
             logins,
             delimiter,
             tuning,
@@ -538,59 +244,103 @@ impl Settings {
     }
 }
 
-/// `ldap://host[:port]`, `ldaps://host[:port]`, or `host[:port]`.
-fn parse_server(text: &str, default_port: u16) -> Result<Server, String> {
-    let (scheme, rest) = if let Some(rest) = text.strip_prefix("ldaps://") {
-        ("ldaps", rest)
-    } else if let Some(rest) = text.strip_prefix("ldap://") {
-        ("ldap", rest)
-    } else if text.contains("://") {
-        return Err(format!(
-            "`{text}`: only ldap:// and ldaps:// servers are supported"
+/// `server_host` (default `localhost`) with `server_port`.
+fn servers(keys: &Keys) -> Result<Vec<Server>, FileError> {
+    let default_port = keys.number("server_port", 389, 65_535)? as u16;
+    let hosts = keys
+        .get("server_host")
+        .map(|p| (list(&p.value), Some(p)))
+        .unwrap_or_else(|| (vec!["localhost".into()], None));
+    let mut servers = Vec::new();
+    for host in &hosts.0 {
+        let server = parse_server(host, default_port).map_err(|why| match hosts.1 {
+            Some(p) => keys.err(p, why),
+            None => keys.missing("server_host", why),
+        })?;
+        servers.push(server);
+    }
+    if servers.is_empty()
+        && let Some(p) = hosts.1
+    {
+        return Err(keys.err(p, "names no server".into()));
+    }
+    Ok(servers)
+}
+
+/// `scope`: sub (the default), one or base.
+fn scope(keys: &Keys) -> Result<Scope, FileError> {
+    match keys.get("scope") {
+        None => Ok(Scope::Sub),
+        Some(p) => match p.value.as_str() {
+            "sub" => Ok(Scope::Sub),
+            "one" => Ok(Scope::One),
+            "base" => Ok(Scope::Base),
+            other => Err(keys.err(p, format!("`{other}` is not sub, one or base"))),
+        },
+    }
+}
+
+/// `query_filter` (checked) and `result_attribute` (at least one).
+fn query(keys: &Keys) -> Result<(String, Vec<String>), FileError> {
+    let query_filter = keys
+        .get("query_filter")
+        .map(|p| p.value.clone())
+        .unwrap_or_else(|| "(mailacceptinggeneralid=%s)".into());
+    if let Err(why) = super::query::check_template(&query_filter) {
+        let place = keys.get("query_filter").expect("the default is valid");
+        return Err(keys.err(place, why));
+    }
+    let result_attributes = keys.attributes("result_attribute", &["maildrop"]);
+    if result_attributes.is_empty() {
+        return Err(keys.err(
+            keys.get("result_attribute")
+                .expect("the default is not empty"),
+            "names no attribute".into(),
         ));
-    } else {
-        ("ldap", text)
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('/') || rest.contains('?') {
-        return Err(format!("`{text}`: a server URL names only host and port"));
     }
-    let default_port = if scheme == "ldaps" && default_port == 389 {
-        636
-    } else {
-        default_port
-    };
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("`{text}`: unclosed ["))?;
-        match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if after.is_empty() => (host, None),
-            None => return Err(format!("`{text}` is not host[:port]")),
-        }
-    } else {
-        match rest.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("`{text}` names no host"));
+    Ok((query_filter, result_attributes))
+}
+
+/// `bind`, `bind_dn`, `bind_pw`: a simple bind, or anonymous.
+fn bind(keys: &Keys) -> Result<Option<(String, String)>, FileError> {
+    if let Some(p) = keys.get("bind")
+        && p.value.eq_ignore_ascii_case("sasl")
+    {
+        return Err(keys.err(p, "SASL binds are not supported".into()));
     }
-    let port = match port {
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("`{text}`: `{p}` is not a port"))?,
-        None => default_port,
+    if !keys.boolean("bind", true)? {
+        return Ok(None);
+    }
+    let dn = keys
+        .get("bind_dn")
+        .map(|p| p.value.clone())
+        .unwrap_or_default();
+    let pw = keys
+        .get("bind_pw")
+        .map(|p| p.value.clone())
+        .unwrap_or_default();
+    Ok((!dn.is_empty()).then_some((dn, pw)))
+}
+
+/// `domain`: a list of domain names (no files or tables).
+fn domains(keys: &Keys) -> Result<Vec<String>, FileError> {
+    let Some(p) = keys.get("domain") else {
+        return Ok(Vec::new());
     };
-    Ok(Server {
-        scheme,
-        host: host.to_string(),
-        port,
-    })
+    let mut domains = Vec::new();
+    for d in list(&p.value) {
+        if d.contains(':') || d.starts_with('/') {
+            return Err(keys.err(
+                p,
+                format!("`{d}`: only a list of domain names is supported, not files or tables"),
+            ));
+        }
+        domains.push(
+            crate::policy::domains::normalise_domain(&d)
+                .map_err(|e| keys.err(p, format!("`{d}`: {e}")))?,
+        );
+    }
+    Ok(domains)
 }
 
 #[cfg(test)]
