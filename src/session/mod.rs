@@ -10,9 +10,12 @@
 pub mod checks;
 pub mod decision;
 pub mod flight;
+pub mod pipeline;
 pub mod rollout;
 
-use crate::BoxFuture;
+use pipeline::Stage;
+pub use pipeline::{Check, Ctx, Outcome, Pipeline, Step};
+
 use crate::audit::writer::AuditSink;
 use crate::clock::Clock;
 use crate::dkim::signer::{Field, KeySet, MessageSigner};
@@ -25,7 +28,7 @@ use crate::policy::mailbox::HeaderSet;
 use crate::policy::senders::Sources;
 use crate::policy::{Client, ClientKind, Policy};
 use arc_swap::ArcSwap;
-use decision::{Accepted, Answer, Decision, Delivered, Modification, deliver};
+use decision::{Accepted, Answer, Decision, Modification};
 use flight::{Flight, InFlightGuard};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -221,152 +224,6 @@ pub struct AbuseFinding {
     pub score: crate::abuse::Score,
     /// What the class did.
     pub action: crate::abuse::Action,
-}
-
-/// A check's verdict on one stage.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Nothing against it: the next check, or the next stage.
-    Continue,
-    /// Decided: no further check runs at this stage.
-    Decided(Decision),
-}
-
-/// A check's answer: now, or after I/O.
-pub enum Step<'a> {
-    /// Decided without waiting.
-    Now(Outcome),
-    /// Decided after I/O (counters, locks, a directory).
-    Later(BoxFuture<'a, Outcome>),
-}
-
-impl Step<'_> {
-    async fn outcome(self) -> Outcome {
-        match self {
-            Step::Now(outcome) => outcome,
-            Step::Later(future) => future.await,
-        }
-    }
-}
-
-/// What a check may look at besides the transaction.
-#[derive(Clone, Copy)]
-pub struct Ctx<'a> {
-    /// The shared service.
-    pub env: &'a Env,
-    /// The connection.
-    pub conn: &'a Connection,
-}
-
-/// One small rule of the pipeline, with the stages it cares about; a stage it does not
-/// implement lets the message go on.
-pub trait Check: Send + Sync {
-    /// A short name for logs and docs.
-    fn name(&self) -> &'static str;
-
-    /// At MAIL FROM.
-    fn mail<'a>(&'a self, _tx: &'a mut Transaction, _cx: Ctx<'a>) -> Step<'a> {
-        Step::Now(Outcome::Continue)
-    }
-
-    /// At each RCPT TO; a decision refuses only this recipient.
-    fn rcpt<'a>(&'a self, _tx: &'a mut Transaction, _rcpt: &'a str, _cx: Ctx<'a>) -> Step<'a> {
-        Step::Now(Outcome::Continue)
-    }
-
-    /// At end of headers.
-    fn headers<'a>(&'a self, _tx: &'a mut Transaction, _cx: Ctx<'a>) -> Step<'a> {
-        Step::Now(Outcome::Continue)
-    }
-
-    /// At end of message.
-    fn message<'a>(&'a self, _tx: &'a mut Transaction, _cx: Ctx<'a>) -> Step<'a> {
-        Step::Now(Outcome::Continue)
-    }
-
-    /// After any decision of a stage was delivered (e.g. count it toward a lock).
-    fn decided<'a>(
-        &'a self,
-        _tx: &'a Transaction,
-        _decision: &'a Decision,
-        _cx: Ctx<'a>,
-    ) -> Option<BoxFuture<'a, ()>> {
-        None
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Stage<'r> {
-    Mail,
-    Rcpt(&'r str),
-    Headers,
-    Message,
-}
-
-/// The ordered checks every message goes through.
-pub struct Pipeline {
-    checks: Vec<Box<dyn Check>>,
-}
-
-impl Pipeline {
-    /// A pipeline of these checks, in this order.
-    pub fn new(checks: Vec<Box<dyn Check>>) -> Self {
-        Pipeline { checks }
-    }
-
-    /// relayguard's checks: [`checks::standard`].
-    pub fn standard() -> Self {
-        Self::new(checks::standard())
-    }
-
-    /// The names of the checks, in order.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.checks.iter().map(|c| c.name()).collect()
-    }
-
-    /// Runs one stage: the first check that decides wins.
-    async fn stage(&self, stage: Stage<'_>, tx: &mut Transaction, cx: Ctx<'_>) -> Outcome {
-        for check in &self.checks {
-            let step = match stage {
-                Stage::Mail => check.mail(tx, cx),
-                Stage::Rcpt(rcpt) => check.rcpt(tx, rcpt, cx),
-                Stage::Headers => check.headers(tx, cx),
-                Stage::Message => check.message(tx, cx),
-            };
-            if let Outcome::Decided(d) = step.outcome().await {
-                return Outcome::Decided(d);
-            }
-        }
-        Outcome::Continue
-    }
-
-    /// Delivers a decision, then lets every check see it.
-    async fn deliver(&self, d: Decision, tx: &mut Transaction, cx: Ctx<'_>) -> Answer {
-        let delivered = deliver(&d, cx.conn, tx, cx.env);
-        for check in &self.checks {
-            if let Some(after) = check.decided(tx, &d, cx) {
-                after.await;
-            }
-        }
-        match delivered {
-            Delivered::Accept => Answer::Accept(Accepted {
-                signatures: d.signatures,
-                modifications: std::mem::take(&mut tx.modifications),
-            }),
-            Delivered::Refuse(reply) => Answer::Refuse(reply),
-        }
-    }
-
-    /// A refusal in monitor mode: recorded as it would be sent, and not sent; the message
-    /// goes on (a whole-message refusal marks it, so it passes unsigned).
-    async fn record_only(&self, mut d: Decision, tx: &mut Transaction, cx: Ctx<'_>) {
-        d.monitored = true;
-        match d.rcpt {
-            None => tx.would_refuse = Some(d.reason.to_string()),
-            Some(_) => tx.refused_rcpts = (tx.refused_rcpts.0 + 1, Some(d.reason.to_string())),
-        }
-        self.deliver(d, tx, cx).await;
-    }
 }
 
 /// One MTA connection: its client, and the message under way.
