@@ -135,7 +135,6 @@ pub fn explain_limits(
 /// Decides and explains with the snapshot's ownership sources (a directory is asked);
 /// returns the report and whether the message would be accepted.
 pub async fn explain(snapshot: &Snapshot, question: &Question) -> (String, bool) {
-    let policy = &snapshot.policy;
     let mail_from = bracket(&question.mail_from);
     let rcpts: Vec<String> = question.rcpts.iter().map(|r| bracket(r)).collect();
     let headers = question.message.as_ref().map(|raw| {
@@ -158,15 +157,28 @@ pub async fn explain(snapshot: &Snapshot, question: &Question) -> (String, bool)
         rcpts: rcpts.iter().map(String::as_str).collect(),
         headers,
     };
-    // Decide, ask the sources about every address the decision needed but had no answer
-    // for, and decide again, until it needs nothing new (a refusal at MAIL FROM hides the
-    // header addresses until MAIL FROM passes).
+    let decision = match decide(snapshot, &request).await {
+        Ok(decision) => decision,
+        Err(report) => return (report, false),
+    };
+    (render(question, &decision), decision.outcome.is_ok())
+}
+
+/// Decides, asks the sources about every address the decision needed but had no answer
+/// for, and decides again, until it needs nothing new (a refusal at MAIL FROM hides the
+/// header addresses until MAIL FROM passes). A source that cannot answer ends it: the
+/// report says what the MTA would hear.
+async fn decide(
+    snapshot: &Snapshot,
+    request: &Request<'_>,
+) -> Result<crate::policy::Decision, String> {
+    let policy = &snapshot.policy;
     let mut known = Known::default();
-    let decision = loop {
-        let decision = policy.decide_with(&request, &known);
+    loop {
+        let decision = policy.decide_with(request, &known);
         let (owned, claimed) = (known.asked_owned.take(), known.asked_claims.take());
         if owned.is_empty() && claimed.is_empty() {
-            break decision;
+            return Ok(decision);
         }
         let failed = |address: &Address, down: SourceDown| {
             let reply = crate::session::decision::Decision::fault(
@@ -181,16 +193,20 @@ pub async fn explain(snapshot: &Snapshot, question: &Question) -> (String, bool)
         for (login, address) in owned {
             match snapshot.ownership.ownership(&login, &address).await {
                 Ok(ownership) => known.owned.push((login, address.canonical(), ownership)),
-                Err(down) => return (failed(&address, down), false),
+                Err(down) => return Err(failed(&address, down)),
             }
         }
         for address in claimed {
             match snapshot.ownership.claim(&address).await {
                 Ok(claim) => known.claims.push((address.canonical(), claim)),
-                Err(down) => return (failed(&address, down), false),
+                Err(down) => return Err(failed(&address, down)),
             }
         }
-    };
+    }
+}
+
+/// The report of a decision: the client, each field checked, the verdict.
+fn render(question: &Question, decision: &crate::policy::Decision) -> String {
     let mut out = String::new();
     let client = question
         .client
@@ -239,7 +255,7 @@ pub async fn explain(snapshot: &Snapshot, question: &Question) -> (String, bool)
             let _ = writeln!(out, "verdict: {verdict}: {refusal}");
         }
     }
-    (out, decision.outcome.is_ok())
+    out
 }
 
 #[cfg(test)]

@@ -240,11 +240,18 @@ async fn apply(
     Ok(())
 }
 
-/// The indymilter callbacks, each a thin shell around one stage of the [`Session`].
+/// The indymilter callbacks, each a thin shell around one stage of the [`Session`]: the
+/// connection's start and end, the envelope, the message.
 pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<ConnectionState> {
     let shared = (env, pipeline);
-    let (mail, rcpt, eoh, eom) = (shared.clone(), shared.clone(), shared.clone(), shared);
-    Callbacks::new()
+    let callbacks = connection(Callbacks::new());
+    let callbacks = envelope(callbacks, &shared);
+    message(callbacks, shared)
+}
+
+/// Negotiation, connect, abort and close.
+fn connection(callbacks: Callbacks<ConnectionState>) -> Callbacks<ConnectionState> {
+    callbacks
         .on_negotiate(|cx: &mut NegotiateContext<ConnectionState>, actions, opts| Box::pin(async move { negotiate(cx, actions, opts) }))
         .on_connect(|cx: &mut Context<ConnectionState>, hostname, socket| {
             Box::pin(async move {
@@ -254,32 +261,88 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
                 connection.no_reply(ProtoOpts::NOREPLY_CONNECT)
             })
         })
+        .on_abort(|cx: &mut Context<ConnectionState>| {
+            Box::pin(async move {
+                state(&mut cx.data).abort();
+                Status::Continue
+            })
+        })
+        .on_close(|cx: &mut Context<ConnectionState>| {
+            Box::pin(async move {
+                if let Some(connection) = cx.data.as_mut() {
+                    if connection.session.tx.is_some() {
+                        warn!(client = %connection.session.conn.name, "connection closed in the middle of a message");
+                    }
+                    connection.abort();
+                }
+                Status::Continue
+            })
+        })
+}
+
+/// MAIL and RCPT.
+fn envelope(
+    callbacks: Callbacks<ConnectionState>,
+    shared: &(Arc<Env>, Arc<Pipeline>),
+) -> Callbacks<ConnectionState> {
+    let (mail, rcpt) = (shared.clone(), shared.clone());
+    callbacks
         .on_mail(move |cx: &mut Context<ConnectionState>, args| {
             let (env, pipeline) = mail.clone();
             Box::pin(async move {
-                let Context { data, macros, reply, .. } = cx;
+                let Context {
+                    data,
+                    macros,
+                    reply,
+                    ..
+                } = cx;
                 let Some(mail_from) = first_arg(&args) else {
-                    return send(reply, Answer::Refuse(Reply::fault("MAIL without an address")));
+                    return send(
+                        reply,
+                        Answer::Refuse(Reply::fault("MAIL without an address")),
+                    );
                 };
                 let login = macro_value(macros, c"{auth_authen}");
                 let queue_id = macro_value(macros, c"i");
                 let session = &mut state(data).session;
-                let answer = session.mail(&env, &pipeline, mail_from, login.as_deref(), queue_id).await;
+                let answer = session
+                    .mail(&env, &pipeline, mail_from, login.as_deref(), queue_id)
+                    .await;
                 send(reply, answer)
             })
         })
         .on_rcpt(move |cx: &mut Context<ConnectionState>, args| {
             let (env, pipeline) = rcpt.clone();
             Box::pin(async move {
-                let Context { data, macros, reply, .. } = cx;
+                let Context {
+                    data,
+                    macros,
+                    reply,
+                    ..
+                } = cx;
                 let Some(rcpt) = first_arg(&args) else {
-                    return send(reply, Answer::Refuse(Reply::fault("RCPT without an address")));
+                    return send(
+                        reply,
+                        Answer::Refuse(Reply::fault("RCPT without an address")),
+                    );
                 };
                 let queue_id = macro_value(macros, c"i");
-                let answer = state(data).session.rcpt(&env, &pipeline, rcpt, queue_id).await;
+                let answer = state(data)
+                    .session
+                    .rcpt(&env, &pipeline, rcpt, queue_id)
+                    .await;
                 send(reply, answer)
             })
         })
+}
+
+/// Headers, end of headers, body chunks and end of message.
+fn message(
+    callbacks: Callbacks<ConnectionState>,
+    shared: (Arc<Env>, Arc<Pipeline>),
+) -> Callbacks<ConnectionState> {
+    let (eoh, eom) = (shared.clone(), shared);
+    callbacks
         .on_header(|cx: &mut Context<ConnectionState>, name, value| {
             Box::pin(async move {
                 let connection = state(&mut cx.data);
@@ -290,12 +353,20 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
         .on_eoh(move |cx: &mut Context<ConnectionState>| {
             let (env, pipeline) = eoh.clone();
             Box::pin(async move {
-                let Context { data, macros, reply, .. } = cx;
+                let Context {
+                    data,
+                    macros,
+                    reply,
+                    ..
+                } = cx;
                 let connection = state(data);
                 // Counted from before the message is done with until the verdict is given.
                 let in_flight = env.flight.begin();
                 let queue_id = macro_value(macros, c"i");
-                let answer = connection.session.end_of_headers(&env, &pipeline, queue_id).await;
+                let answer = connection
+                    .session
+                    .end_of_headers(&env, &pipeline, queue_id)
+                    .await;
                 match connection.hold(ProtoOpts::NOREPLY_EOH, answer, Some(in_flight)) {
                     Some(answer) => send(reply, answer),
                     None => Status::Noreply,
@@ -329,26 +400,12 @@ pub fn callbacks(env: Arc<Env>, pipeline: Arc<Pipeline>) -> Callbacks<Connection
                 };
                 if let Err(e) = apply(&cx.actions, &accepted).await {
                     error!(error = %e, "cannot change the message as decided; tempfailing");
-                    return send(&mut cx.reply, Answer::Refuse(Reply::fault("cannot change the message")));
+                    return send(
+                        &mut cx.reply,
+                        Answer::Refuse(Reply::fault("cannot change the message")),
+                    );
                 }
                 Status::Accept
-            })
-        })
-        .on_abort(|cx: &mut Context<ConnectionState>| {
-            Box::pin(async move {
-                state(&mut cx.data).abort();
-                Status::Continue
-            })
-        })
-        .on_close(|cx: &mut Context<ConnectionState>| {
-            Box::pin(async move {
-                if let Some(connection) = cx.data.as_mut() {
-                    if connection.session.tx.is_some() {
-                        warn!(client = %connection.session.conn.name, "connection closed in the middle of a message");
-                    }
-                    connection.abort();
-                }
-                Status::Continue
             })
         })
 }

@@ -340,132 +340,140 @@ impl Report {
     /// Renders the report.
     pub fn render(&self, format: Format) -> String {
         match format {
-            Format::Json => {
-                let top: Vec<serde_json::Value> = self
-                    .top_refused(10)
-                    .into_iter()
-                    .map(|(l, n)| serde_json::json!({"login": l, "refusals": n}))
+            Format::Json => self.json(),
+            Format::Csv => self.csv(),
+            Format::Table => self.table(),
+        }
+    }
+
+    /// The report as one JSON document.
+    fn json(&self) -> String {
+        let top: Vec<serde_json::Value> = self
+            .top_refused(10)
+            .into_iter()
+            .map(|(l, n)| serde_json::json!({"login": l, "refusals": n}))
+            .collect();
+        let unsigned: u64 = self.logins.values().map(|s| s.unsigned).sum();
+        let doc = serde_json::json!({
+            "records": self.records,
+            "logins": self.logins,
+            "top_refused": top,
+            "accepted_unsigned": unsigned,
+            "classes": self.classes,
+            "days": self.days,
+            "events": self.events,
+            "skipped": self.skipped,
+        });
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&doc).expect("serialisable")
+        )
+    }
+
+    /// One CSV row per login.
+    fn csv(&self) -> String {
+        let mut out = String::from(
+            "login,messages,recipients,distinct_from,refusals,limit_hits,locks,unsigned,refusals_by_reason,would_refuse,would_refuse_by_reason,flagged\n",
+        );
+        for (login, s) in &self.logins {
+            let reasons: Vec<String> = s.refusals.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            let would: Vec<String> = s
+                .would_refuse
+                .iter()
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{},{}",
+                csv(login),
+                s.messages,
+                s.recipients,
+                s.from_addresses.len(),
+                s.refused(),
+                s.limit_hits,
+                s.locks,
+                s.unsigned,
+                csv(&reasons.join(";")),
+                s.would_refused(),
+                csv(&would.join(";")),
+                s.flagged
+            );
+        }
+        out
+    }
+
+    /// The table for a terminal: per login, top refused, would-be refusals, unsigned.
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} records, {} logins, {} malformed lines skipped\n",
+            self.records,
+            self.logins.len(),
+            self.skipped.len()
+        );
+        // Column widths of the table (the login column is 28 wide).
+        const WIDTHS: [usize; 9] = [9, 10, 6, 8, 6, 6, 8, 6, 7];
+        let _ = write!(out, "{:<28}", "login");
+        for (name, w) in LoginStats::COLUMNS.iter().zip(WIDTHS) {
+            let _ = write!(out, " {name:>w$}");
+        }
+        out.push('\n');
+        for (login, s) in &self.logins {
+            let _ = write!(out, "{:<28}", shown(login));
+            for (value, w) in s.columns().iter().zip(WIDTHS) {
+                let _ = write!(out, " {value:>w$}");
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(out, "\ntop refused logins:");
+        for (login, n) in self.top_refused(10) {
+            let reasons: Vec<String> = self.logins[login]
+                .refusals
+                .iter()
+                .map(|(r, n)| format!("{} {n}", shown(r)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:<26} {n:>8}  ({})",
+                shown(login),
+                reasons.join(", ")
+            );
+        }
+        let would: Vec<(&String, &LoginStats)> = self
+            .logins
+            .iter()
+            .filter(|(_, s)| s.would_refused() > 0)
+            .collect();
+        if !would.is_empty() {
+            let _ = writeln!(out, "\nwould be refused (monitor mode; passed unsigned):");
+            for (login, s) in would {
+                let reasons: Vec<String> = s
+                    .would_refuse
+                    .iter()
+                    .map(|(r, n)| format!("{} {n}", shown(r)))
                     .collect();
-                let unsigned: u64 = self.logins.values().map(|s| s.unsigned).sum();
-                let doc = serde_json::json!({
-                    "records": self.records,
-                    "logins": self.logins,
-                    "top_refused": top,
-                    "accepted_unsigned": unsigned,
-                    "classes": self.classes,
-                    "days": self.days,
-                    "events": self.events,
-                    "skipped": self.skipped,
-                });
-                format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&doc).expect("serialisable")
-                )
-            }
-            Format::Csv => {
-                let mut out = String::from(
-                    "login,messages,recipients,distinct_from,refusals,limit_hits,locks,unsigned,refusals_by_reason,would_refuse,would_refuse_by_reason,flagged\n",
-                );
-                for (login, s) in &self.logins {
-                    let reasons: Vec<String> =
-                        s.refusals.iter().map(|(r, n)| format!("{r}={n}")).collect();
-                    let would: Vec<String> = s
-                        .would_refuse
-                        .iter()
-                        .map(|(r, n)| format!("{r}={n}"))
-                        .collect();
-                    let _ = writeln!(
-                        out,
-                        "{},{},{},{},{},{},{},{},{},{},{},{}",
-                        csv(login),
-                        s.messages,
-                        s.recipients,
-                        s.from_addresses.len(),
-                        s.refused(),
-                        s.limit_hits,
-                        s.locks,
-                        s.unsigned,
-                        csv(&reasons.join(";")),
-                        s.would_refused(),
-                        csv(&would.join(";")),
-                        s.flagged
-                    );
-                }
-                out
-            }
-            Format::Table => {
-                let mut out = String::new();
                 let _ = writeln!(
                     out,
-                    "{} records, {} logins, {} malformed lines skipped\n",
-                    self.records,
-                    self.logins.len(),
-                    self.skipped.len()
+                    "  {:<26} {:>8}  ({})",
+                    shown(login),
+                    s.would_refused(),
+                    reasons.join(", ")
                 );
-                // Column widths of the table (the login column is 28 wide).
-                const WIDTHS: [usize; 9] = [9, 10, 6, 8, 6, 6, 8, 6, 7];
-                let _ = write!(out, "{:<28}", "login");
-                for (name, w) in LoginStats::COLUMNS.iter().zip(WIDTHS) {
-                    let _ = write!(out, " {name:>w$}");
-                }
-                out.push('\n');
-                for (login, s) in &self.logins {
-                    let _ = write!(out, "{:<28}", shown(login));
-                    for (value, w) in s.columns().iter().zip(WIDTHS) {
-                        let _ = write!(out, " {value:>w$}");
-                    }
-                    out.push('\n');
-                }
-                let _ = writeln!(out, "\ntop refused logins:");
-                for (login, n) in self.top_refused(10) {
-                    let reasons: Vec<String> = self.logins[login]
-                        .refusals
-                        .iter()
-                        .map(|(r, n)| format!("{} {n}", shown(r)))
-                        .collect();
-                    let _ = writeln!(
-                        out,
-                        "  {:<26} {n:>8}  ({})",
-                        shown(login),
-                        reasons.join(", ")
-                    );
-                }
-                let would: Vec<(&String, &LoginStats)> = self
-                    .logins
-                    .iter()
-                    .filter(|(_, s)| s.would_refused() > 0)
-                    .collect();
-                if !would.is_empty() {
-                    let _ = writeln!(out, "\nwould be refused (monitor mode; passed unsigned):");
-                    for (login, s) in would {
-                        let reasons: Vec<String> = s
-                            .would_refuse
-                            .iter()
-                            .map(|(r, n)| format!("{} {n}", shown(r)))
-                            .collect();
-                        let _ = writeln!(
-                            out,
-                            "  {:<26} {:>8}  ({})",
-                            shown(login),
-                            s.would_refused(),
-                            reasons.join(", ")
-                        );
-                    }
-                }
-                let unsigned: u64 = self.logins.values().map(|s| s.unsigned).sum();
-                let _ = writeln!(out, "\naccepted but unsigned: {unsigned}");
-                for s in &self.skipped {
-                    let _ = writeln!(
-                        out,
-                        "skipped {}:{}: {}",
-                        shown(&s.file),
-                        s.line,
-                        shown(&s.error)
-                    );
-                }
-                out
             }
         }
+        let unsigned: u64 = self.logins.values().map(|s| s.unsigned).sum();
+        let _ = writeln!(out, "\naccepted but unsigned: {unsigned}");
+        for s in &self.skipped {
+            let _ = writeln!(
+                out,
+                "skipped {}:{}: {}",
+                shown(&s.file),
+                s.line,
+                shown(&s.error)
+            );
+        }
+        out
     }
 }
 

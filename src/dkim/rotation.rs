@@ -202,7 +202,7 @@ pub fn apply(
     let mut appended = String::new();
     let mut removed_keys = Vec::new();
     for step in steps {
-        match step {
+        let event = match step {
             Step::Generate {
                 domain,
                 algorithm,
@@ -222,7 +222,7 @@ pub fn apply(
                     *active_from,
                 )?;
                 appended.push_str(&key.stanza);
-                events.push(KeyEvent {
+                KeyEvent {
                     event: "key_generated",
                     domain: domain.clone(),
                     selector: selector.clone(),
@@ -232,49 +232,23 @@ pub fn apply(
                         key.path.display(),
                         format_time(*active_from)
                     ),
-                });
+                }
             }
             Step::Retire {
                 domain,
                 selector,
                 at: when,
-            } => {
-                let table = stanza_mut(&mut doc, domain, selector)
-                    .ok_or_else(|| at(&format!("no selector {selector} of {domain}")))?;
-                let datetime: toml_edit::Datetime = format_time(*when)
-                    .parse()
-                    .map_err(|e: toml_edit::DatetimeParseError| e.to_string())?;
-                table["retire_at"] = toml_edit::value(datetime);
-                events.push(KeyEvent {
-                    event: "key_retired",
-                    domain: domain.clone(),
-                    selector: selector.clone(),
-                    detail: format!("retires at {}", format_time(*when)),
-                });
-            }
+            } => retire(&mut doc, domain, selector, *when).map_err(|e| at(&e))?,
             Step::Remove {
                 domain,
                 selector,
                 key,
             } => {
-                if let Some(array) = doc
-                    .get_mut("selector")
-                    .and_then(|s| s.as_array_of_tables_mut())
-                {
-                    array.retain(|t| {
-                        !(t.get("domain").and_then(|d| d.as_str()) == Some(domain)
-                            && t.get("name").and_then(|n| n.as_str()) == Some(selector))
-                    });
-                }
                 removed_keys.push(key.clone());
-                events.push(KeyEvent {
-                    event: "key_removed",
-                    domain: domain.clone(),
-                    selector: selector.clone(),
-                    detail: format!("stanza and key file {} removed", key.display()),
-                });
+                remove(&mut doc, domain, selector, key)
             }
-        }
+        };
+        events.push(event);
     }
     let mut text = doc.to_string();
     if !appended.is_empty() {
@@ -292,6 +266,46 @@ pub fn apply(
         }
     }
     Ok(events)
+}
+
+/// Sets `retire_at` of a selector's stanza.
+fn retire(
+    doc: &mut toml_edit::DocumentMut,
+    domain: &str,
+    selector: &str,
+    when: i64,
+) -> Result<KeyEvent, String> {
+    let table = stanza_mut(doc, domain, selector)
+        .ok_or_else(|| format!("no selector {selector} of {domain}"))?;
+    let datetime: toml_edit::Datetime = format_time(when)
+        .parse()
+        .map_err(|e: toml_edit::DatetimeParseError| e.to_string())?;
+    table["retire_at"] = toml_edit::value(datetime);
+    Ok(KeyEvent {
+        event: "key_retired",
+        domain: domain.to_string(),
+        selector: selector.to_string(),
+        detail: format!("retires at {}", format_time(when)),
+    })
+}
+
+/// Drops a selector's stanza (its key file goes once the file is rewritten).
+fn remove(doc: &mut toml_edit::DocumentMut, domain: &str, selector: &str, key: &Path) -> KeyEvent {
+    if let Some(array) = doc
+        .get_mut("selector")
+        .and_then(|s| s.as_array_of_tables_mut())
+    {
+        array.retain(|t| {
+            !(t.get("domain").and_then(|d| d.as_str()) == Some(domain)
+                && t.get("name").and_then(|n| n.as_str()) == Some(selector))
+        });
+    }
+    KeyEvent {
+        event: "key_removed",
+        domain: domain.to_string(),
+        selector: selector.to_string(),
+        detail: format!("stanza and key file {} removed", key.display()),
+    }
 }
 
 fn stanza_mut<'d>(

@@ -101,6 +101,108 @@ struct RawSelector {
     retire_at: Option<Spanned<toml::value::Datetime>>,
 }
 
+/// selectors.toml being read: where, for errors naming file, line and key.
+struct SelectorsFile<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl SelectorsFile<'_> {
+    fn invalid(&self, span: std::ops::Range<usize>, key: &str, reason: String) -> FileError {
+        FileError::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, span.start),
+            key: format!("selector.{key}"),
+            reason,
+        }
+    }
+
+    /// A time with date, time and UTC offset, as Unix seconds.
+    fn time(&self, t: &Spanned<toml::value::Datetime>, key: &str) -> Result<i64, FileError> {
+        if t.get_ref().offset.is_none() || t.get_ref().time.is_none() {
+            return Err(self.invalid(
+                t.span(),
+                key,
+                format!(
+                    "`{}` needs a date, a time and a UTC offset (e.g. 2026-01-01T00:00:00Z)",
+                    t.get_ref()
+                ),
+            ));
+        }
+        t.get_ref()
+            .to_string()
+            .parse::<jiff::Timestamp>()
+            .map(|ts| ts.as_second())
+            .map_err(|e| self.invalid(t.span(), key, e.to_string()))
+    }
+
+    /// One `[[selector]]` stanza, checked on its own.
+    fn selector(
+        &self,
+        stanza: &Spanned<RawSelector>,
+        keys_dir: &Path,
+    ) -> Result<Selector, FileError> {
+        let line = line_of(self.text, stanza.span().start);
+        let s = stanza.get_ref();
+        let domain = normalise_domain(s.domain.get_ref())
+            .map_err(|e| self.invalid(s.domain.span(), "domain", e.to_string()))?;
+        let name = s.name.get_ref().to_ascii_lowercase();
+        let name_ok = !name.is_empty()
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !name_ok {
+            return Err(self.invalid(
+                s.name.span(),
+                "name",
+                format!("`{}` is not a valid selector name", s.name.get_ref()),
+            ));
+        }
+        let algorithm = match s.algorithm.get_ref().as_str() {
+            "rsa-sha256" | "rsa" => Algorithm::RsaSha256,
+            "ed25519-sha256" | "ed25519" => Algorithm::Ed25519Sha256,
+            other => {
+                return Err(self.invalid(
+                    s.algorithm.span(),
+                    "algorithm",
+                    format!("`{other}` is not rsa-sha256 or ed25519-sha256"),
+                ));
+            }
+        };
+        let publish = self.time(&s.publish, "publish")?;
+        let active_from = self.time(&s.active_from, "active_from")?;
+        let retire_at = s
+            .retire_at
+            .as_ref()
+            .map(|t| self.time(t, "retire_at"))
+            .transpose()?;
+        if active_from < publish {
+            return Err(self.invalid(
+                s.active_from.span(),
+                "active_from",
+                "is before publish: verifiers could not find the key".into(),
+            ));
+        }
+        if let (Some(r), Some(span)) = (retire_at, s.retire_at.as_ref().map(|t| t.span()))
+            && r <= active_from
+        {
+            return Err(self.invalid(span, "retire_at", "is not after active_from".into()));
+        }
+        Ok(Selector {
+            domain,
+            name,
+            algorithm,
+            key: keys_dir.join(&s.key),
+            publish,
+            active_from,
+            retire_at,
+            line,
+        })
+    }
+}
+
 /// All selectors of all signing domains.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schedule {
@@ -112,107 +214,24 @@ impl Schedule {
     /// Parses selectors.toml; key paths are resolved against `keys_dir`.
     pub fn parse(path: &Path, text: &str, keys_dir: &Path) -> Result<Self, FileError> {
         let raw: RawSchedule = tomlfile::parse(path, text)?;
-        let invalid =
-            |span: std::ops::Range<usize>, key: &str, reason: String| FileError::Invalid {
-                path: path.to_path_buf(),
-                line: line_of(text, span.start),
-                key: format!("selector.{key}"),
-                reason,
-            };
-        let time = |t: &Spanned<toml::value::Datetime>, key: &str| -> Result<i64, FileError> {
-            if t.get_ref().offset.is_none() || t.get_ref().time.is_none() {
-                return Err(invalid(
-                    t.span(),
-                    key,
-                    format!(
-                        "`{}` needs a date, a time and a UTC offset (e.g. 2026-01-01T00:00:00Z)",
-                        t.get_ref()
-                    ),
-                ));
-            }
-            t.get_ref()
-                .to_string()
-                .parse::<jiff::Timestamp>()
-                .map(|ts| ts.as_second())
-                .map_err(|e| invalid(t.span(), key, e.to_string()))
-        };
+        let file = SelectorsFile { path, text };
         let mut selectors: Vec<Selector> = Vec::new();
         for stanza in &raw.selector {
-            let line = line_of(text, stanza.span().start);
-            let s = stanza.get_ref();
-            let domain = normalise_domain(s.domain.get_ref())
-                .map_err(|e| invalid(s.domain.span(), "domain", e.to_string()))?;
-            let name = s.name.get_ref().to_ascii_lowercase();
-            let name_ok = !name.is_empty()
-                && name.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                });
-            if !name_ok {
-                return Err(invalid(
-                    s.name.span(),
-                    "name",
-                    format!("`{}` is not a valid selector name", s.name.get_ref()),
-                ));
-            }
-            let algorithm = match s.algorithm.get_ref().as_str() {
-                "rsa-sha256" | "rsa" => Algorithm::RsaSha256,
-                "ed25519-sha256" | "ed25519" => Algorithm::Ed25519Sha256,
-                other => {
-                    return Err(invalid(
-                        s.algorithm.span(),
-                        "algorithm",
-                        format!("`{other}` is not rsa-sha256 or ed25519-sha256"),
-                    ));
-                }
-            };
-            let publish = time(&s.publish, "publish")?;
-            let active_from = time(&s.active_from, "active_from")?;
-            let retire_at = s
-                .retire_at
-                .as_ref()
-                .map(|t| time(t, "retire_at"))
-                .transpose()?;
-            if active_from < publish {
-                return Err(invalid(
-                    s.active_from.span(),
-                    "active_from",
-                    "is before publish: verifiers could not find the key".into(),
-                ));
-            }
-            if let (Some(r), Some(span)) = (retire_at, s.retire_at.as_ref().map(|t| t.span()))
-                && r <= active_from
-            {
-                return Err(invalid(
-                    span,
-                    "retire_at",
-                    "is not after active_from".into(),
-                ));
-            }
+            let selector = file.selector(stanza, keys_dir)?;
             if let Some(other) = selectors
                 .iter()
-                .find(|o| o.domain == domain && o.name == name)
+                .find(|o| o.domain == selector.domain && o.name == selector.name)
             {
-                return Err(invalid(
-                    s.name.span(),
+                return Err(file.invalid(
+                    stanza.get_ref().name.span(),
                     "name",
                     format!(
-                        "selector `{name}` of {domain} is already defined at line {}",
-                        other.line
+                        "selector `{}` of {} is already defined at line {}",
+                        selector.name, selector.domain, other.line
                     ),
                 ));
             }
-            selectors.push(Selector {
-                domain,
-                name,
-                algorithm,
-                key: keys_dir.join(&s.key),
-                publish,
-                active_from,
-                retire_at,
-                line,
-            });
+            selectors.push(selector);
         }
         Ok(Schedule { selectors })
     }

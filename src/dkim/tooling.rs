@@ -169,110 +169,18 @@ pub fn status_report(
     domains.sort();
     domains.dedup();
     let mut out = String::new();
-    // With require_dns, what signs is what the service would choose from the records DNS
-    // serves now (not the schedule alone); a selector that waits says so, and why.
-    let live_state = |entry: &SignerEntry| {
-        let state = live?.get(&(entry.selector.domain.clone(), entry.selector.name.clone()))?;
-        Some(match state.as_str() {
-            "published" => DnsState::Published,
-            "revoked" => DnsState::Revoked,
-            "missing" => DnsState::Missing,
-            other => DnsState::Mismatch(other.to_string()),
-        })
-    };
     for domain in &domains {
         let _ = writeln!(out, "{domain}");
-        let (active, waiting): (Vec<&Selector>, Vec<String>) = match (keys.config.require_dns, live)
-        {
-            (true, Some(live)) => {
-                let signers = keys.signers(domain, now, &live_state);
-                let waiting = signers
-                        .notes
-                        .iter()
-                        .map(|note| match note {
-                            Note::Waiting { selector, .. } => {
-                                let state = live
-                                    .get(&(domain.clone(), selector.clone()))
-                                    .map_or("not checked", String::as_str);
-                                format!(
-                                    "  waiting: {selector} is due by the schedule but DNS serves {state} for {}; it signs once its record is published",
-                                    super::record::record_name(selector, domain)
-                                )
-                            }
-                            Note::PastRetire { selector } => format!(
-                                "  past retire_at: {selector} signs on because nothing newer is published"
-                            ),
-                        })
-                        .collect();
-                let active = keys
-                    .schedule
-                    .selectors
-                    .iter()
-                    .filter(|s| {
-                        signers
-                            .entries
-                            .iter()
-                            .any(|e| e.selector.domain == s.domain && e.selector.name == s.name)
-                    })
-                    .collect();
-                (active, waiting)
-            }
-            _ => (keys.schedule.active_all(domain, now), Vec::new()),
-        };
-        if active.is_empty() {
-            let _ = writeln!(
-                out,
-                "  signing now: NOTHING (messages from this domain are tempfailed)"
-            );
-        }
-        for line in &waiting {
-            let _ = writeln!(out, "{line}");
-        }
-        for s in &active {
-            let _ = writeln!(
-                out,
-                "  signing now: {} since {}",
-                describe(s),
-                format_time(s.active_from)
-            );
-            if now - s.active_from > MAX_KEY_AGE
-                && keys
-                    .schedule
-                    .active(domain, s.algorithm, s.retire_at.unwrap_or(i64::MAX))
-                    .is_none_or(|n| n == *s)
-            {
-                let _ = writeln!(
-                    out,
-                    "  overdue: {} has signed for more than {} days with no successor scheduled",
-                    s.name,
-                    MAX_KEY_AGE / 86_400
-                );
-            }
-        }
-        match keys.schedule.next_change(domain, now) {
-            Some(t) => {
-                let next: Vec<String> = [Algorithm::RsaSha256, Algorithm::Ed25519Sha256]
-                    .into_iter()
-                    .filter_map(|a| keys.schedule.active(domain, a, t).map(describe))
-                    .collect();
-                let next = if next.is_empty() {
-                    "NOTHING".to_string()
-                } else {
-                    next.join(", ")
-                };
-                let _ = writeln!(out, "  next: at {} signing with {next}", format_time(t));
-            }
-            None => {
-                let _ = writeln!(out, "  next: no change scheduled");
-            }
-        }
-        if let Some(live) = live {
-            for s in keys
-                .schedule
+        signing_now(&mut out, keys, domain, now, live);
+        next_change(&mut out, keys, domain, now);
+        let selectors = || {
+            keys.schedule
                 .selectors
                 .iter()
                 .filter(|s| s.domain == *domain)
-            {
+        };
+        if let Some(live) = live {
+            for s in selectors() {
                 if let Some(state) = live.get(&(s.domain.clone(), s.name.clone())) {
                     let _ = writeln!(
                         out,
@@ -284,12 +192,7 @@ pub fn status_report(
                 }
             }
         }
-        for s in keys
-            .schedule
-            .selectors
-            .iter()
-            .filter(|s| s.domain == *domain)
-        {
+        for s in selectors() {
             if s.retire_at.is_some_and(|r| r + RECORD_GRACE <= now) {
                 let _ = writeln!(
                     out,
@@ -302,6 +205,115 @@ pub fn status_report(
         }
     }
     out
+}
+
+/// What signs for `domain` now, what waits and why, and keys signing too long.
+fn signing_now(out: &mut String, keys: &KeySet, domain: &str, now: i64, live: Option<&LiveDns>) {
+    let (active, waiting) = match (keys.config.require_dns, live) {
+        (true, Some(live)) => chosen_by_dns(keys, domain, now, live),
+        _ => (keys.schedule.active_all(domain, now), Vec::new()),
+    };
+    if active.is_empty() {
+        let _ = writeln!(
+            out,
+            "  signing now: NOTHING (messages from this domain are tempfailed)"
+        );
+    }
+    for line in &waiting {
+        let _ = writeln!(out, "{line}");
+    }
+    for s in &active {
+        let _ = writeln!(
+            out,
+            "  signing now: {} since {}",
+            describe(s),
+            format_time(s.active_from)
+        );
+        if now - s.active_from > MAX_KEY_AGE
+            && keys
+                .schedule
+                .active(domain, s.algorithm, s.retire_at.unwrap_or(i64::MAX))
+                .is_none_or(|n| n == *s)
+        {
+            let _ = writeln!(
+                out,
+                "  overdue: {} has signed for more than {} days with no successor scheduled",
+                s.name,
+                MAX_KEY_AGE / 86_400
+            );
+        }
+    }
+}
+
+/// With require_dns, what signs is what the service would choose from the records DNS
+/// serves now (not the schedule alone); a selector that waits says so, and why.
+fn chosen_by_dns<'k>(
+    keys: &'k KeySet,
+    domain: &str,
+    now: i64,
+    live: &LiveDns,
+) -> (Vec<&'k Selector>, Vec<String>) {
+    let live_state = |entry: &SignerEntry| {
+        let state = live.get(&(entry.selector.domain.clone(), entry.selector.name.clone()))?;
+        Some(match state.as_str() {
+            "published" => DnsState::Published,
+            "revoked" => DnsState::Revoked,
+            "missing" => DnsState::Missing,
+            other => DnsState::Mismatch(other.to_string()),
+        })
+    };
+    let signers = keys.signers(domain, now, &live_state);
+    let waiting = signers
+        .notes
+        .iter()
+        .map(|note| match note {
+            Note::Waiting { selector, .. } => {
+                let state = live
+                    .get(&(domain.to_string(), selector.clone()))
+                    .map_or("not checked", String::as_str);
+                format!(
+                    "  waiting: {selector} is due by the schedule but DNS serves {state} for {}; it signs once its record is published",
+                    super::record::record_name(selector, domain)
+                )
+            }
+            Note::PastRetire { selector } => format!(
+                "  past retire_at: {selector} signs on because nothing newer is published"
+            ),
+        })
+        .collect();
+    let active = keys
+        .schedule
+        .selectors
+        .iter()
+        .filter(|s| {
+            signers
+                .entries
+                .iter()
+                .any(|e| e.selector.domain == s.domain && e.selector.name == s.name)
+        })
+        .collect();
+    (active, waiting)
+}
+
+/// When the schedule next changes what signs for `domain`, and to what.
+fn next_change(out: &mut String, keys: &KeySet, domain: &str, now: i64) {
+    match keys.schedule.next_change(domain, now) {
+        Some(t) => {
+            let next: Vec<String> = [Algorithm::RsaSha256, Algorithm::Ed25519Sha256]
+                .into_iter()
+                .filter_map(|a| keys.schedule.active(domain, a, t).map(describe))
+                .collect();
+            let next = if next.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                next.join(", ")
+            };
+            let _ = writeln!(out, "  next: at {} signing with {next}", format_time(t));
+        }
+        None => {
+            let _ = writeln!(out, "  next: no change scheduled");
+        }
+    }
 }
 
 /// A selectors.toml stanza for a new selector.

@@ -93,53 +93,77 @@ impl Check for StolenAccount {
                 score: scored.clone(),
                 action,
             });
-            let contact = match tx.snapshot.contact() {
-                "" => String::new(),
-                contact => format!("; contact {contact}"),
+            let account = Account {
+                given: &given,
+                login: &login,
             };
-            match action {
-                Action::None | Action::Log => Outcome::Continue,
-                Action::Tempfail => Outcome::Decided(Decision::refuse(
-                    "unusual_sending",
-                    Reply {
-                        code: "451",
-                        status: "4.7.1",
-                        text: format!(
-                            "unusual sending from account {given} ({reason}); try again later{contact}"
-                        ),
-                    },
-                )),
-                Action::Lock => {
-                    let lock_reason = format!("unusual sending: {reason}");
-                    // In monitor mode the refusal is recorded, and the account stays open.
-                    if !tx.monitor
-                        && let Some(locks) = cx.env.locks.as_ref()
-                    {
-                        match locks.lock(&login, Lock::new(&lock_reason, now)).await {
-                            Ok(()) => {
-                                cx.env.metrics.account_locks.inc();
-                                notify(&rules, &login, &lock_reason, &tx.abuse, now, cx);
-                            }
-                            Err(e) => tracing::error!(
-                                login = %login,
-                                error = %e,
-                                "cannot lock account"
-                            ),
-                        }
+            act(action, &reason, account, &rules, tx, cx, now).await
+        }))
+    }
+}
+
+/// The account acted on: the login as the client gave it (for replies) and normalised.
+struct Account<'a> {
+    given: &'a str,
+    login: &'a str,
+}
+
+/// What the class's action does to this message (and, for `lock`, to the account).
+async fn act(
+    action: Action,
+    reason: &str,
+    account: Account<'_>,
+    rules: &crate::abuse::Rules,
+    tx: &Transaction,
+    cx: Ctx<'_>,
+    now: i64,
+) -> Outcome {
+    let Account { given, login } = account;
+    let contact = match tx.snapshot.contact() {
+        "" => String::new(),
+        contact => format!("; contact {contact}"),
+    };
+    match action {
+        Action::None | Action::Log => Outcome::Continue,
+        Action::Tempfail => Outcome::Decided(Decision::refuse(
+            "unusual_sending",
+            Reply {
+                code: "451",
+                status: "4.7.1",
+                text: format!(
+                    "unusual sending from account {given} ({reason}); try again later{contact}"
+                ),
+            },
+        )),
+        Action::Lock => {
+            let lock_reason = format!("unusual sending: {reason}");
+            // In monitor mode the refusal is recorded, and the account stays open.
+            if !tx.monitor
+                && let Some(locks) = cx.env.locks.as_ref()
+            {
+                match locks.lock(login, Lock::new(&lock_reason, now)).await {
+                    Ok(()) => {
+                        cx.env.metrics.account_locks.inc();
+                        notify(rules, login, &lock_reason, &tx.abuse, now, cx);
                     }
-                    let mut locked = Decision::refuse(
-                        "unusual_sending",
-                        Reply {
-                            code: "550",
-                            status: "5.7.1",
-                            text: format!("account {given} is locked ({lock_reason}){contact}"),
-                        },
-                    );
-                    locked.verdict = Verdict::Lock;
-                    Outcome::Decided(locked)
+                    Err(e) => tracing::error!(
+                        login = %login,
+                        error = %e,
+                        "cannot lock account"
+                    ),
                 }
             }
-        }))
+            let mut locked = Decision::refuse(
+                "unusual_sending",
+                Reply {
+                    code: "550",
+                    status: "5.7.1",
+                    text: format!("account {given} is locked ({lock_reason}){contact}"),
+                },
+            );
+            locked.verdict = Verdict::Lock;
+            Outcome::Decided(locked)
+        }
     }
 }
 
