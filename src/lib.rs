@@ -1,6 +1,6 @@
 //! relayguard: a milter for outgoing mail relays.
 //!
-//! Where things live (README's Layout has the whole map):
+//! Where things live (docs/ARCHITECTURE.md has the whole map):
 //! - [`policy`], [`dkim`], [`limits`], [`abuse`], [`audit`]: the domains, pure where it
 //!   matters;
 //! - [`session`]: the transaction pipeline, a list of small checks, and the one place a

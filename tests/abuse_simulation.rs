@@ -555,7 +555,7 @@ fn a_paced_adaptive_attacker_reaches_few_strangers_in_any_class() {
     // first day, at most 200 on any later day: an order of magnitude under what the limits
     // alone let through (50 messages × 20 recipients an hour outside the campus: 24,000 a
     // day), and what one person might legitimately reach in a day of course start or
-    // conference invitations (README "Stolen accounts"). Each target allows 1 % more: the
+    // conference invitations (docs/limits.md, "Stolen accounts"). Each target allows 1 % more: the
     // known-recipient sketch mistakes a stranger for known under 1 % of the time (book.rs).
     let target = |n: u64| n + n / 100;
     let rules = packaged();

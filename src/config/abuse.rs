@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::ops::RangeInclusive;
 use toml::Spanned;
 
-// The documented range of each number (README, relayguard.toml(5)); values outside are
+// The documented range of each number (docs/configuration.md, relayguard.toml(5)); values outside are
 // errors, so no setting can overflow arithmetic or a runtime structure.
 const ABUSE_IPV4_PREFIX: RangeInclusive<u64> = 8..=32;
 const ABUSE_IPV6_PREFIX: RangeInclusive<u64> = 16..=128;

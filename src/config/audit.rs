@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 use std::path::Path;
 use toml::Spanned;
 
-// The documented range of each number (README, relayguard.toml(5)); values outside are
+// The documented range of each number (docs/configuration.md, relayguard.toml(5)); values outside are
 // errors, so no setting can overflow arithmetic or a runtime structure.
 const AUDIT_CHECKPOINT_MINUTES: RangeInclusive<u64> = 1..=1_440;
 const AUDIT_RETENTION_DAYS: RangeInclusive<u64> = 1..=36_500;

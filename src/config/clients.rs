@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use toml::Spanned;
 
-// The documented range of each number (README, relayguard.toml(5)); values outside are
+// The documented range of each number (docs/configuration.md, relayguard.toml(5)); values outside are
 // errors, so no setting can overflow arithmetic or a runtime structure.
 const OWN_NAME_PARENTS: RangeInclusive<u64> = 0..=5;
 

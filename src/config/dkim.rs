@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
-// The documented range of each number (README, relayguard.toml(5)); values outside are
+// The documented range of each number (docs/configuration.md, relayguard.toml(5)); values outside are
 // errors, so no setting can overflow arithmetic or a runtime structure.
 const EXPIRY_DAYS: RangeInclusive<u64> = 0..=3_650;
 const MIN_PUBLISH_LEAD_HOURS: RangeInclusive<u64> = 0..=8_760;

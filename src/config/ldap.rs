@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
-// The documented range of each number (README, relayguard.toml(5)); values outside are
+// The documented range of each number (docs/configuration.md, relayguard.toml(5)); values outside are
 // errors, so no setting can overflow arithmetic or a runtime structure.
 const LDAP_TTL_SECS: RangeInclusive<u64> = 0..=86_400;
 const LDAP_MAX_STALE_SECS: RangeInclusive<u64> = 0..=604_800;

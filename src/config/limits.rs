@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;
 
-// The documented range of each number (README, relayguard.toml(5)); values outside are
+// The documented range of each number (docs/configuration.md, relayguard.toml(5)); values outside are
 // errors, so no setting can overflow arithmetic or a runtime structure.
 const REDIS_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
 const LOCK_COUNT: RangeInclusive<u64> = 1..=1_000_000;

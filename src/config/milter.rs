@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
 
-// The documented range of each number (README, relayguard.toml(5)); values outside are
+// The documented range of each number (docs/configuration.md, relayguard.toml(5)); values outside are
 // errors, so no setting can overflow arithmetic or a runtime structure.
 const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=65_536;
 const SHUTDOWN_TIMEOUT_SECS: RangeInclusive<u64> = 0..=3_600;
