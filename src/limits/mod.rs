@@ -38,6 +38,11 @@ pub mod keys {
     pub fn limit_hits(login: &str, day: i64) -> String {
         format!("hits:{login}:{day}")
     }
+
+    /// Limit hits of a login in one minute (minutes since the epoch).
+    pub fn limit_hit_minute(login: &str, minute: i64) -> String {
+        format!("hitmin:{login}:{minute}")
+    }
 }
 
 /// The limits of one class (or a per-login override); `None` means unlimited.
@@ -92,7 +97,8 @@ pub struct LockRules {
     pub ownership_refusals: Option<u64>,
     /// The window for ownership refusals.
     pub ownership_window_ms: i64,
-    /// Lock after this many limit hits in a day.
+    /// Lock after limits were hit in this many minutes of a day (a minute counts once: an
+    /// MTA retrying what a limit refused is one hit per minute, not one per try).
     pub limit_hits_per_day: Option<u64>,
 }
 
@@ -363,12 +369,21 @@ pub async fn abuse_signal(
             }
         }
     } else if let Some(max) = rules.limit_hits_per_day {
+        // A queue retrying twenty deferred messages every few minutes is not twenty abuses
+        // a round: a minute with hits counts once.
+        let minute = now_ms / 60_000;
+        let in_minute = counters
+            .incr(&keys::limit_hit_minute(login, minute), now_ms, 60_000)
+            .await?;
+        if in_minute > 1 {
+            return Ok(None);
+        }
         let day = now_ms / (24 * HOUR_MS);
         let n = counters
             .incr(&keys::limit_hits(login, day), now_ms, 25 * HOUR_MS)
             .await?;
         if n >= max {
-            return Ok(Some(format!("{n} limit hits in a day")));
+            return Ok(Some(format!("limits hit in {n} minutes of a day")));
         }
     }
     Ok(None)
@@ -559,17 +574,20 @@ mod tests {
                 .unwrap(),
             None
         );
+        // Limit hits: a minute counts once (a queue's retries), two minutes lock.
+        for _ in 0..5 {
+            assert_eq!(
+                abuse_signal(&counters, &rules, "m", false, 0)
+                    .await
+                    .unwrap(),
+                None
+            );
+        }
         assert_eq!(
-            abuse_signal(&counters, &rules, "m", false, 0)
+            abuse_signal(&counters, &rules, "m", false, 60_000)
                 .await
                 .unwrap(),
-            None
-        );
-        assert!(
-            abuse_signal(&counters, &rules, "m", false, 0)
-                .await
-                .unwrap()
-                .is_some()
+            Some("limits hit in 2 minutes of a day".into())
         );
     }
 }
