@@ -613,6 +613,112 @@ fn a_million_records_verify_in_a_few_seconds() {
     );
 }
 
+/// A relay SIGKILLed between checkpoints leaves records no checkpoint seals; the next start
+/// says so in an `audit_resumed` note, so the killed writer's tail is not taken for one
+/// stripped of its checkpoints (the cadence rule), and the auditor is told.
+#[test]
+fn a_relay_killed_between_checkpoints_resumes_and_its_log_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let killed = writer(dir.path(), Some(&key));
+    write_record(
+        &killed,
+        &decision(1, "2026-12-01", "alice", "accept", "ok", true),
+    );
+    assert!(
+        killed
+            .checkpoint("2026-12-01T00:01:30.000Z", "relay1")
+            .unwrap()
+    );
+    for n in 2..=3 {
+        write_record(
+            &killed,
+            &decision(n, "2026-12-01", "alice", "accept", "ok", true),
+        );
+    }
+    drop(killed); // SIGKILL: no closing checkpoint.
+
+    let restarted = writer(dir.path(), Some(&key));
+    restarted.flush_notes("2026-12-01T00:10:00.000Z", "relay1");
+    for n in 10..=11 {
+        write_record(
+            &restarted,
+            &decision(n, "2026-12-01", "alice", "accept", "ok", true),
+        );
+        let at = format!("2026-12-01T00:{n:02}:30.000Z");
+        assert!(restarted.checkpoint(&at, "relay1").unwrap());
+    }
+    let live = dir.path().join("audit.log");
+    let note = &lines(&live)[4];
+    assert!(
+        note.starts_with("{\"event\":\"audit_resumed\"")
+            && note.contains("ends after seq 4 without a closing checkpoint"),
+        "{note}"
+    );
+    let (code, out, _) = relayguard(&[
+        "audit",
+        "verify",
+        "--key",
+        s(&public),
+        "--checkpoint-minutes",
+        "1",
+        s(&live),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("the writer resumed after a crash 1 time(s)"),
+        "{out}"
+    );
+}
+
+/// `relayguard keys publish` run by hand appends its key events to the file the running
+/// relay writes: both writers lock each line, and the one that finds the file grown under
+/// it resumes after the other's line, so the chain never forks.
+#[test]
+fn a_second_writer_on_the_same_file_does_not_break_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let service = writer(dir.path(), Some(&key));
+    for n in 1..=40 {
+        write_record(
+            &service,
+            &decision(n, "2026-12-01", "alice", "accept", "ok", true),
+        );
+        if n % 10 == 0 {
+            // The CLI: opened, one event, gone, as `keys publish` does.
+            let cli = writer(dir.path(), None);
+            let note = format!("published s{n}");
+            cli.note(
+                "key_published",
+                "2026-12-01T00:30:00.000Z",
+                "relay1",
+                &note,
+                Default::default(),
+            )
+            .unwrap();
+        }
+    }
+    assert!(
+        service
+            .checkpoint("2026-12-01T01:00:00.000Z", "relay1")
+            .unwrap()
+    );
+    let live = dir.path().join("audit.log");
+    let all = lines(&live);
+    assert_eq!(all.len(), 40 + 4 + 1);
+    let seqs: Vec<u64> = all
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=45).collect::<Vec<u64>>());
+    let (code, out) = verify(&[&live], Some(&public));
+    assert_eq!(code, 0, "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_cut_short_by_a_crash_is_removed_at_start_and_said_so() {
     let dir = tempfile::tempdir().unwrap();

@@ -122,6 +122,8 @@ struct Open {
     checkpointed: Link,
     /// Something the writer must record once it can (a partial record cut off at start).
     pending: Option<String>,
+    /// The file's length after our last line; another length means another writer appended.
+    end: Option<u64>,
 }
 
 /// Appends `line` to `file`; on a short or failed write, truncates the file back to `before`.
@@ -145,11 +147,18 @@ fn append(file: &mut File, before: u64, line: &[u8], fsync: bool) -> Result<(), 
 /// empty file, after the last line of its newest rotated predecessor. A partial last line (a
 /// write cut short by a crash) is cut off, and said so.
 fn resume(path: &std::path::Path, file: &File) -> (Link, Option<String>) {
+    let (link, note, _) = resume_tail(path, file);
+    (link, note)
+}
+
+/// [`resume`], and whether the file ends in a record no checkpoint seals (its writer did not
+/// close it: killed, crashed, or a tool that writes no checkpoints).
+fn resume_tail(path: &std::path::Path, file: &File) -> (Link, Option<String>, bool) {
     let tail = match files::tail(file) {
         Ok(tail) => tail,
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "cannot read the end of the audit log; starting a new chain");
-            return (Link::START, None);
+            return (Link::START, None, false);
         }
     };
     let mut note = None;
@@ -169,6 +178,10 @@ fn resume(path: &std::path::Path, file: &File) -> (Link, Option<String>) {
             }
         }
     }
+    let unsealed = tail
+        .last_line
+        .as_ref()
+        .is_some_and(|line| !line.starts_with(super::chain::CHECKPOINT_PREFIX));
     let link = match tail.last_line {
         Some(line) => link_after(&line),
         None => files::rotated(path)
@@ -181,7 +194,7 @@ fn resume(path: &std::path::Path, file: &File) -> (Link, Option<String>) {
             })
             .unwrap_or(Link::START),
     };
-    (link, note)
+    (link, note, unsealed)
 }
 
 /// The link a line makes (an unsealed line, written before chaining, starts the count anew).
@@ -210,7 +223,16 @@ impl AuditLog {
             Destination::Stdout => (None, Link::START, None),
             Destination::File(path) => match open_append(path) {
                 Ok(f) => {
-                    let (link, note) = resume(path, &f);
+                    let (link, mut note, unsealed) = resume_tail(path, &f);
+                    if unsealed && checkpoint_key.is_some() && note.is_none() {
+                        // The writer before did not close the file with a checkpoint: say so,
+                        // or its last records would look like a tail stripped of checkpoints.
+                        note = Some(format!(
+                            "{} ends after seq {} without a closing checkpoint: the writer before this one was killed or crashed",
+                            path.display(),
+                            link.seq
+                        ));
+                    }
                     (Some(f), link, note)
                 }
                 Err(e) => {
@@ -219,6 +241,10 @@ impl AuditLog {
                 }
             },
         };
+        let end = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len());
         AuditLog {
             config,
             checkpoint_key,
@@ -228,6 +254,7 @@ impl AuditLog {
                 link,
                 checkpointed: link,
                 pending,
+                end,
             }),
             failures: AtomicU64::new(0),
         }
@@ -369,6 +396,8 @@ impl AuditLog {
                     file,
                     partial,
                     link,
+                    end,
+                    pending,
                     ..
                 } = guard;
                 let Some(file) = file.as_mut() else {
@@ -377,26 +406,44 @@ impl AuditLog {
                         format!("{} cannot be opened", path.display()),
                     ));
                 };
-                let before = file.metadata()?.len();
-                // A new or emptied file (rotated, or truncated in place) counts from 1.
-                let first = before == 0;
-                let (mut line, next) = link.seal(&make(link, first), first);
-                line.push(b'\n');
-                if *partial {
-                    // Rare: after a cut that could not be undone, start on a line of its own.
-                    line.insert(0, b'\n');
-                }
-                match append(file, before, &line, self.config.fsync == Fsync::Always) {
-                    Ok(()) => {
+                // Another process (the CLI's `keys publish`, a second instance) may append to
+                // the same file: each line is written under an exclusive lock, and when the
+                // file no longer ends where our last line did, the chain resumes after the
+                // other writer's last line instead of forking.
+                file.lock()?;
+                let result = (|| {
+                    let mut before = file.metadata()?.len();
+                    if before > 0 && *end != Some(before) {
+                        let (resumed, note) = resume(path, file);
+                        *link = resumed;
                         *partial = false;
-                        *link = next;
-                        Ok(())
+                        *pending = pending.take().or(note);
+                        before = file.metadata()?.len();
                     }
-                    Err((e, left_partial)) => {
-                        *partial |= left_partial;
-                        Err(e)
+                    // A new or emptied file (rotated, or truncated in place) counts from 1.
+                    let first = before == 0;
+                    let (mut line, next) = link.seal(&make(link, first), first);
+                    line.push(b'\n');
+                    if *partial {
+                        // Rare: after a cut that could not be undone, start on a line of its own.
+                        line.insert(0, b'\n');
                     }
-                }
+                    match append(file, before, &line, self.config.fsync == Fsync::Always) {
+                        Ok(()) => {
+                            *partial = false;
+                            *link = next;
+                            *end = file.metadata().ok().map(|m| m.len());
+                            Ok(())
+                        }
+                        Err((e, left_partial)) => {
+                            *partial |= left_partial;
+                            *end = None;
+                            Err(e)
+                        }
+                    }
+                })();
+                let _ = file.unlock();
+                result
             }
         }
     }
@@ -424,6 +471,9 @@ impl AuditLog {
                 let (link, note) = resume(path, &file);
                 guard.link = link;
                 guard.pending = guard.pending.take().or(note);
+            }
+            if !same {
+                guard.end = file.metadata().ok().map(|m| m.len());
             }
             guard.file = Some(file);
             guard.partial = false;

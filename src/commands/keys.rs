@@ -247,7 +247,8 @@ fn report_events(
         .then(|| loaded.config.audit.clone())
         .flatten()
         .map(crate::audit::writer::AuditLog::open);
-    let host = crate::audit::host_name();
+    // The running service's name, so the audit trail names one relay, not two.
+    let host = loaded.config.host();
     for event in events {
         let verb = if dry_run { "would: " } else { "" };
         println!(
@@ -260,6 +261,9 @@ fn report_events(
     }
     if events.is_empty() {
         println!("nothing to do");
+    } else if let Some(audit) = &audit {
+        // Sealed at once: the running relay's next checkpoint may be a while away.
+        let _ = audit.checkpoint(&crate::clock::rfc3339_ms(now * 1000), &host);
     }
 }
 

@@ -97,6 +97,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// How this relay names itself: `[cluster] host_name`, else the system's host name.
+    pub fn host(&self) -> String {
+        self.host_name
+            .clone()
+            .unwrap_or_else(crate::audit::host_name)
+    }
+
     /// Validates configuration text; `path` locates errors and relative file names.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         // An empty file is what a non-atomic write leaves for a moment: never read it as

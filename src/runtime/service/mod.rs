@@ -121,10 +121,7 @@ impl Service {
             audit: audit_log.clone().map(|a| a as Arc<dyn AuditSink>),
             metrics,
             clock,
-            host: config
-                .host_name
-                .clone()
-                .unwrap_or_else(crate::audit::host_name),
+            host: config.host(),
             flight: Flight::default(),
             dns: Default::default(),
             signals: config.abuse.as_ref().map(|_| {
