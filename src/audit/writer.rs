@@ -124,6 +124,26 @@ struct Open {
     pending: Option<String>,
     /// The file's length after our last line; another length means another writer appended.
     end: Option<u64>,
+    /// Lines that could not be written since the last that could (a full disk).
+    lost: Option<Lost>,
+}
+
+impl Open {
+    /// One more line that could not be written.
+    fn count_lost(&mut self, e: &io::Error) {
+        let lost = self.lost.get_or_insert(Lost {
+            lines: 0,
+            error: String::new(),
+        });
+        lost.lines += 1;
+        lost.error = e.to_string();
+    }
+}
+
+/// Lines the writer could not write, said in the log once it can write again.
+struct Lost {
+    lines: u64,
+    error: String,
 }
 
 /// Appends `line` to `file`; on a short or failed write, truncates the file back to `before`.
@@ -255,6 +275,7 @@ impl AuditLog {
                 checkpointed: link,
                 pending,
                 end,
+                lost: None,
             }),
             failures: AtomicU64::new(0),
         }
@@ -272,7 +293,39 @@ impl AuditLog {
 
     /// Appends one record.
     pub fn write(&self, record: &Record<'_>) -> io::Result<()> {
+        self.say_lost(&record.time, &record.host);
         self.write_json(record)
+    }
+
+    /// After lines could not be written (a full disk), the first record that can be is
+    /// preceded by an `audit_resumed` note saying how many are missing, and a checkpoint seals
+    /// what came before: the gap is in the log for the auditor, and the checkpoints that
+    /// could not be written meanwhile are not taken for ones removed.
+    fn say_lost(&self, time: &str, host: &str) {
+        let mut guard = self.file.lock().expect("audit lock");
+        let Some(lost) = guard.lost.take() else {
+            return;
+        };
+        let detail = format!(
+            "{} {} could not be written ({}): the decisions and checkpoints {} held are missing here",
+            lost.lines,
+            if lost.lines == 1 { "line" } else { "lines" },
+            lost.error,
+            if lost.lines == 1 { "it" } else { "they" },
+        );
+        let line = note_line("audit_resumed", time, host, &detail, Default::default());
+        if self.append_sealed(&mut guard, |_, _| line).is_err() {
+            guard.lost = Some(lost);
+            return;
+        }
+        tracing::warn!(
+            lines = lost.lines,
+            "audit log writable again; the missing lines are noted in it"
+        );
+        drop(guard);
+        if let Err(e) = self.checkpoint(time, host) {
+            tracing::error!(error = %e, "cannot write an audit checkpoint");
+        }
     }
 
     /// Appends a key rotation event: `{"event":…,"time":…,"host":…,"detail":…,"domain":…,
@@ -299,22 +352,7 @@ impl AuditLog {
         detail: &str,
         fields: serde_json::Map<String, serde_json::Value>,
     ) -> io::Result<()> {
-        #[derive(serde::Serialize)]
-        struct Line<'a> {
-            event: &'a str,
-            time: &'a str,
-            host: &'a str,
-            detail: &'a str,
-            #[serde(flatten)]
-            fields: serde_json::Map<String, serde_json::Value>,
-        }
-        self.write_json(&Line {
-            event,
-            time,
-            host,
-            detail,
-            fields,
-        })
+        self.write_object(note_line(event, time, host, detail, fields))
     }
 
     /// Writes what the writer found at start (a partial record cut off), once it knows the
@@ -332,13 +370,17 @@ impl AuditLog {
         let Some(key) = &self.checkpoint_key else {
             return Ok(false);
         };
+        self.say_lost(time, host);
         let mut guard = self.file.lock().expect("audit lock");
         if guard.link == guard.checkpointed {
             return Ok(false);
         }
-        self.append_sealed(&mut guard, |link, first| {
+        if let Err(e) = self.append_sealed(&mut guard, |link, first| {
             key.checkpoint(time, host, link, first)
-        })?;
+        }) {
+            guard.count_lost(&e);
+            return Err(e);
+        }
         guard.checkpointed = guard.link;
         let witness = super::witness::Witness {
             seq: guard.link.seq,
@@ -359,13 +401,17 @@ impl AuditLog {
     }
 
     fn write_json(&self, record: &impl serde::Serialize) -> io::Result<()> {
-        let result = serde_json::to_vec(record)
-            .map_err(io::Error::other)
-            .and_then(|object| {
-                let mut guard = self.file.lock().expect("audit lock");
-                self.append_sealed(&mut guard, |_, _| object)
-            });
+        self.write_object(serde_json::to_vec(record).map_err(io::Error::other)?)
+    }
+
+    /// Seals and appends one serialised JSON object; a line that cannot be written is
+    /// counted, and said in the log once lines can be written again.
+    fn write_object(&self, object: Vec<u8>) -> io::Result<()> {
+        let mut guard = self.file.lock().expect("audit lock");
+        let result = self.append_sealed(&mut guard, |_, _| object);
         if let Err(e) = &result {
+            guard.count_lost(e);
+            drop(guard);
             let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::error!(error = %e, failures = n, "AUDIT RECORD NOT WRITTEN");
         }
@@ -501,4 +547,32 @@ fn open_append(path: &std::path::Path) -> io::Result<File> {
         .append(true)
         .mode(0o640)
         .open(path)
+}
+
+/// An event line about the log itself: `{"event":…,"time":…,"host":…,"detail":…}` plus
+/// `fields`.
+fn note_line(
+    event: &str,
+    time: &str,
+    host: &str,
+    detail: &str,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        event: &'a str,
+        time: &'a str,
+        host: &'a str,
+        detail: &'a str,
+        #[serde(flatten)]
+        fields: serde_json::Map<String, serde_json::Value>,
+    }
+    serde_json::to_vec(&Line {
+        event,
+        time,
+        host,
+        detail,
+        fields,
+    })
+    .expect("serialisable")
 }
