@@ -940,35 +940,6 @@ fn month(dir: &Path, key: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Debian's Chromium, headless, with no way to reach anything but the file it is given.
-fn chromium(dir: &Path, args: &[&str]) -> std::process::Output {
-    let profile = dir.join("chromium-profile");
-    let output = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            "--proxy-server=127.0.0.1:9",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .expect("chromium is installed (scripts/test installs it)");
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 /// `attr="value"` of the first element with `id`.
 fn data_value(dom: &str, id: &str) -> u64 {
     let at = dom
@@ -1041,7 +1012,7 @@ fn the_html_report_renders_in_a_real_browser_and_agrees_with_the_text_report() {
     let (code, table, err) = relayguard(&argv);
     assert_eq!(code, 0, "{err}");
 
-    let output = chromium(
+    let output = common::chromium::run(
         dir.path(),
         &["--dump-dom", &format!("file://{}", html.display())],
     );
@@ -1114,7 +1085,7 @@ fn the_html_report_renders_in_a_real_browser_and_agrees_with_the_text_report() {
 
     // A screenshot for the README (committed when asked).
     let png = dir.path().join("audit-report.png");
-    chromium(
+    common::chromium::run(
         dir.path(),
         &[
             &format!("--screenshot={}", png.display()),

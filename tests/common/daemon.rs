@@ -17,19 +17,38 @@ impl Daemon {
     /// Writes the standard sender map and the configuration `config(dir, socket)` returns,
     /// starts `relayguard run` on it and waits until the milter port answers.
     pub fn start(config: impl Fn(&Path, &str) -> String) -> Self {
+        let mut daemon = Self::prepared(config);
+        daemon.restart();
+        daemon
+    }
+
+    /// As [`Daemon::start`], without starting the process: its files are in place, for
+    /// whatever must happen before it runs (keys published, say); then [`Daemon::restart`].
+    pub fn prepared(config: impl Fn(&Path, &str) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("sender_login_maps"), super::MAP).unwrap();
         let socket = dir.path().join("relayguard.sock");
         let text = config(dir.path(), &format!("unix:{}", socket.display()));
         std::fs::write(dir.path().join("relayguard.toml"), text).unwrap();
-        let mut daemon = Daemon {
+        Daemon {
             log: dir.path().join("relayguard.log"),
             dir,
             socket,
             child: None,
-        };
-        daemon.restart();
-        daemon
+        }
+    }
+
+    /// Kills the process (SIGKILL, as a crash) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process runs.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Starts the process (again) on the same files and port; its log is appended to.

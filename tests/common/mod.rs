@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod bind;
+pub mod chromium;
 pub mod daemon;
 pub mod dkim;
 pub mod memory;

@@ -32,6 +32,44 @@ pub fn require_postfix() {
     );
 }
 
+/// main.cf with the settings of `extra` in place of earlier entries of the same names. Postfix
+/// would take the later entry too, but warns about the earlier one in every process it starts,
+/// and postlogd, logging that warning into its own socket while the socket is full (Linux
+/// queues 10 datagrams), deadlocks: Postfix then stops logging and `postfix stop` hangs.
+fn override_settings(main_cf: &str, extra: &str) -> String {
+    // An entry: a `name = value` line and the indented lines that continue it.
+    fn entries(text: &str) -> Vec<(Option<String>, String)> {
+        let mut out: Vec<(Option<String>, String)> = Vec::new();
+        for line in text.lines() {
+            let continues = line.starts_with([' ', '\t']) && !line.trim().is_empty();
+            match out.last_mut() {
+                Some((Some(_), entry)) if continues => {
+                    entry.push('\n');
+                    entry.push_str(line);
+                }
+                _ => {
+                    let name = line
+                        .split_once('=')
+                        .filter(|_| !line.starts_with('#'))
+                        .map(|(name, _)| name.trim().to_string());
+                    out.push((name, line.to_string()));
+                }
+            }
+        }
+        out
+    }
+    let extra = entries(extra);
+    let names: Vec<&String> = extra.iter().filter_map(|(name, _)| name.as_ref()).collect();
+    let kept: Vec<_> = entries(main_cf)
+        .into_iter()
+        .filter(|(name, _)| name.as_ref().is_none_or(|name| !names.contains(&name)))
+        .collect();
+    kept.into_iter()
+        .chain(extra.iter().cloned())
+        .map(|(_, entry)| entry + "\n")
+        .collect()
+}
+
 fn chown_postfix(path: &Path) {
     let status = Command::new("chown")
         .arg("postfix")
@@ -114,11 +152,13 @@ impl Postfix {
             ),
             None => String::new(),
         };
-        let main_cf = fill("main.cf").replace(
-            "smtpd_sasl_local_domain = tugraz.at",
-            &format!("smtpd_sasl_local_domain = {realm}"),
-        ) + &snippet
-            + &extra.replace("@DIR@", &root.display().to_string());
+        let main_cf = override_settings(
+            &(fill("main.cf").replace(
+                "smtpd_sasl_local_domain = tugraz.at",
+                &format!("smtpd_sasl_local_domain = {realm}"),
+            ) + &snippet),
+            &extra.replace("@DIR@", &root.display().to_string()),
+        );
         std::fs::write(conf.join("main.cf"), main_cf).unwrap();
         std::fs::write(
             conf.join("master.cf"),
@@ -126,6 +166,15 @@ impl Postfix {
         )
         .unwrap();
         std::fs::write(conf.join("sasl/smtpd.conf"), fill("smtpd.conf")).unwrap();
+        // No warnings: every Postfix process would log them at start (see override_settings).
+        let check = Command::new("postconf")
+            .args(["-c"])
+            .arg(&conf)
+            .arg("-n")
+            .output()
+            .unwrap();
+        let warnings = String::from_utf8_lossy(&check.stderr);
+        assert!(warnings.trim().is_empty(), "main.cf: {warnings}");
         let sasldb = root.join("sasldb2");
         // Without a local domain Cyrus looks users up in the server's realm: myhostname.
         let realm = if realm.is_empty() {
@@ -144,8 +193,27 @@ impl Postfix {
             sink,
             dir,
         };
-        let hosts = postfix.dir.path().join("hosts");
-        let resolv = postfix.dir.path().join("resolv.conf");
+        postfix.launch();
+        // Wait until the submission listener and the sink answer.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(postfix.submit).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", sink_port)).is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "postfix did not start listening:\n{}",
+                postfix.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        postfix
+    }
+
+    /// Starts Postfix in a mount namespace of its own, with the test's /etc/hosts and a
+    /// resolver that answers nothing.
+    fn launch(&self) {
+        let hosts = self.dir.path().join("hosts");
+        let resolv = self.dir.path().join("resolv.conf");
         std::fs::write(&hosts, HOSTS).unwrap();
         // Port 53 on loopback is closed: a name not in `hosts` fails at once.
         std::fs::write(
@@ -161,7 +229,7 @@ impl Postfix {
             .arg("postfix-start")
             .arg(&hosts)
             .arg(&resolv)
-            .arg(&postfix.conf)
+            .arg(&self.conf)
             .output()
             .unwrap();
         assert!(
@@ -169,21 +237,34 @@ impl Postfix {
             "postfix start failed: {}\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            postfix.log()
+            self.log()
         );
-        // Wait until the submission listener and the sink answer.
+    }
+
+    /// Stops the whole MTA (`postfix stop`), as a relay host taken out of service.
+    pub fn stop(&self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(postfix.submit).is_err()
-            || std::net::TcpStream::connect(("127.0.0.1", sink_port)).is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "postfix did not start listening:\n{}",
-                postfix.log()
-            );
+        while std::net::TcpStream::connect(self.submit).is_ok() {
+            assert!(Instant::now() < deadline, "postfix did not stop");
             std::thread::sleep(Duration::from_millis(100));
         }
-        postfix
+    }
+
+    /// Starts it again after [`Postfix::stop`], with its queue as it was.
+    pub fn start_again(&self) {
+        self.launch();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.submit).is_err() {
+            assert!(Instant::now() < deadline, "postfix did not start again");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Postfix's own log.
@@ -202,6 +283,24 @@ impl Postfix {
             format!("postfix log:\n{}", self.log())
         })
         .await
+    }
+
+    /// Messages in the queue now (`postqueue -j`); asks Postfix to deliver them first.
+    pub fn queued(&self) -> usize {
+        let _ = Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("-f")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let out = Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("-j")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
     }
 
     /// Asks Postfix to deliver everything queued now and waits until the queue is empty.

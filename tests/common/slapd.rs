@@ -31,16 +31,27 @@ impl Slapd {
     /// Starts slapd with the campus directory plus `users` generated people `user<k>` who
     /// own `user<k>@tugraz.at` (for load through many distinct logins).
     pub fn start_with_users(users: usize) -> Self {
-        Self::launch(users, false)
+        let ldif: String = (0..users)
+            .map(|k| format!(
+                "\ndn: uid=user{k},ou=people,dc=tugraz,dc=at\nobjectClass: inetOrgPerson\nuid: user{k}\ncn: User {k}\nsn: {k}\nmail: user{k}@tugraz.at\n"
+            ))
+            .collect();
+        Self::launch(&ldif, false)
+    }
+
+    /// Starts slapd with the campus directory plus the entries of `ldif` (people, groups
+    /// of a generated campus).
+    pub fn start_with_ldif(ldif: &str) -> Self {
+        Self::launch(ldif, false)
     }
 
     /// Starts slapd with the campus directory and a certificate for 127.0.0.1 from a test
     /// CA (`ca.pem` in [`Slapd::dir`]), for StartTLS.
     pub fn start_with_tls() -> Self {
-        Self::launch(0, true)
+        Self::launch("", true)
     }
 
-    fn launch(users: usize, tls: bool) -> Self {
+    fn launch(extra: &str, tls: bool) -> Self {
         assert!(
             Path::new("/usr/sbin/slapd").exists(),
             "slapd is missing: run scripts/test, which installs it"
@@ -82,11 +93,7 @@ impl Slapd {
         );
         std::fs::write(dir.path().join("slapd.conf"), conf).unwrap();
         let mut ldif = std::fs::read_to_string(fixtures.join("directory.ldif")).unwrap();
-        for k in 0..users {
-            ldif.push_str(&format!(
-                "\ndn: uid=user{k},ou=people,dc=tugraz,dc=at\nobjectClass: inetOrgPerson\nuid: user{k}\ncn: User {k}\nsn: {k}\nmail: user{k}@tugraz.at\n"
-            ));
-        }
+        ldif.push_str(extra);
         std::fs::write(dir.path().join("data.ldif"), ldif).unwrap();
         let status = Command::new("/usr/sbin/slapadd")
             .arg("-q")
