@@ -497,25 +497,28 @@ fn minutes_with_witness(dir: &Path, key: &Path) -> (PathBuf, PathBuf) {
     (dir.join("audit.log"), witness)
 }
 
+/// `audit verify` with the checkpoint key, holding the files to checkpoints every minute.
+fn verify_every_minute(files: &[&Path], public: &Path, extra: &[&str]) -> (i32, String) {
+    let mut argv = vec![
+        "audit",
+        "verify",
+        "--key",
+        s(public),
+        "--checkpoint-minutes",
+        "1",
+    ];
+    argv.extend(extra);
+    argv.extend(files.iter().map(|p| s(p)));
+    let (code, out, _) = relayguard(&argv);
+    (code, out)
+}
+
 #[test]
 fn a_tail_re_sealed_without_its_checkpoints_or_cut_is_caught_by_the_cadence_and_the_witness() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keygen(dir.path());
     let (log, witness) = minutes_with_witness(dir.path(), &key);
-    let run = |files: &[&Path], extra: &[&str]| {
-        let mut argv = vec![
-            "audit",
-            "verify",
-            "--key",
-            s(&public),
-            "--checkpoint-minutes",
-            "1",
-        ];
-        argv.extend(extra);
-        argv.extend(files.iter().map(|p| s(p)));
-        let (code, out, _) = relayguard(&argv);
-        (code, out)
-    };
+    let run = |files: &[&Path], extra: &[&str]| verify_every_minute(files, &public, extra);
     let (code, out) = run(&[&log], &["--witness", s(&witness)]);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -655,15 +658,7 @@ fn a_relay_killed_between_checkpoints_resumes_and_its_log_still_verifies() {
             && note.contains("ends after seq 4 without a closing checkpoint"),
         "{note}"
     );
-    let (code, out, _) = relayguard(&[
-        "audit",
-        "verify",
-        "--key",
-        s(&public),
-        "--checkpoint-minutes",
-        "1",
-        s(&live),
-    ]);
+    let (code, out) = verify_every_minute(&[&live], &public, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("the writer resumed after a crash 1 time(s)"),

@@ -478,7 +478,8 @@ impl AuditLog {
                         Ok(()) => {
                             *partial = false;
                             *link = next;
-                            *end = file.metadata().ok().map(|m| m.len());
+                            // Under the lock no one else appended: no second fstat.
+                            *end = Some(before + line.len() as u64);
                             Ok(())
                         }
                         Err((e, left_partial)) => {

@@ -70,6 +70,21 @@ fn override_settings(main_cf: &str, extra: &str) -> String {
         .collect()
 }
 
+/// `command` with its output discarded.
+fn quiet(mut command: Command) -> Command {
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    command
+}
+
+/// Waits up to 20 s for `ready`, else fails with `failure`.
+fn wait_until(failure: &str, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{failure}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn chown_postfix(path: &Path) {
     let status = Command::new("chown")
         .arg("postfix")
@@ -243,28 +258,25 @@ impl Postfix {
 
     /// Stops the whole MTA (`postfix stop`), as a relay host taken out of service.
     pub fn stop(&self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(self.submit).is_ok() {
-            assert!(Instant::now() < deadline, "postfix did not stop");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let _ = quiet(self.command("postfix", "stop")).status();
+        wait_until("postfix did not stop", || {
+            std::net::TcpStream::connect(self.submit).is_err()
+        });
+    }
+
+    /// `program -c CONF arg` (the caller chooses where its output goes).
+    fn command(&self, program: &str, arg: &str) -> Command {
+        let mut command = Command::new(program);
+        command.arg("-c").arg(&self.conf).arg(arg);
+        command
     }
 
     /// Starts it again after [`Postfix::stop`], with its queue as it was.
     pub fn start_again(&self) {
         self.launch();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(self.submit).is_err() {
-            assert!(Instant::now() < deadline, "postfix did not start again");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until("postfix did not start again", || {
+            std::net::TcpStream::connect(self.submit).is_ok()
+        });
     }
 
     /// Postfix's own log.
@@ -287,19 +299,8 @@ impl Postfix {
 
     /// Messages in the queue now (`postqueue -j`); asks Postfix to deliver them first.
     pub fn queued(&self) -> usize {
-        let _ = Command::new("postqueue")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("-f")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let out = Command::new("postqueue")
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("-j")
-            .output()
-            .unwrap();
+        let _ = quiet(self.command("postqueue", "-f")).status();
+        let out = self.command("postqueue", "-j").output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().count()
     }
 
@@ -307,12 +308,7 @@ impl Postfix {
     pub async fn wait_queue_empty(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = Command::new("postqueue")
-                .arg("-c")
-                .arg(&self.conf)
-                .arg("-j")
-                .output()
-                .unwrap();
+            let out = self.command("postqueue", "-j").output().unwrap();
             if out.status.success() && out.stdout.is_empty() {
                 return;
             }
@@ -321,11 +317,7 @@ impl Postfix {
                 "queue not empty after 30 s:\n{}",
                 String::from_utf8_lossy(&out.stdout)
             );
-            let _ = Command::new("postqueue")
-                .arg("-c")
-                .arg(&self.conf)
-                .arg("-f")
-                .status();
+            let _ = self.command("postqueue", "-f").status();
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
