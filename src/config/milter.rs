@@ -15,6 +15,7 @@ const MAX_CONNECTIONS: RangeInclusive<u64> = 1..=65_536;
 const SHUTDOWN_TIMEOUT_SECS: RangeInclusive<u64> = 0..=3_600;
 const IDLE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=7_200;
 const MESSAGE_TIMEOUT_SECS: RangeInclusive<u64> = 10..=86_400;
+const THREADS: RangeInclusive<u64> = 1..=256;
 
 /// Where the milter listens, in OpenDKIM's spelling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +91,8 @@ pub struct MilterConfig {
     pub idle_timeout: Duration,
     /// How long one message may take, MAIL to end of message, however it trickles.
     pub message_timeout: Duration,
+    /// Threads serving MTA connections (`None`: one per CPU).
+    pub threads: Option<usize>,
 }
 
 /// `[milter]` as written (serde; unknown keys are errors).
@@ -104,6 +107,7 @@ pub(super) struct RawMilter {
     pub(super) shutdown_timeout_secs: Number,
     pub(super) idle_timeout_secs: Number,
     pub(super) message_timeout_secs: Number,
+    pub(super) threads: Number,
 }
 
 /// `[milter]`.
@@ -160,6 +164,9 @@ pub(super) fn milter(m: RawMilter, p: Place) -> Result<MilterConfig, FileError> 
             MESSAGE_TIMEOUT_SECS,
             1_800,
         )?,
+        threads: p
+            .number(&m.threads, "milter.threads", THREADS)?
+            .map(|n| n as usize),
         socket_owner: m.socket_owner,
         socket_group: m.socket_group,
     })

@@ -170,6 +170,10 @@ fn numbers_outside_their_documented_range_are_refused() {
             ":2: key `milter.idle_timeout_secs`: 0 is out of range: 1..=7200",
         ),
         (
+            "[milter]\nthreads = 0\n",
+            ":2: key `milter.threads`: 0 is out of range: 1..=256",
+        ),
+        (
             "[limits]\n[limits.lock]\nownership_window_minutes = 18446744073709551615\n",
             ":3: key `limits.lock.ownership_window_minutes`: 18446744073709551615 is out of range: 1..=10080",
         ),

@@ -83,6 +83,61 @@ impl MilterListener {
     pub fn count_in(&mut self, slots: Arc<Slots>) {
         self.slots = Some(slots);
     }
+
+    /// The same socket for `n` threads, each to register its copy on its own runtime
+    /// ([`SharedListener::register`]); the kernel gives each connection to one of them.
+    /// Stopping, the socket file and the slots are shared.
+    pub fn share(self, n: usize) -> io::Result<Vec<SharedListener>> {
+        let inner = match self.inner {
+            Some(EitherListener::Tcp(l)) => Some(EitherListener::Tcp(l.into_std()?)),
+            Some(EitherListener::Unix(l)) => Some(EitherListener::Unix(l.into_std()?)),
+            None => None,
+        };
+        let mut shared = Vec::with_capacity(n);
+        for _ in 1..n.max(1) {
+            let copy = match &inner {
+                Some(EitherListener::Tcp(l)) => Some(EitherListener::Tcp(l.try_clone()?)),
+                Some(EitherListener::Unix(l)) => Some(EitherListener::Unix(l.try_clone()?)),
+                None => None,
+            };
+            shared.push(copy);
+        }
+        shared.push(inner);
+        Ok(shared
+            .into_iter()
+            .map(|inner| SharedListener {
+                inner,
+                socket_file: self.socket_file.clone(),
+                stop: self.stop.clone(),
+                slots: self.slots.clone(),
+            })
+            .collect())
+    }
+}
+
+/// One thread's copy of the milter's socket, not yet registered on a runtime.
+pub struct SharedListener {
+    inner: Option<EitherListener<std::net::TcpListener, std::os::unix::net::UnixListener>>,
+    socket_file: Option<std::sync::Arc<SocketFile>>,
+    stop: Option<watch::Receiver<bool>>,
+    slots: Option<Arc<Slots>>,
+}
+
+impl SharedListener {
+    /// Registers the copy on the current runtime (call it on the thread that serves it).
+    pub fn register(self) -> io::Result<MilterListener> {
+        let inner = match self.inner {
+            Some(EitherListener::Tcp(l)) => Some(EitherListener::Tcp(TcpListener::from_std(l)?)),
+            Some(EitherListener::Unix(l)) => Some(EitherListener::Unix(UnixListener::from_std(l)?)),
+            None => None,
+        };
+        Ok(MilterListener {
+            inner,
+            socket_file: self.socket_file,
+            stop: self.stop,
+            slots: self.slots,
+        })
+    }
 }
 
 impl Listener for MilterListener {

@@ -10,6 +10,7 @@ pub mod preflight;
 pub mod reload;
 pub mod service;
 pub mod slots;
+pub mod threads;
 
 use crate::clock::Clock;
 use listen::MilterListener;
@@ -306,7 +307,8 @@ fn signals(service: Arc<Service>, stop: watch::Sender<bool>) -> io::Result<JoinH
 
 /// Serves the milter protocol until `shutdown` completes, then stops accepting, answers new
 /// transactions on open connections with `421 4.3.2`, lets messages in flight finish (up to
-/// the configured timeout) and returns.
+/// the configured timeout) and returns. Connections are served by `milter.threads` threads
+/// of their own ([`threads`]).
 pub async fn serve(
     service: Arc<Service>,
     mut listener: MilterListener,
@@ -332,33 +334,45 @@ pub async fn serve(
         connection_timeout: milter.idle_timeout,
         ..Default::default()
     };
-    let grace = service.milter_config().shutdown_timeout;
+    let n = threads::count(milter.threads);
+    let (env, pipeline) = (service.env().clone(), service.pipeline().clone());
+    let mut threads = threads::spawn(
+        listener.share(n)?,
+        || crate::milter::callbacks(env.clone(), pipeline.clone()),
+        config,
+    )?;
+    tokio::select! {
+        _ = shutdown => {}
+        result = threads.failed() => {
+            let _ = threads.stop().await;
+            return result;
+        }
+    }
     let flight = service.env().flight.clone();
-    let drain = async move {
-        shutdown.await;
-        flight.begin_drain();
-        let _ = stop_tx.send(true);
-        if let Some(file) = &socket_file {
-            file.remove();
-        }
-        info!(
+    flight.begin_drain();
+    let _ = stop_tx.send(true);
+    if let Some(file) = &socket_file {
+        file.remove();
+    }
+    info!(
+        in_flight = flight.count(),
+        "shutting down: accepting no new connections"
+    );
+    let grace = service.milter_config().shutdown_timeout;
+    if tokio::time::timeout(grace, flight.drained()).await.is_err() {
+        warn!(
             in_flight = flight.count(),
-            "shutting down: accepting no new connections"
+            "shutdown timeout: closing with messages in flight"
         );
-        if tokio::time::timeout(grace, flight.drained()).await.is_err() {
-            warn!(
-                in_flight = flight.count(),
-                "shutdown timeout: closing with messages in flight"
-            );
-        }
-    };
-    let callbacks = crate::milter::callbacks(service.env().clone(), service.pipeline().clone());
-    indymilter::run(listener, callbacks, config, drain).await
+    }
+    threads.stop().await
 }
 
 /// `relayguard run`: starts the service on a runtime of its own and serves until SIGTERM.
+/// The main thread runs the background work (reloads, timers, metrics, the shared Redis
+/// connection); MTA connections have threads of their own ([`serve`]).
 pub fn run(config_path: &Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
