@@ -667,32 +667,54 @@ fn a_relay_killed_between_checkpoints_resumes_and_its_log_still_verifies() {
 }
 
 /// `relayguard keys publish` run by hand appends its key events to the file the running
-/// relay writes: both writers lock each line, and the one that finds the file grown under
-/// it resumes after the other's line, so the chain never forks.
+/// relay writes: the relay keeps the file's lock between its lines and lets go once a second
+/// (here every 20 ms), the CLI waits for its turn, and the relay, finding the file grown
+/// under it, resumes after the CLI's line, so the chain never forks.
 #[test]
 fn a_second_writer_on_the_same_file_does_not_break_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keygen(dir.path());
-    let service = writer(dir.path(), Some(&key));
+    let service = std::sync::Arc::new(writer(dir.path(), Some(&key)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (service, stop) = (service.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                service.let_others_in();
+            }
+        })
+    };
+    let cli = {
+        let dir = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            for n in 1..=4 {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                // The CLI: opened, one event, gone, as `keys publish` does.
+                let cli = writer(&dir, None);
+                let note = format!("published s{n}");
+                cli.note(
+                    "key_published",
+                    "2026-12-01T00:30:00.000Z",
+                    "relay1",
+                    &note,
+                    Default::default(),
+                )
+                .unwrap();
+            }
+        })
+    };
+    // The relay writes on while the CLI waits for its turns.
     for n in 1..=40 {
         write_record(
             &service,
             &decision(n, "2026-12-01", "alice", "accept", "ok", true),
         );
-        if n % 10 == 0 {
-            // The CLI: opened, one event, gone, as `keys publish` does.
-            let cli = writer(dir.path(), None);
-            let note = format!("published s{n}");
-            cli.note(
-                "key_published",
-                "2026-12-01T00:30:00.000Z",
-                "relay1",
-                &note,
-                Default::default(),
-            )
-            .unwrap();
-        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    cli.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    ticker.join().unwrap();
     assert!(
         service
             .checkpoint("2026-12-01T01:00:00.000Z", "relay1")
@@ -700,7 +722,20 @@ fn a_second_writer_on_the_same_file_does_not_break_the_chain() {
     );
     let live = dir.path().join("audit.log");
     let all = lines(&live);
-    assert_eq!(all.len(), 40 + 4 + 1);
+    let total = 40 + 4 + 1;
+    assert_eq!(all.len(), total);
+    assert_eq!(
+        all.iter().filter(|l| l.contains("key_published")).count(),
+        4
+    );
+    let first_cli = all
+        .iter()
+        .position(|l| l.contains("key_published"))
+        .unwrap();
+    assert!(
+        first_cli < 30,
+        "the CLI waited for the relay to stop writing: line {first_cli}"
+    );
     let seqs: Vec<u64> = all
         .iter()
         .map(|l| {
@@ -709,7 +744,7 @@ fn a_second_writer_on_the_same_file_does_not_break_the_chain() {
                 .unwrap()
         })
         .collect();
-    assert_eq!(seqs, (1..=45).collect::<Vec<u64>>());
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<u64>>());
     let (code, out) = verify(&[&live], Some(&public));
     assert_eq!(code, 0, "{out}");
 }

@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Where records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +127,13 @@ struct Open {
     end: Option<u64>,
     /// Lines that could not be written since the last that could (a full disk).
     lost: Option<Lost>,
+    /// Whether we hold the file's lock: it is kept from line to line (no other writer can
+    /// append meanwhile, so the file's end need not be asked again) and let go by
+    /// [`AuditLog::let_others_in`].
+    held: bool,
+    /// Until when each line takes the lock and gives it back, so that another writer
+    /// waiting for it gets its turn.
+    sharing_until: Option<Instant>,
 }
 
 impl Open {
@@ -276,6 +284,8 @@ impl AuditLog {
                 pending,
                 end,
                 lost: None,
+                held: false,
+                sharing_until: None,
             }),
             failures: AtomicU64::new(0),
         }
@@ -444,6 +454,8 @@ impl AuditLog {
                     link,
                     end,
                     pending,
+                    held,
+                    sharing_until,
                     ..
                 } = guard;
                 let Some(file) = file.as_mut() else {
@@ -453,12 +465,21 @@ impl AuditLog {
                     ));
                 };
                 // Another process (the CLI's `keys publish`, a second instance) may append to
-                // the same file: each line is written under an exclusive lock, and when the
-                // file no longer ends where our last line did, the chain resumes after the
-                // other writer's last line instead of forking.
-                file.lock()?;
+                // the same file: lines are written under an exclusive lock, and when the file
+                // no longer ends where our last line did, the chain resumes after the other
+                // writer's last line instead of forking. The lock is kept between lines (one
+                // write per record) and let go once a second (`let_others_in`).
+                let taken = !*held;
+                if taken {
+                    file.lock()?;
+                    *held = true;
+                }
                 let result = (|| {
-                    let mut before = file.metadata()?.len();
+                    let mut before = match *end {
+                        // Held since our last line: no one else appended.
+                        Some(end) if !taken && !*partial => end,
+                        _ => file.metadata()?.len(),
+                    };
                     if before > 0 && *end != Some(before) {
                         let (resumed, note) = resume(path, file);
                         *link = resumed;
@@ -478,7 +499,6 @@ impl AuditLog {
                         Ok(()) => {
                             *partial = false;
                             *link = next;
-                            // Under the lock no one else appended: no second fstat.
                             *end = Some(before + line.len() as u64);
                             Ok(())
                         }
@@ -489,10 +509,28 @@ impl AuditLog {
                         }
                     }
                 })();
-                let _ = file.unlock();
+                let sharing = sharing_until.is_some_and(|until| Instant::now() < until);
+                if result.is_err() || sharing {
+                    let _ = file.unlock();
+                    *held = false;
+                }
                 result
             }
         }
+    }
+
+    /// Lets go of the file's lock and, for a moment, takes and gives it back with each
+    /// line, so that another writer waiting for it (`keys publish`) gets its turn. The
+    /// service calls it once a second.
+    pub fn let_others_in(&self) {
+        let mut guard = self.file.lock().expect("audit lock");
+        if guard.held {
+            if let Some(file) = guard.file.as_ref() {
+                let _ = file.unlock();
+            }
+            guard.held = false;
+        }
+        guard.sharing_until = Some(Instant::now() + SHARING);
     }
 
     /// Reopens the file (after logrotate moved it). With checkpoints, the file being closed
@@ -522,7 +560,9 @@ impl AuditLog {
             if !same {
                 guard.end = file.metadata().ok().map(|m| m.len());
             }
+            // The old file closes with its lock; the new one is locked at its first line.
             guard.file = Some(file);
+            guard.held = false;
             guard.partial = false;
             tracing::info!(file = %path.display(), "audit log reopened");
         }
@@ -538,6 +578,9 @@ impl AuditLog {
         }
     }
 }
+
+/// How long after [`AuditLog::let_others_in`] each line gives the lock back.
+const SHARING: Duration = Duration::from_millis(100);
 
 fn open_append(path: &std::path::Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;

@@ -192,16 +192,20 @@ pub async fn start(config_path: &Path, options: Options) -> Result<Running, Star
         info!(%addr, "metrics on http://{addr}/metrics and /healthz");
         tasks.push(tokio::spawn(http::serve(listener, service.clone())));
     }
-    if let Some(audit) = service.audit_log()
-        && audit.config().fsync == crate::audit::writer::Fsync::Periodic
-    {
+    if let Some(audit) = service.audit_log() {
+        // Once a second: another writer waiting for the file's lock gets its turn, and
+        // with fsync "periodic" the records go to disk.
         let audit = audit.clone();
+        let periodic = audit.config().fsync == crate::audit::writer::Fsync::Periodic;
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let audit = audit.clone();
-                let _ = tokio::task::spawn_blocking(move || audit.sync()).await;
+                audit.let_others_in();
+                if periodic {
+                    let audit = audit.clone();
+                    let _ = tokio::task::spawn_blocking(move || audit.sync()).await;
+                }
             }
         }));
     }
