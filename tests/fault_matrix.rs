@@ -517,16 +517,24 @@ async fn trickling_connections_on_every_slot_never_keep_a_real_message_waiting()
         );
         conn.close().await.unwrap();
     }
-    // A real connection that ends frees its slot; one that finds every slot taken makes a
-    // trickler give way: the first and the third here.
+    // A real connection that ends frees its slot (as soon as its session has wound down);
+    // one that finds every slot taken makes a trickler give way: the first always, the
+    // others when the connection before has not yet let go of its slot.
     let metrics = milter.service.metrics_text();
-    assert!(
-        metrics.contains("relayguard_milter_connections_closed_total{reason=\"slot_needed\"} 2"),
-        "{metrics}"
-    );
+    let gave_way: usize = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("relayguard_milter_connections_closed_total{reason=\"slot_needed\"} ")
+        })
+        .and_then(|n| n.parse().ok())
+        .expect("slot_needed counter");
+    assert!((1..=3).contains(&gave_way), "{metrics}");
     stop.store(true, Ordering::SeqCst);
     let closed = futures_closed(tricklers).await;
-    assert_eq!(closed, 2, "exactly the two that gave way were closed");
+    assert_eq!(
+        closed, gave_way,
+        "exactly the ones that gave way were closed"
+    );
     milter.stop().await.unwrap();
 }
 

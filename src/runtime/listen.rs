@@ -1,17 +1,12 @@
-//! The listening socket: binding unix or TCP sockets, socket file hygiene, and a listener
-//! that stops accepting when shutdown begins and gives each connection a slot.
+//! The listening socket: binding unix or TCP sockets, socket file hygiene, and accepting.
 
-use super::slots::{Connection, Slots};
 use crate::config::{MilterConfig, SocketSpec};
 use indymilter::{EitherListener, EitherStream, Listener};
 use std::ffi::CString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::net::{TcpListener, UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// A unix socket file that relayguard created; removed on drop if it is still ours.
 #[derive(Debug)]
@@ -42,29 +37,25 @@ impl Drop for SocketFile {
     }
 }
 
-/// The milter's listener: accepts until told to stop, then closes its socket.
+/// The milter's listening socket; dropping it closes the socket.
 pub struct MilterListener {
-    inner: Option<EitherListener<TcpListener, UnixListener>>,
+    inner: EitherListener<TcpListener, UnixListener>,
     socket_file: Option<std::sync::Arc<SocketFile>>,
-    stop: Option<watch::Receiver<bool>>,
-    slots: Option<Arc<Slots>>,
 }
 
 impl MilterListener {
     /// Wraps a bound TCP listener (tests bind `127.0.0.1:0` themselves).
     pub fn tcp(listener: TcpListener) -> Self {
         Self {
-            inner: Some(EitherListener::Tcp(listener)),
+            inner: EitherListener::Tcp(listener),
             socket_file: None,
-            stop: None,
-            slots: None,
         }
     }
 
     /// The local address of a TCP listener.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match &self.inner {
-            Some(EitherListener::Tcp(l)) => l.local_addr().ok(),
+            EitherListener::Tcp(l) => l.local_addr().ok(),
             _ => None,
         }
     }
@@ -74,97 +65,14 @@ impl MilterListener {
         self.socket_file.clone()
     }
 
-    /// Stops accepting once the receiver reads `true`.
-    pub fn stop_on(&mut self, stop: watch::Receiver<bool>) {
-        self.stop = Some(stop);
-    }
-
-    /// Gives each accepted connection a slot of `slots`.
-    pub fn count_in(&mut self, slots: Arc<Slots>) {
-        self.slots = Some(slots);
-    }
-
-    /// The same socket for `n` threads, each to register its copy on its own runtime
-    /// ([`SharedListener::register`]); the kernel gives each connection to one of them.
-    /// Stopping, the socket file and the slots are shared.
-    pub fn share(self, n: usize) -> io::Result<Vec<SharedListener>> {
-        let inner = match self.inner {
-            Some(EitherListener::Tcp(l)) => Some(EitherListener::Tcp(l.into_std()?)),
-            Some(EitherListener::Unix(l)) => Some(EitherListener::Unix(l.into_std()?)),
-            None => None,
-        };
-        let mut shared = Vec::with_capacity(n);
-        for _ in 1..n.max(1) {
-            let copy = match &inner {
-                Some(EitherListener::Tcp(l)) => Some(EitherListener::Tcp(l.try_clone()?)),
-                Some(EitherListener::Unix(l)) => Some(EitherListener::Unix(l.try_clone()?)),
-                None => None,
-            };
-            shared.push(copy);
-        }
-        shared.push(inner);
-        Ok(shared
-            .into_iter()
-            .map(|inner| SharedListener {
-                inner,
-                socket_file: self.socket_file.clone(),
-                stop: self.stop.clone(),
-                slots: self.slots.clone(),
-            })
-            .collect())
-    }
-}
-
-/// One thread's copy of the milter's socket, not yet registered on a runtime.
-pub struct SharedListener {
-    inner: Option<EitherListener<std::net::TcpListener, std::os::unix::net::UnixListener>>,
-    socket_file: Option<std::sync::Arc<SocketFile>>,
-    stop: Option<watch::Receiver<bool>>,
-    slots: Option<Arc<Slots>>,
-}
-
-impl SharedListener {
-    /// Registers the copy on the current runtime (call it on the thread that serves it).
-    pub fn register(self) -> io::Result<MilterListener> {
-        let inner = match self.inner {
-            Some(EitherListener::Tcp(l)) => Some(EitherListener::Tcp(TcpListener::from_std(l)?)),
-            Some(EitherListener::Unix(l)) => Some(EitherListener::Unix(UnixListener::from_std(l)?)),
-            None => None,
-        };
-        Ok(MilterListener {
-            inner,
-            socket_file: self.socket_file,
-            stop: self.stop,
-            slots: self.slots,
-        })
-    }
-}
-
-impl Listener for MilterListener {
-    type Io = Connection;
-
-    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
-        if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
-            // Close the socket: new clients are refused (and the MTA applies its default action).
-            self.inner = None;
-            if let Some(file) = &self.socket_file {
-                file.remove();
-            }
-        }
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Pending;
-        };
-        let stream = match inner.poll_accept(cx) {
-            Poll::Ready(Ok(stream)) => stream,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
+    /// The next MTA connection.
+    pub async fn accept(&mut self) -> io::Result<EitherStream<TcpStream, UnixStream>> {
+        let stream = std::future::poll_fn(|cx| self.inner.poll_accept(cx)).await?;
         if let EitherStream::Tcp(tcp) = &stream {
             // The end-of-message reply must not wait for a delayed ACK.
             let _ = tcp.set_nodelay(true);
         }
-        let slots = self.slots.get_or_insert_with(Slots::unlimited);
-        Poll::Ready(Ok(slots.take(stream)))
+        Ok(stream)
     }
 }
 
@@ -205,10 +113,8 @@ pub fn inherited() -> io::Result<Option<MilterListener>> {
         }
     };
     Ok(Some(MilterListener {
-        inner: Some(inner),
+        inner,
         socket_file: None,
-        stop: None,
-        slots: None,
     }))
 }
 
@@ -250,10 +156,8 @@ pub async fn bind(config: &MilterConfig) -> io::Result<MilterListener> {
                 config.socket_group.as_deref(),
             )?;
             Ok(MilterListener {
-                inner: Some(EitherListener::Unix(listener)),
+                inner: EitherListener::Unix(listener),
                 socket_file: Some(std::sync::Arc::new(file)),
-                stop: None,
-                slots: None,
             })
         }
     }

@@ -318,8 +318,6 @@ pub async fn serve(
     mut listener: MilterListener,
     shutdown: impl Future,
 ) -> io::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    listener.stop_on(stop_rx);
     let milter = service.milter_config();
     let slots = slots::Slots::new(
         milter.max_connections,
@@ -329,32 +327,40 @@ pub async fn serve(
         },
         service.metrics(),
     );
-    let accept_limit = slots.accept_limit();
-    listener.count_in(slots);
     let socket_file = listener.socket_file();
     let config = indymilter::Config {
-        max_connections: accept_limit,
+        max_connections: slots.accept_limit(),
         // A backstop: the slots close an idle connection first (macros do not count there).
         connection_timeout: milter.idle_timeout,
         ..Default::default()
     };
-    let n = threads::count(milter.threads);
     let (env, pipeline) = (service.env().clone(), service.pipeline().clone());
     let mut threads = threads::spawn(
-        listener.share(n)?,
+        threads::count(milter.threads),
+        slots,
         || crate::milter::callbacks(env.clone(), pipeline.clone()),
         config,
     )?;
-    tokio::select! {
-        _ = shutdown => {}
-        result = threads.failed() => {
-            let _ = threads.stop().await;
-            return result;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                if let Err(e) = accepted.and_then(|stream| threads.hand_over(stream)) {
+                    let _ = threads.stop().await;
+                    return Err(e);
+                }
+            }
+            result = threads.failed() => {
+                let _ = threads.stop().await;
+                return result;
+            }
         }
     }
+    // Close the socket: new clients are refused (and the MTA applies its default action).
+    drop(listener);
     let flight = service.env().flight.clone();
     flight.begin_drain();
-    let _ = stop_tx.send(true);
     if let Some(file) = &socket_file {
         file.remove();
     }

@@ -212,6 +212,8 @@ impl Slots {
             timer: Box::pin(tokio::time::sleep(self.deadlines.idle)),
             timer_at: None,
             reported: false,
+            replies: Replies::default(),
+            load: None,
         }
     }
 
@@ -264,6 +266,57 @@ impl Framing {
     }
 }
 
+/// Replies on their way to the MTA. Those that change the message (add a header, change
+/// the sender, ...) are held until the reply that ends the stage: a signed message's end is
+/// one write (and one wake-up of the MTA), not one per signature plus one.
+#[derive(Debug, Default)]
+struct Replies {
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    written: usize,
+    framing: Framing,
+    /// Whether `out` holds a reply that must go now (anything but a change).
+    due: bool,
+}
+
+/// SMFIR_ADDRCPT, DELRCPT, ADDRCPT_PAR, REPLBODY, CHGFROM, ADDHEADER, INSHEADER, CHGHEADER,
+/// QUARANTINE: changes the MTA applies with the end-of-message reply that follows them.
+const CHANGES: &[u8] = b"+-2behimq";
+
+impl Replies {
+    fn push(&mut self, bytes: &[u8]) {
+        let mut due = false;
+        self.framing
+            .feed(bytes, |command| due |= !CHANGES.contains(&command));
+        self.due |= due || self.out.len() + bytes.len() > 65_536;
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Writes what must go now; `Ready` once nothing is left to write but held changes.
+    fn poll_send(
+        &mut self,
+        stream: &mut EitherStream<TcpStream, UnixStream>,
+        cx: &mut Context<'_>,
+        everything: bool,
+    ) -> Poll<io::Result<()>> {
+        if !(self.due || everything) {
+            return Poll::Ready(Ok(()));
+        }
+        while self.written < self.out.len() {
+            match Pin::new(&mut *stream).poll_write(cx, &self.out[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+        self.due = false;
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// An accepted MTA connection holding a slot.
 pub struct Connection {
     stream: EitherStream<TcpStream, UnixStream>,
@@ -273,9 +326,18 @@ pub struct Connection {
     timer: Pin<Box<Sleep>>,
     timer_at: Option<u64>,
     reported: bool,
+    replies: Replies,
+    /// The serving thread's count of connections, when it keeps one.
+    load: Option<Arc<AtomicUsize>>,
 }
 
 impl Connection {
+    /// Counted (already) in `load` until it closes: the serving thread's connections.
+    pub fn counted_in(mut self, load: Arc<AtomicUsize>) -> Self {
+        self.load = Some(load);
+        self
+    }
+
     /// When the connection must have done something by (ms since the slots' epoch).
     fn deadline(&self) -> u64 {
         let d = self.slots.deadlines;
@@ -304,6 +366,9 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        if let Some(load) = &self.load {
+            load.fetch_sub(1, Ordering::Relaxed);
+        }
         self.slots.release();
     }
 }
@@ -368,18 +433,25 @@ impl AsyncRead for Connection {
 impl AsyncWrite for Connection {
     fn poll_write(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        // Taken whole; written at the flush that follows each reply (indymilter flushes
+        // after every one), or held there if it is a change.
+        self.replies.push(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let this = &mut *self;
+        std::task::ready!(this.replies.poll_send(&mut this.stream, cx, false))?;
+        Pin::new(&mut this.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let this = &mut *self;
+        std::task::ready!(this.replies.poll_send(&mut this.stream, cx, true))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 
@@ -392,6 +464,39 @@ mod tests {
         out.push(command);
         out.extend_from_slice(data);
         out
+    }
+
+    #[tokio::test]
+    async fn changes_wait_for_the_reply_that_ends_the_stage_and_go_out_with_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut mta) = UnixStream::pair().unwrap();
+        let mut conn = Slots::unlimited().take(EitherStream::Unix(ours));
+        let mut expected = Vec::new();
+        for reply in [
+            packet(b'c', b""),
+            packet(b'h', b"DKIM-Signature\0v=1; a=rsa-sha256\0"),
+            packet(b'h', b"DKIM-Signature\0v=1; a=ed25519-sha256\0"),
+            packet(b'a', b""),
+        ] {
+            conn.write_all(&reply).await.unwrap();
+            conn.flush().await.unwrap();
+            expected.extend_from_slice(&reply);
+            let mut got = vec![0; 4096];
+            match reply[4] {
+                // A change: nothing reaches the MTA yet.
+                b'h' => assert_eq!(
+                    mta.try_read(&mut got).unwrap_err().kind(),
+                    io::ErrorKind::WouldBlock
+                ),
+                // The reply that ends the stage brings every change before it, in order.
+                _ => {
+                    let mut all = vec![0; expected.len()];
+                    mta.read_exact(&mut all).await.unwrap();
+                    assert_eq!(all, expected);
+                    expected.clear();
+                }
+            }
+        }
     }
 
     #[test]
