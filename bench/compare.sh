@@ -12,11 +12,8 @@ MSGS_1M=${MSGS_1M:-40}
 # Ed25519 messages are cheap: more of them, so that /proc's 10 ms CPU ticks resolve the
 # per-message figure to about 0.001 ms.
 MSGS_ED=${MSGS_ED:-2000}
-# Messages per Postfix run (smtp-source, 8 sessions).
-PF_MSGS=${PF_MSGS:-4000}
 
 command -v opendkim >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q opendkim >&2
-command -v smtp-source >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix >&2
 cargo build --release --locked -q
 RG=$PWD/target/release/relayguard
 work=$(mktemp -d /tmp/relayguard-bench.XXXXXX)
@@ -119,55 +116,25 @@ ceiling=$("$RG" bench --ceiling "$work/keys/tugraz.at.rsa.pem" --threads 2 --sec
 # Through Postfix: smtp-source -> Postfix -> milter -> smtp-sink, end to end (until the
 # queue is empty), with no milter, with OpenDKIM, with relayguard (RSA-2048, and Ed25519 to
 # show what the RSA signature itself costs); in turn.
-pf=$work/pf
-mkdir -p "$pf/conf" "$pf/queue" "$pf/data"
-chown postfix "$pf/data"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-submit_port=$(free_port); sink_port=$(free_port)
-for f in main.cf master.cf; do
-    sed -e "s#@DIR@#$pf#g" -e "s#@SUBMIT_PORT@#$submit_port#g" -e "s#@SINK_PORT@#$sink_port#g" "tests/postfix_e2e/$f" > "$pf/conf/$f"
-done
-sed "s#unix:/run/relayguard/relayguard.sock#unix:$work/rg.sock#" packaging/postfix/main.cf.snippet >> "$pf/conf/main.cf"
-smtp-sink -u postfix "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
-started+=("$!")
-postfix -c "$pf/conf" start >/dev/null 2>&1
-trap 'postfix -c "$pf/conf" stop >/dev/null 2>&1 || true; stop_started; rm -rf "$work"' EXIT
-wait_port "$submit_port"
-{
-    printf 'From: Monitoring <monitor@tugraz.at>\nTo: ops@tugraz.at\nSubject: status report\nMessage-ID: <bench@tugraz.at>\nDate: Sat, 28 Nov 2026 10:00:00 +0100\n\n'
-    awk 'BEGIN { while (n < 10000) { l = "The quick brown fox jumps over the lazy dog, again and again and again."; print l; n += length(l) + 1 } }' 
-} > "$work/status.eml"
-postfix_run() {  # postfix_run NAME -> messages/s end to end
-    local name=$1 pid="" milter=""
-    case $name in
+source bench/postfix.sh
+# pf NAME: one run through Postfix with no milter, OpenDKIM or relayguard (RSA-2048, and
+# Ed25519 to show what the RSA signature itself costs) -> "messages/s busy-% milter-ms".
+pf() {
+    local pid="" milter=""
+    case $1 in
         opendkim) opendkim -f -x "$work/opendkim.conf" >/dev/null 2>&1 & pid=$!; wait_socket "$work/od/od.sock"; milter="unix:$work/od/od.sock" ;;
         relayguard) "$RG" run --config "$work/rg-rsa.toml" >/dev/null 2>&1 & pid=$!; wait_socket "$work/rg.sock"; milter="unix:$work/rg.sock" ;;
         relayguard-ed25519) "$RG" run --config "$work/rg-ed.toml" >/dev/null 2>&1 & pid=$!; wait_socket "$work/rg.sock"; milter="unix:$work/rg.sock" ;;
     esac
     [ -n "$pid" ] && started+=("$pid")
-    postconf -c "$pf/conf" -e "smtpd_milters = $milter"
-    postfix -c "$pf/conf" reload >/dev/null 2>&1
-    sleep 1
-    : > "$pf/maillog"
-    local t0 t1 busy0 busy1
-    busy0=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
-    t0=$(date +%s.%N)
-    smtp-source -s 8 -d -m "$PF_MSGS" -f monitor@tugraz.at -t ops@tugraz.at -F "$work/status.eml" "127.0.0.1:$submit_port"
-    until postqueue -c "$pf/conf" -p 2>/dev/null | grep -q 'Mail queue is empty'; do sleep 0.1; done
-    t1=$(date +%s.%N)
-    busy1=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat)
+    postfix_run "$milter" "$pid"
     [ -n "$pid" ] && { kill "$pid"; wait "$pid" 2>/dev/null || true; }
     rm -f "$work/rg.sock" "$work/od/od.sock"
-    local sent
-    sent=$(grep -c 'status=sent' "$pf/maillog" || true)
-    [ "$sent" = "$PF_MSGS" ] || { echo "postfix $name: $sent of $PF_MSGS delivered" >&2; grep -m5 -i 'milter\|reject\|defer' "$pf/maillog" >&2; exit 1; }
-    # messages/s, and the share of both cores busy (all processes) during the run
-    echo "$busy0 $busy1" | awk -v n="$PF_MSGS" -v a="$t0" -v b="$t1" '{printf "%.0f %.0f", n/(b-a), 100*($3-$1)/(($3-$1)+($4-$2))}'
 }
 : > "$work/pf-runs"
 for _ in $(seq "$RUNS"); do
     for name in none opendkim relayguard relayguard-ed25519; do
-        echo "$name $(postfix_run "$name")" >> "$work/pf-runs"
+        echo "$name $(pf "$name")" >> "$work/pf-runs"
     done
 done
 pfget() { med "$work/pf-runs" "$1" "${2:-2}"; }

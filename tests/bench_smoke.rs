@@ -17,6 +17,8 @@ fn load(target: String) -> Load {
         login: "alice".into(),
         from: "alice@tugraz.at".into(),
         logins: 1,
+        client: "203.0.113.7".parse().unwrap(),
+        rcpt_domain: "example.org".into(),
     }
 }
 

@@ -716,6 +716,8 @@ async fn slapd_killed_under_load_cached_logins_flow_uncached_ones_tempfail_then_
         login: "user".into(),
         from: "user@tugraz.at".into(),
         logins,
+        client: "203.0.113.7".parse().unwrap(),
+        rcpt_domain: "example.org".into(),
     };
     let summary = |r: &Results| {
         format!(

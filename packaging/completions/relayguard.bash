@@ -638,7 +638,7 @@ _relayguard() {
             return 0
             ;;
         relayguard__subcmd__bench)
-            opts="-n -m -c -h --target --connections --messages --size --rcpts --login --from --logins --pid --ceiling --threads --seconds --config --help"
+            opts="-n -m -c -h --target --connections --messages --size --rcpts --login --from --logins --client --rcpt-domain --pid --ceiling --threads --seconds --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -681,6 +681,14 @@ _relayguard() {
                     return 0
                     ;;
                 --logins)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rcpt-domain)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

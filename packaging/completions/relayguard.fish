@@ -55,9 +55,11 @@ complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -s n -l con
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -s m -l messages -d 'Messages per connection' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l size -d 'Body size in bytes' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l rcpts -d 'Recipients per message' -r
-complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l login -d 'SASL login' -r
+complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l login -d 'SASL login ("" for none: an unauthenticated client)' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l from -d 'Header From and envelope sender' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l logins -d 'Distinct logins: with N > 1, message k sends as login `LOGIN<k mod N>` from `LOGIN<k mod N>@DOMAIN` (DOMAIN from --from), so a directory sees N different users' -r
+complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l client -d 'The SMTP client\'s address, as the MTA passes it' -r
+complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l rcpt-domain -d 'The recipients\' domain: recipient n is `rcpt<n>@DOMAIN`' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l pid -d 'The milter\'s PID, for CPU and memory figures' -r
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l ceiling -d 'Instead of loading a milter, measure the signing ceiling of this key file: how many signatures per second `--threads` threads make with nothing else to do' -r -F
 complete -c relayguard -n "__fish_relayguard_using_subcommand bench" -l threads -d 'Threads for `--ceiling`' -r

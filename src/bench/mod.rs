@@ -29,6 +29,10 @@ pub struct Load {
     /// Distinct logins (1: only `login` from `from`; N: `login<k mod N>` from
     /// `login<k mod N>@` the domain of `from`).
     pub logins: usize,
+    /// The SMTP client's address (`{client_addr}`).
+    pub client: std::net::IpAddr,
+    /// The recipients' domain (`rcpt<n>@DOMAIN`).
+    pub rcpt_domain: String,
 }
 
 impl Load {
@@ -88,11 +92,9 @@ async fn run_connection<S: AsyncRead + AsyncWrite>(
     body: &[u8],
 ) -> io::Result<Vec<(Duration, Verdict, usize)>> {
     let mut client = Client::negotiate(stream).await?;
-    client
-        .connect("203.0.113.7".parse().expect("address"), "submission")
-        .await?;
+    client.connect(load.client, "submission").await?;
     let rcpts: Vec<String> = (0..load.rcpts)
-        .map(|n| format!("rcpt{n}@example.org"))
+        .map(|n| format!("rcpt{n}@{}", load.rcpt_domain))
         .collect();
     let mut out = Vec::with_capacity(load.messages);
     for m in 0..load.messages {
@@ -101,7 +103,7 @@ async fn run_connection<S: AsyncRead + AsyncWrite>(
         let (login, from) = load.sender(m * load.connections + c);
         let headers = vec![
             ("From".to_string(), format!("Load Test <{from}>")),
-            ("To".to_string(), "rcpt0@example.org".to_string()),
+            ("To".to_string(), format!("rcpt0@{}", load.rcpt_domain)),
             ("Subject".to_string(), format!("relayguard bench {c}/{m}")),
             (
                 "Message-ID".to_string(),

@@ -21,7 +21,7 @@ pub struct BenchArgs {
     /// Recipients per message.
     #[arg(long, default_value_t = 1)]
     rcpts: usize,
-    /// SASL login.
+    /// SASL login ("" for none: an unauthenticated client).
     #[arg(long, default_value = "alice")]
     login: String,
     /// Header From and envelope sender.
@@ -31,6 +31,12 @@ pub struct BenchArgs {
     /// `LOGIN<k mod N>@DOMAIN` (DOMAIN from --from), so a directory sees N different users.
     #[arg(long, default_value_t = 1)]
     logins: usize,
+    /// The SMTP client's address, as the MTA passes it.
+    #[arg(long, default_value = "203.0.113.7")]
+    client: std::net::IpAddr,
+    /// The recipients' domain: recipient n is `rcpt<n>@DOMAIN`.
+    #[arg(long, default_value = "example.org")]
+    rcpt_domain: String,
     /// The milter's PID, for CPU and memory figures.
     #[arg(long)]
     pid: Option<u32>,
@@ -67,6 +73,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         login: args.login,
         from: args.from,
         logins: args.logins.max(1),
+        client: args.client,
+        rcpt_domain: args.rcpt_domain,
     };
     let before = args.pid.and_then(crate::bench::process_stats);
     let results = tokio::runtime::Builder::new_multi_thread()
