@@ -10,6 +10,7 @@ pub mod preflight;
 pub mod reload;
 pub mod service;
 pub mod slots;
+pub mod socket;
 pub mod threads;
 
 use crate::clock::Clock;

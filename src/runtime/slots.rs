@@ -10,7 +10,7 @@
 //! The slot reads the milter packet framing (length, command byte) as the bytes pass; it
 //! decodes nothing else.
 
-use indymilter::EitherStream;
+use super::socket::MtaSocket;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Sleep;
 
 /// Why a connection was closed by relayguard.
@@ -153,7 +152,7 @@ impl Slots {
 
     /// A slot for a new connection; when every slot is taken, the connection that has been
     /// outside a message longest is asked to close.
-    pub fn take(self: &Arc<Self>, stream: EitherStream<TcpStream, UnixStream>) -> Connection {
+    pub fn take(self: &Arc<Self>, socket: MtaSocket) -> Connection {
         let now = self.now();
         let state = Arc::new(State {
             last_command: AtomicU64::new(now),
@@ -205,14 +204,13 @@ impl Slots {
             states.push(Arc::downgrade(&state));
         }
         Connection {
-            stream,
+            socket,
             slots: self.clone(),
             state,
             framing: Framing::default(),
             timer: Box::pin(tokio::time::sleep(self.deadlines.idle)),
             timer_at: None,
             reported: false,
-            replies: Replies::default(),
             load: None,
         }
     }
@@ -225,7 +223,7 @@ impl Slots {
 
 /// Where the reader is in the milter packet framing: a 4-byte length, a command byte, data.
 #[derive(Debug, Default)]
-struct Framing {
+pub(super) struct Framing {
     /// Bytes of the length read so far, and the length.
     len_read: u8,
     len: u32,
@@ -237,7 +235,7 @@ struct Framing {
 
 impl Framing {
     /// Feeds bytes read; calls `command` with each packet's command byte.
-    fn feed(&mut self, mut bytes: &[u8], mut command: impl FnMut(u8)) {
+    pub(super) fn feed(&mut self, mut bytes: &[u8], mut command: impl FnMut(u8)) {
         while let Some((&byte, rest)) = bytes.split_first() {
             if self.remaining > 0 {
                 let skip = (self.remaining as usize).min(bytes.len());
@@ -266,67 +264,15 @@ impl Framing {
     }
 }
 
-/// Replies on their way to the MTA. Those that change the message (add a header, change
-/// the sender, ...) are held until the reply that ends the stage: a signed message's end is
-/// one write (and one wake-up of the MTA), not one per signature plus one.
-#[derive(Debug, Default)]
-struct Replies {
-    out: Vec<u8>,
-    /// Bytes of `out` already written.
-    written: usize,
-    framing: Framing,
-    /// Whether `out` holds a reply that must go now (anything but a change).
-    due: bool,
-}
-
-/// SMFIR_ADDRCPT, DELRCPT, ADDRCPT_PAR, REPLBODY, CHGFROM, ADDHEADER, INSHEADER, CHGHEADER,
-/// QUARANTINE: changes the MTA applies with the end-of-message reply that follows them.
-const CHANGES: &[u8] = b"+-2behimq";
-
-impl Replies {
-    fn push(&mut self, bytes: &[u8]) {
-        let mut due = false;
-        self.framing
-            .feed(bytes, |command| due |= !CHANGES.contains(&command));
-        self.due |= due || self.out.len() + bytes.len() > 65_536;
-        self.out.extend_from_slice(bytes);
-    }
-
-    /// Writes what must go now; `Ready` once nothing is left to write but held changes.
-    fn poll_send(
-        &mut self,
-        stream: &mut EitherStream<TcpStream, UnixStream>,
-        cx: &mut Context<'_>,
-        everything: bool,
-    ) -> Poll<io::Result<()>> {
-        if !(self.due || everything) {
-            return Poll::Ready(Ok(()));
-        }
-        while self.written < self.out.len() {
-            match Pin::new(&mut *stream).poll_write(cx, &self.out[self.written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.written += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        self.out.clear();
-        self.written = 0;
-        self.due = false;
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// An accepted MTA connection holding a slot.
 pub struct Connection {
-    stream: EitherStream<TcpStream, UnixStream>,
+    socket: MtaSocket,
     slots: Arc<Slots>,
     state: Arc<State>,
     framing: Framing,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<u64>,
     reported: bool,
-    replies: Replies,
     /// The serving thread's count of connections, when it keeps one.
     load: Option<Arc<AtomicUsize>>,
 }
@@ -401,7 +347,7 @@ impl AsyncRead for Connection {
         }
         let before = buf.filled().len();
         let this = &mut *self;
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+        match this.socket.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let now = this.slots.now();
                 let state = &this.state;
@@ -438,26 +384,25 @@ impl AsyncWrite for Connection {
     ) -> Poll<io::Result<usize>> {
         // Taken whole; written at the flush that follows each reply (indymilter flushes
         // after every one), or held there if it is a change.
-        self.replies.push(buf);
+        self.socket.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        std::task::ready!(this.replies.poll_send(&mut this.stream, cx, false))?;
-        Pin::new(&mut this.stream).poll_flush(cx)
+        self.socket.poll_send(cx, false)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        std::task::ready!(this.replies.poll_send(&mut this.stream, cx, true))?;
-        Pin::new(&mut this.stream).poll_shutdown(cx)
+        std::task::ready!(self.socket.poll_send(cx, true))?;
+        Poll::Ready(self.socket.shutdown())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::socket::Accepted;
+    use tokio::net::UnixStream;
 
     fn packet(command: u8, data: &[u8]) -> Vec<u8> {
         let mut out = ((data.len() + 1) as u32).to_be_bytes().to_vec();
@@ -469,8 +414,12 @@ mod tests {
     #[tokio::test]
     async fn changes_wait_for_the_reply_that_ends_the_stage_and_go_out_with_it() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (ours, mut mta) = UnixStream::pair().unwrap();
-        let mut conn = Slots::unlimited().take(EitherStream::Unix(ours));
+        let (ours, mta) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        mta.set_nonblocking(true).unwrap();
+        let mut mta = UnixStream::from_std(mta).unwrap();
+        let socket = MtaSocket::register(Accepted::Unix(ours)).unwrap();
+        let mut conn = Slots::unlimited().take(socket);
         let mut expected = Vec::new();
         for reply in [
             packet(b'c', b""),

@@ -5,6 +5,7 @@
 //! each connection to the thread serving the fewest.
 
 use super::slots::{Connection, Slots};
+use super::socket::{Accepted, MtaSocket};
 use indymilter::{Callbacks, Config, EitherStream, Listener};
 use std::io;
 use std::sync::Arc;
@@ -14,15 +15,12 @@ use std::thread::JoinHandle;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, watch};
 
-/// An accepted connection on its way to a thread (not registered with any runtime).
-type Handed = EitherStream<std::net::TcpStream, std::os::unix::net::UnixStream>;
-
 /// The running threads; dropping this stops them too (their connections close).
 pub struct Threads {
     stop: watch::Sender<bool>,
     exited: mpsc::UnboundedReceiver<io::Result<()>>,
     handles: Vec<JoinHandle<()>>,
-    inboxes: Vec<(mpsc::UnboundedSender<Handed>, Arc<AtomicUsize>)>,
+    inboxes: Vec<(mpsc::UnboundedSender<Accepted>, Arc<AtomicUsize>)>,
     next: AtomicUsize,
 }
 
@@ -91,8 +89,8 @@ impl Threads {
     /// Hands an accepted connection to the thread serving the fewest (in turn among equals).
     pub fn hand_over(&self, stream: EitherStream<TcpStream, UnixStream>) -> io::Result<()> {
         let handed = match stream {
-            EitherStream::Tcp(s) => EitherStream::Tcp(s.into_std()?),
-            EitherStream::Unix(s) => EitherStream::Unix(s.into_std()?),
+            EitherStream::Tcp(s) => Accepted::Tcp(s.into_std()?),
+            EitherStream::Unix(s) => Accepted::Unix(s.into_std()?),
         };
         let n = self.inboxes.len();
         let start = self.next.load(Ordering::Relaxed);
@@ -138,7 +136,7 @@ impl Threads {
 
 /// A thread's side: the connections handed to it, registered on its runtime as they come.
 struct Inbox {
-    rx: mpsc::UnboundedReceiver<Handed>,
+    rx: mpsc::UnboundedReceiver<Accepted>,
     slots: Arc<Slots>,
     load: Arc<AtomicUsize>,
 }
@@ -152,12 +150,8 @@ impl Listener for Inbox {
             // The acceptor has stopped: no more connections, until the thread is stopped.
             Poll::Ready(None) | Poll::Pending => return Poll::Pending,
         };
-        let stream = match handed {
-            EitherStream::Tcp(s) => TcpStream::from_std(s).map(EitherStream::Tcp),
-            EitherStream::Unix(s) => UnixStream::from_std(s).map(EitherStream::Unix),
-        };
-        match stream {
-            Ok(stream) => Poll::Ready(Ok(self.slots.take(stream).counted_in(self.load.clone()))),
+        match MtaSocket::register(handed) {
+            Ok(socket) => Poll::Ready(Ok(self.slots.take(socket).counted_in(self.load.clone()))),
             Err(e) => {
                 // This connection only: the MTA sees it closed and retries.
                 self.load.fetch_sub(1, Ordering::Relaxed);
