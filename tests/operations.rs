@@ -220,15 +220,19 @@ async fn systemd_socket_activation_serves_the_socket_it_is_given() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("systemd-socket-activate (package systemd) runs");
+    // The socket file appears at bind, a moment before systemd-socket-activate listens on
+    // it: until then a connection is refused.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !activated.exists() {
-        assert!(Instant::now() < deadline, "no socket");
+    let mut conn = loop {
+        match indymilter_test::TestConnection::configure()
+            .open_unix(&activated)
+            .await
+        {
+            Ok(conn) => break conn,
+            Err(e) => assert!(Instant::now() < deadline, "no socket: {e}"),
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut conn = indymilter_test::TestConnection::configure()
-        .open_unix(&activated)
-        .await
-        .unwrap();
+    };
     let raw = b"From: Alice <alice@tugraz.at>\r\nTo: friend@example.org\r\nSubject: activated\r\n\r\nhello\r\n";
     let (status, signatures) =
         common::dkim::sign(&mut conn, "alice", "<alice@tugraz.at>", raw).await;
