@@ -30,6 +30,7 @@ pub mod milter;
 pub mod policy;
 pub mod runtime;
 pub mod session;
+pub mod socket;
 pub mod tomlfile;
 
 /// A boxed future, as the I/O traits (counters, locks, ownership) return them.

@@ -150,23 +150,26 @@ pub async fn run(load: &Load) -> io::Result<Results> {
     for c in 0..load.connections {
         let (load, body, spec) = (load.clone(), body.clone(), spec.clone());
         tasks.push(tokio::spawn(async move {
-            match spec {
+            // As Postfix does, the client waits on its socket only for replies: a socket
+            // watched for writing too would wake the client (on the milter's CPU) each
+            // time the milter read from it.
+            let stream = match spec {
                 crate::config::SocketSpec::Unix(path) => {
-                    run_connection(
-                        tokio::net::UnixStream::connect(path).await?,
-                        &load,
-                        c,
-                        &body,
-                    )
-                    .await
+                    crate::socket::Stream::Unix(std::os::unix::net::UnixStream::connect(path)?)
                 }
                 crate::config::SocketSpec::Inet(addr) => {
-                    let stream = tokio::net::TcpStream::connect(addr).await?;
+                    let stream = std::net::TcpStream::connect(addr)?;
                     // As the server does: no delayed-ACK stalls on small packets.
                     stream.set_nodelay(true)?;
-                    run_connection(stream, &load, c, &body).await
+                    crate::socket::Stream::Tcp(stream)
                 }
+            };
+            match &stream {
+                crate::socket::Stream::Unix(s) => s.set_nonblocking(true)?,
+                crate::socket::Stream::Tcp(s) => s.set_nonblocking(true)?,
             }
+            let stream = crate::socket::ReadWatched::register(stream)?;
+            run_connection(stream, &load, c, &body).await
         }));
     }
     let mut results = Results::default();

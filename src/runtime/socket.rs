@@ -1,45 +1,20 @@
 //! An MTA connection's socket, as the milter thread serving it drives it: watched for
-//! reading only, with replies written straight away and the ones that change the message
-//! held for the reply that ends the stage.
-//!
-//! A socket watched for writing too wakes its thread each time the MTA takes bytes off it:
-//! through Postfix that was almost three wake-ups per message with nothing to do. Replies
-//! are small and the MTA reads each before it sends more, so a write finds room; only when
-//! one would block is the socket watched for writing as well, until the reply is out.
+//! reading only ([`crate::socket`]), with replies written straight away and the ones that
+//! change the message held for the reply that ends the stage.
 
 use super::slots::Framing;
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use crate::socket::{ReadWatched, Stream};
+use std::io;
 use std::task::{Context, Poll, ready};
-use tokio::io::unix::AsyncFd;
-use tokio::io::{Interest, ReadBuf};
+use tokio::io::ReadBuf;
 
 /// An accepted connection, not yet registered with a runtime.
-#[derive(Debug)]
-pub enum Accepted {
-    /// TCP.
-    Tcp(std::net::TcpStream),
-    /// A unix socket.
-    Unix(std::os::unix::net::UnixStream),
-}
-
-impl AsRawFd for Accepted {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Accepted::Tcp(s) => s.as_raw_fd(),
-            Accepted::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
+pub type Accepted = Stream;
 
 /// The socket of one MTA connection, registered on the current thread's runtime, and the
 /// replies on their way.
 pub struct MtaSocket {
-    /// Always registered (taken out only to register it anew).
-    fd: Option<AsyncFd<Accepted>>,
-    /// Whether the socket is watched for writing too (a write would have blocked).
-    writable_watched: bool,
+    socket: ReadWatched,
     replies: Replies,
 }
 
@@ -64,10 +39,18 @@ impl MtaSocket {
     /// Registers the socket, for reading, on the current runtime.
     pub fn register(socket: Accepted) -> io::Result<Self> {
         Ok(MtaSocket {
-            fd: Some(watched(socket, Interest::READABLE)?),
-            writable_watched: false,
+            socket: ReadWatched::register(socket)?,
             replies: Replies::default(),
         })
+    }
+
+    /// Reads what has arrived into `buf`.
+    pub fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.socket.poll_read_from(cx, buf)
     }
 
     /// Queues reply bytes (whole packets, as the milter library writes them).
@@ -84,114 +67,29 @@ impl MtaSocket {
     /// Writes the queued replies if one must go now (or `everything`); `Ready` once nothing
     /// is left to write but held changes.
     pub fn poll_send(&mut self, cx: &mut Context<'_>, everything: bool) -> Poll<io::Result<()>> {
-        if !(self.replies.due || everything) {
+        let replies = &mut self.replies;
+        if !(replies.due || everything) {
             return Poll::Ready(Ok(()));
         }
-        while self.replies.written < self.replies.out.len() {
-            let out = std::mem::take(&mut self.replies.out);
-            let result = self.poll_write(cx, &out[self.replies.written..]);
-            self.replies.out = out;
-            match ready!(result) {
+        while replies.written < replies.out.len() {
+            match ready!(
+                self.socket
+                    .poll_write_to(cx, &replies.out[replies.written..])
+            ) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.replies.written += n,
+                Ok(n) => replies.written += n,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        self.replies.out.clear();
-        self.replies.written = 0;
-        self.replies.due = false;
-        Poll::Ready(self.wrote())
-    }
-
-    fn fd(&self) -> io::Result<&AsyncFd<Accepted>> {
-        self.fd
-            .as_ref()
-            .ok_or_else(|| io::Error::other("the MTA socket could not be registered"))
-    }
-
-    /// Reads what has arrived into `buf`.
-    pub fn poll_read(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let fd = self.fd()?;
-        loop {
-            let mut guard = ready!(fd.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|fd| read(fd.get_ref(), unfilled)) {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    /// Writes from `bytes`; watches for room only when there is none.
-    fn poll_write(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            match write(self.fd()?.get_ref(), bytes) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                done => return Poll::Ready(done),
-            }
-            if !self.writable_watched {
-                self.watch(Interest::READABLE | Interest::WRITABLE)?;
-                self.writable_watched = true;
-            }
-            let mut guard = ready!(self.fd()?.poll_write_ready(cx))?;
-            guard.clear_ready();
-        }
-    }
-
-    /// After a write that had to wait: back to watching for reading only.
-    fn wrote(&mut self) -> io::Result<()> {
-        if self.writable_watched {
-            self.watch(Interest::READABLE)?;
-            self.writable_watched = false;
-        }
-        Ok(())
+        replies.out.clear();
+        replies.written = 0;
+        replies.due = false;
+        Poll::Ready(Ok(()))
     }
 
     /// Ends the sending side.
     pub fn shutdown(&self) -> io::Result<()> {
-        match self.fd()?.get_ref() {
-            Accepted::Tcp(s) => s.shutdown(Shutdown::Write),
-            Accepted::Unix(s) => s.shutdown(Shutdown::Write),
-        }
-    }
-
-    /// Registers the socket anew with `interest` (epoll knows a socket once).
-    fn watch(&mut self, interest: Interest) -> io::Result<()> {
-        let Some(fd) = self.fd.take() else {
-            return Err(io::Error::other("the MTA socket could not be registered"));
-        };
-        self.fd = Some(watched(fd.into_inner(), interest)?);
-        Ok(())
-    }
-}
-
-/// Registers `socket` on the current runtime for `interest`.
-fn watched(socket: Accepted, interest: Interest) -> io::Result<AsyncFd<Accepted>> {
-    // SAFETY: `Accepted` owns its descriptor (a std socket) and always returns that one;
-    // the `AsyncFd` owns the `Accepted` until it is dropped or taken back.
-    Ok(unsafe { AsyncFd::register_with_interest(socket, interest) }?)
-}
-
-fn read(socket: &Accepted, buf: &mut [u8]) -> io::Result<usize> {
-    match socket {
-        Accepted::Tcp(s) => (&*s).read(buf),
-        Accepted::Unix(s) => (&*s).read(buf),
-    }
-}
-
-fn write(socket: &Accepted, bytes: &[u8]) -> io::Result<usize> {
-    match socket {
-        Accepted::Tcp(s) => (&*s).write(bytes),
-        Accepted::Unix(s) => (&*s).write(bytes),
+        self.socket.shutdown_write()
     }
 }
 
@@ -231,7 +129,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            !socket.writable_watched,
+            !socket.socket.watches_writes(),
             "back to watching for reading only"
         );
         let _mta = reader.await.unwrap();
