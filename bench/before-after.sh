@@ -34,36 +34,7 @@ mv "$work/selectors.toml" "$work/selectors-ed.toml"
 "$RG" keys generate --config "$work/gen.toml" --domain tugraz.at --selector rsa --algorithm rsa-2048 \
     --publish 2026-01-01T00:00:00Z --active-from 2026-01-01T00:00:00Z --print 2>/dev/null \
     | grep -v _domainkey > "$work/selectors-rsa.toml"
-"$RG" audit keygen --config "$work/gen.toml" --out "$work/checkpoint.key" >/dev/null
-mkdir -p "$work/log"
-for kind in ed rsa; do
-    cat > "$work/relay-$kind.toml" <<CONF
-[milter]
-socket = "unix:$work/rg.sock"
-socket_mode = "0666"
-[domains]
-protected = ["tugraz.at"]
-[senders]
-login_map = "sender_login_maps"
-[clients]
-internal_networks = ["127.0.0.0/8"]
-# Postfix's load (smtp-source from 127.0.0.1) is a server's status mail, unauthenticated.
-require_name = "none"
-status_senders = ["monitor@tugraz.at"]
-[dkim]
-selectors = "selectors-$kind.toml"
-keys_dir = "keys"
-[audit]
-file = "$work/log/audit.log"
-fsync = "periodic"
-on_error = "tempfail"
-checkpoint_key = "checkpoint.key"
-checkpoint_minutes = 60
-[metrics]
-listen = "127.0.0.1:$((port + 1))"
-[abuse]
-CONF
-done
+for kind in ed rsa; do packaged_config "$work/relay-$kind.toml" "selectors-$kind.toml"; done
 
 wait_socket() { for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done; echo "no socket $1" >&2; return 1; }
 start_relay() {  # start_relay BINARY KIND -> sets $relay

@@ -16,36 +16,7 @@ USERS=${USERS:-1000}
 mode=${1:-bench}
 source bench/redis-relay.sh profile
 chmod 755 "$work"
-"$RG" audit keygen --config "$work/gen.toml" --out "$work/checkpoint.key" >/dev/null
-# The audit log lives apart from the configuration, as packaged (/var/log vs /etc): the
-# reload watcher watches the configuration's directories and would wake on every record.
-mkdir -p "$work/log"
-cat > "$work/relay.toml" <<CONF
-[milter]
-socket = "unix:$work/rg.sock"
-socket_mode = "0666"
-[domains]
-protected = ["tugraz.at"]
-[senders]
-login_map = "sender_login_maps"
-[clients]
-internal_networks = ["127.0.0.0/8"]
-# Postfix's load (smtp-source from 127.0.0.1) is a server's status mail, unauthenticated.
-require_name = "none"
-status_senders = ["monitor@tugraz.at"]
-[dkim]
-selectors = "selectors.toml"
-keys_dir = "keys"
-[audit]
-file = "$work/log/audit.log"
-fsync = "periodic"
-on_error = "tempfail"
-checkpoint_key = "checkpoint.key"
-checkpoint_minutes = 60
-[metrics]
-listen = "127.0.0.1:$((port + 1))"
-[abuse]
-CONF
+packaged_config "$work/relay.toml" selectors.toml
 rm -f "$work/rg.sock"
 "$RG" run --config "$work/relay.toml" >"$work/log/relay.log" 2>&1 &
 pid=$!
