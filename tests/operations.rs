@@ -208,18 +208,20 @@ async fn systemd_socket_activation_serves_the_socket_it_is_given() {
     let log = dir.path().join("relayguard.log");
     // systemd-socket-activate listens, then on the first connection execs relayguard with
     // the socket as fd 3 (LISTEN_FDS=1, LISTEN_PID its own), as systemd does.
-    let mut child = Command::new("/usr/bin/systemd-socket-activate")
-        .arg("-l")
-        .arg(&activated)
-        .arg(env!("CARGO_BIN_EXE_relayguard"))
-        .arg("run")
-        .arg("--config")
-        .arg(dir.path().join("relayguard.toml"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("systemd-socket-activate (package systemd) runs");
+    let mut child = KilledOnDrop(Some(
+        Command::new("/usr/bin/systemd-socket-activate")
+            .arg("-l")
+            .arg(&activated)
+            .arg(env!("CARGO_BIN_EXE_relayguard"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path().join("relayguard.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("systemd-socket-activate (package systemd) runs"),
+    ));
     // The socket file appears at bind, a moment before systemd-socket-activate listens on
     // it: until then a connection is refused.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -248,6 +250,7 @@ async fn systemd_socket_activation_serves_the_socket_it_is_given() {
         !configured.exists(),
         "milter.socket is not bound when systemd passes one"
     );
+    let mut child = child.0.take().expect("running");
     // SAFETY: SIGTERM to our own child, by its PID.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -256,6 +259,18 @@ async fn systemd_socket_activation_serves_the_socket_it_is_given() {
         activated.exists(),
         "the socket is systemd's: relayguard leaves it"
     );
+}
+
+/// A child process that is killed (by its PID) and reaped if the test ends before it did.
+struct KilledOnDrop(Option<std::process::Child>);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 fn relayguard(args: &[&str], config_env: Option<&str>) -> std::process::Output {
