@@ -1,8 +1,10 @@
 //! The audit files on disk: opening plain or gzip'd files, finding a live file's rotated
-//! predecessors, and reading a file's last complete record.
+//! predecessors, reading a file's last complete record, and the live file as its writer
+//! sees it (where the chain resumes, appending a line whole or not at all).
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use super::chain::Link;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -119,6 +121,102 @@ pub fn rotated(live: &Path) -> io::Result<Vec<PathBuf>> {
     }
     found.sort();
     Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Appends `line` to `file`; on a short or failed write, truncates the file back to `before`.
+/// If even that fails, returns `true` in the error's place so the caller starts the next
+/// record on a fresh line.
+pub(super) fn append(
+    file: &mut File,
+    before: u64,
+    line: &[u8],
+    fsync: bool,
+) -> Result<(), (io::Error, bool)> {
+    match file.write_all(line) {
+        Ok(()) if fsync => file.sync_data().map_err(|e| (e, false)),
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let cut = file.set_len(before).is_ok();
+            if !cut {
+                tracing::error!(error = %e, "cannot cut a partial audit record off; the next record starts on a new line");
+            }
+            Err((e, !cut))
+        }
+    }
+}
+
+/// Where the chain stands in a freshly opened live file: after its last complete line; in an
+/// empty file, after the last line of its newest rotated predecessor. A partial last line (a
+/// write cut short by a crash) is cut off, and said so.
+pub(super) fn resume(path: &std::path::Path, file: &File) -> (Link, Option<String>) {
+    let (link, note, _) = resume_tail(path, file);
+    (link, note)
+}
+
+/// [`resume`], and whether the file ends in a record no checkpoint seals (its writer did not
+/// close it: killed, crashed, or a tool that writes no checkpoints).
+pub(super) fn resume_tail(path: &std::path::Path, file: &File) -> (Link, Option<String>, bool) {
+    let tail = match tail(file) {
+        Ok(tail) => tail,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "cannot read the end of the audit log; starting a new chain");
+            return (Link::START, None, false);
+        }
+    };
+    let mut note = None;
+    if let Some(from) = tail.partial_from {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(from);
+        match file.set_len(from) {
+            Ok(()) => {
+                tracing::warn!(file = %path.display(), bytes = len - from, "cut off a partial audit record left by a crash");
+                note = Some(format!(
+                    "cut off {} bytes of a partial record left at the end of {}",
+                    len - from,
+                    path.display()
+                ));
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "cannot cut off a partial audit record")
+            }
+        }
+    }
+    let unsealed = tail
+        .last_line
+        .as_ref()
+        .is_some_and(|line| !line.starts_with(super::chain::CHECKPOINT_PREFIX));
+    let link = match tail.last_line {
+        Some(line) => link_after(&line),
+        None => rotated(path)
+            .ok()
+            .and_then(|rotated| rotated.last().cloned())
+            .and_then(|newest| last_line(&newest).ok().flatten())
+            .map(|line| Link {
+                seq: 0,
+                hash: super::chain::Hash::of(&line),
+            })
+            .unwrap_or(Link::START),
+    };
+    (link, note, unsealed)
+}
+
+/// The link a line makes (an unsealed line, written before chaining, starts the count anew).
+fn link_after(line: &[u8]) -> Link {
+    Link {
+        seq: super::chain::read_seal(line).map_or(0, |s| s.seq),
+        hash: super::chain::Hash::of(line),
+    }
+}
+
+/// Opens the live file for appending (readable too: at start the chain resumes from its
+/// last record).
+pub(super) fn open_append(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 
 use super::Record;
 use super::chain::{CheckpointKey, Link};
-use super::files;
-use std::fs::{File, OpenOptions};
+use super::files::{append, open_append, resume, resume_tail};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -152,85 +152,6 @@ impl Open {
 struct Lost {
     lines: u64,
     error: String,
-}
-
-/// Appends `line` to `file`; on a short or failed write, truncates the file back to `before`.
-/// If even that fails, returns `true` in the error's place so the caller starts the next
-/// record on a fresh line.
-fn append(file: &mut File, before: u64, line: &[u8], fsync: bool) -> Result<(), (io::Error, bool)> {
-    match file.write_all(line) {
-        Ok(()) if fsync => file.sync_data().map_err(|e| (e, false)),
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let cut = file.set_len(before).is_ok();
-            if !cut {
-                tracing::error!(error = %e, "cannot cut a partial audit record off; the next record starts on a new line");
-            }
-            Err((e, !cut))
-        }
-    }
-}
-
-/// Where the chain stands in a freshly opened live file: after its last complete line; in an
-/// empty file, after the last line of its newest rotated predecessor. A partial last line (a
-/// write cut short by a crash) is cut off, and said so.
-fn resume(path: &std::path::Path, file: &File) -> (Link, Option<String>) {
-    let (link, note, _) = resume_tail(path, file);
-    (link, note)
-}
-
-/// [`resume`], and whether the file ends in a record no checkpoint seals (its writer did not
-/// close it: killed, crashed, or a tool that writes no checkpoints).
-fn resume_tail(path: &std::path::Path, file: &File) -> (Link, Option<String>, bool) {
-    let tail = match files::tail(file) {
-        Ok(tail) => tail,
-        Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "cannot read the end of the audit log; starting a new chain");
-            return (Link::START, None, false);
-        }
-    };
-    let mut note = None;
-    if let Some(from) = tail.partial_from {
-        let len = file.metadata().map(|m| m.len()).unwrap_or(from);
-        match file.set_len(from) {
-            Ok(()) => {
-                tracing::warn!(file = %path.display(), bytes = len - from, "cut off a partial audit record left by a crash");
-                note = Some(format!(
-                    "cut off {} bytes of a partial record left at the end of {}",
-                    len - from,
-                    path.display()
-                ));
-            }
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "cannot cut off a partial audit record")
-            }
-        }
-    }
-    let unsealed = tail
-        .last_line
-        .as_ref()
-        .is_some_and(|line| !line.starts_with(super::chain::CHECKPOINT_PREFIX));
-    let link = match tail.last_line {
-        Some(line) => link_after(&line),
-        None => files::rotated(path)
-            .ok()
-            .and_then(|rotated| rotated.last().cloned())
-            .and_then(|newest| files::last_line(&newest).ok().flatten())
-            .map(|line| Link {
-                seq: 0,
-                hash: super::chain::Hash::of(&line),
-            })
-            .unwrap_or(Link::START),
-    };
-    (link, note, unsealed)
-}
-
-/// The link a line makes (an unsealed line, written before chaining, starts the count anew).
-fn link_after(line: &[u8]) -> Link {
-    Link {
-        seq: super::chain::read_seal(line).map_or(0, |s| s.seq),
-        hash: super::chain::Hash::of(line),
-    }
 }
 
 impl AuditLog {
@@ -509,7 +430,15 @@ impl AuditLog {
                         }
                     }
                 })();
-                let sharing = sharing_until.is_some_and(|until| Instant::now() < until);
+                // Outside the sharing moment no clock is read: the lock is simply kept.
+                let sharing = match *sharing_until {
+                    Some(until) if Instant::now() < until => true,
+                    Some(_) => {
+                        *sharing_until = None;
+                        false
+                    }
+                    None => false,
+                };
                 if result.is_err() || sharing {
                     let _ = file.unlock();
                     *held = false;
@@ -581,17 +510,6 @@ impl AuditLog {
 
 /// How long after [`AuditLog::let_others_in`] each line gives the lock back.
 const SHARING: Duration = Duration::from_millis(100);
-
-fn open_append(path: &std::path::Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // Readable too: at start the chain resumes from the file's last record.
-    OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
-}
 
 /// An event line about the log itself: `{"event":…,"time":…,"host":…,"detail":…}` plus
 /// `fields`.

@@ -122,8 +122,9 @@ impl Slots {
         })
     }
 
-    /// Slots that limit nothing (a listener served without [`Slots::new`]).
-    pub fn unlimited() -> Arc<Self> {
+    /// Slots that limit nothing (for tests of a single connection).
+    #[cfg(test)]
+    fn unlimited() -> Arc<Self> {
         let hour = Duration::from_secs(3_600);
         Self::new(
             usize::MAX - 1,
