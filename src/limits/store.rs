@@ -284,6 +284,12 @@ impl RedisStore {
         if allow == Allow::Skip {
             return Err("Redis unavailable (not tried: it failed moments ago)".into());
         }
+        // A probe given up half way (its message's future dropped) counts as failed, so
+        // the breaker never waits for its answer for ever.
+        let mut probe = (allow == Allow::Probe).then_some(Probe {
+            breaker: &self.breaker,
+            answered: false,
+        });
         let result = match self.connection().await {
             Ok(conn) => match tokio::time::timeout(self.config.timeout, f(conn)).await {
                 Ok(Ok(v)) => Ok(v),
@@ -295,6 +301,9 @@ impl RedisStore {
             },
             Err(e) => Err(e),
         };
+        if let Some(probe) = probe.as_mut() {
+            probe.answered = true;
+        }
         let now = Instant::now();
         let transition = match &result {
             Ok(_) => self.breaker.lock().expect("breaker lock").succeeded(now),
@@ -307,10 +316,14 @@ impl RedisStore {
             OnFailure::FailOpen => "counting locally (fail_open)",
             OnFailure::FailClosed => "tempfailing mail (fail_closed)",
         };
+        if result.is_err() && self.is_unavailable() {
+            // While Redis is down every probe starts afresh (through the sentinels, when
+            // configured): after a failover the primary is elsewhere, and a connection made
+            // to a node that stopped being the primary would fail every probe.
+            *self.conn.lock().await = None;
+        }
         match (transition, &result) {
             (Some(Transition::Opened), Err(error)) => {
-                // A new connection next time: after a failover the primary is elsewhere.
-                *self.conn.lock().await = None;
                 self.metrics.unavailable.set(1);
                 tracing::warn!(
                     %error,
@@ -536,5 +549,21 @@ impl CounterStore for Counters {
                 None => Ok(self.memory.get(key, now_ms)),
             }
         })
+    }
+}
+
+/// A probe in flight: if it is dropped before its answer, the breaker counts it as failed.
+struct Probe<'a> {
+    breaker: &'a Mutex<Breaker>,
+    answered: bool,
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if !self.answered
+            && let Ok(mut breaker) = self.breaker.lock()
+        {
+            breaker.failed(Instant::now());
+        }
     }
 }
