@@ -286,7 +286,7 @@ impl RedisStore {
         }
         // A probe given up half way (its message's future dropped) counts as failed, so
         // the breaker never waits for its answer for ever.
-        let mut probe = (allow == Allow::Probe).then_some(Probe {
+        let mut probe = (allow == Allow::Probe).then(|| Probe {
             breaker: &self.breaker,
             answered: false,
         });
@@ -316,12 +316,6 @@ impl RedisStore {
             OnFailure::FailOpen => "counting locally (fail_open)",
             OnFailure::FailClosed => "tempfailing mail (fail_closed)",
         };
-        if result.is_err() && self.is_unavailable() {
-            // While Redis is down every probe starts afresh (through the sentinels, when
-            // configured): after a failover the primary is elsewhere, and a connection made
-            // to a node that stopped being the primary would fail every probe.
-            *self.conn.lock().await = None;
-        }
         match (transition, &result) {
             (Some(Transition::Opened), Err(error)) => {
                 self.metrics.unavailable.set(1);
@@ -348,6 +342,12 @@ impl RedisStore {
                 );
             }
             _ => {}
+        }
+        if result.is_err() && self.is_unavailable() {
+            // While Redis is down every probe starts afresh (through the sentinels, when
+            // configured): after a failover the primary is elsewhere, and a connection made
+            // to a node that stopped being the primary would fail every probe.
+            *self.conn.lock().await = None;
         }
         result
     }
