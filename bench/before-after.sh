@@ -7,7 +7,9 @@
 # The load is `relayguard bench` (the working tree's, for both: it talks as Postfix 3.7
 # does); then a real Postfix (bench/postfix.sh) with no milter, before and after. Prints
 # markdown tables. Needs root (Postfix from Debian). Loopback and unix sockets only; every
-# process started here is stopped by its PID.
+# process started here is stopped by its PID. For a quick look while working,
+# LOADS="ed-10k rest" measures only those loads and POSTFIX=0 skips Postfix; the tables in
+# BENCHMARKS.md come from full runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REV=${REV:-0b4e858}
@@ -80,7 +82,7 @@ once() {
 }
 runs=$work/runs
 : > "$runs"
-loads=(ed-10k rsa-10k rsa-1m 100x10mb rest status-rsa status-ed)
+read -ra loads <<<"${LOADS:-ed-10k rsa-10k rsa-1m 100x10mb rest status-rsa status-ed}"
 for r in $(seq "$RUNS"); do
     echo "run $r of $RUNS ..." >&2
     for name in "${loads[@]}"; do
@@ -103,7 +105,9 @@ pf() {  # pf BUILD KIND -> "msgs/s busy-% milter-ms"
     postfix_run "unix:$work/rg.sock" "$relay"
     stop_relay
 }
+: > "$work/pf-runs"
 for r in $(seq "$RUNS"); do
+    [ "${POSTFIX:-1}" = 1 ] || break
     echo "Postfix run $r of $RUNS ..." >&2
     echo "none - $(pf none)" >> "$work/pf-runs"
     for kind in rsa ed; do
