@@ -321,6 +321,74 @@ async fn odd_bodies_verify_with_dkimpy() {
     milter.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_full_size_chunks_verify_wherever_the_milter_cuts_them() {
+    // An MTA sends the body in 65,535-byte chunks; the milter reads each in pieces of 16 KiB
+    // (vendor/indymilter/PATCHES.md). A cut between CR and LF, inside trailing whitespace or
+    // inside a run of empty lines must not change the body hash.
+    const PIECE: usize = 16 * 1024;
+    fn body_cut_at(cuts: &[usize], len: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut n = 0;
+        while body.len() < len {
+            let next = cuts.iter().find(|&&c| c > body.len()).copied();
+            match next {
+                // Land a CR just before the cut, then trailing blanks and a line end after.
+                Some(cut) if cut - body.len() < 80 => {
+                    let fill = cut - body.len();
+                    body.extend(std::iter::repeat_n(b'x', fill.saturating_sub(3)));
+                    body.extend_from_slice(&b"  \r"[3usize.saturating_sub(fill)..]);
+                    body.extend_from_slice(b"\n \t \r\n\r\n\r\n");
+                }
+                _ => {
+                    body.extend_from_slice(format!("line {n} of a long body\r\n").as_bytes());
+                    n += 1;
+                }
+            }
+        }
+        body
+    }
+    // Where the milter cuts: at each 65,535-byte chunk, and every 16 KiB inside one.
+    let cuts: Vec<usize> = (0..4)
+        .flat_map(|chunk| {
+            let start = chunk * 65_535;
+            [1, 2, 3]
+                .map(|k| start + k * PIECE)
+                .into_iter()
+                .chain([start + 65_535])
+        })
+        .collect();
+    let sizes = [PIECE - 1, PIECE, PIECE + 1, 65_535, 65_536, 200_000];
+    let milter = Milter::with_config(signing_config).await;
+    let out = tempfile::tempdir().unwrap();
+    let records = records();
+    let mut conn = milter.connect().await;
+    let mut files = Vec::new();
+    for (i, size) in sizes.into_iter().enumerate() {
+        let mut raw = format!(
+            "From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: {size} bytes\r\n\r\n"
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body_cut_at(&cuts, size));
+        let (status, signatures) = if i == 0 {
+            sign(&mut conn, "alice", "<alice@tugraz.at>", &raw).await
+        } else {
+            dkim::sign_on(&mut conn, "alice", "<alice@tugraz.at>", &raw).await
+        };
+        assert_eq!(status, Status::Accept, "{size} bytes");
+        assert_eq!(signatures.len(), 2, "{size} bytes");
+        let path = out.path().join(format!("s{size}.eml"));
+        std::fs::write(&path, signed_message(&signatures, &raw)).unwrap();
+        files.push(path);
+    }
+    conn.close().await.unwrap();
+    let results = verify_dkimpy(&files, &records, out.path(), At::Now);
+    assert_eq!(results.len(), files.len());
+    let failures: Vec<&String> = results.iter().filter(|l| !l.ends_with(" ok 2")).collect();
+    assert!(failures.is_empty(), "dkimpy rejected: {failures:#?}");
+    milter.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_verifier_on_the_signers_pinned_clock_still_rejects_expired_and_tampered_mail() {
     // The verifiers judge t= and x= at the clock the relay signed with, so a test signed on

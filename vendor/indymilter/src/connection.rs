@@ -15,92 +15,37 @@
 // this program. If not, see <https://www.gnu.org/licenses/>.
 
 use crate::message::{self, reply::Reply, Message};
-use std::{io, time::Duration};
+use bytes::Bytes;
+use std::{io, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufStream},
-    sync::{mpsc, oneshot},
+    sync::Mutex,
     time,
 };
 use tracing::trace;
 
-enum Request {
-    WriteMsg {
-        msg: Message,
-        response: oneshot::Sender<io::Result<()>>,
-    },
-    ReadMsg {
-        response: oneshot::Sender<io::Result<Message>>,
-    },
-}
+// relayguard patch (see PATCHES.md): the connection is read and written in
+// place by whichever task holds it, instead of by an actor task that each read
+// and each write is handed to over a channel. A milter packet then costs no
+// task hand-off, channel or oneshot allocation.
 
-struct StreamHandler<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    stream: BufStream<S>,
-}
+const READ_BUFFER_LEN: usize = 4096;
+const WRITE_BUFFER_LEN: usize = 1024;
 
-impl<S> StreamHandler<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    fn new(stream: S) -> Self {
-        Self {
-            stream: BufStream::new(stream),
-        }
-    }
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
-    // Consumes this stream handler and handles requests for as long as requests
-    // can be received on the given `Receiver`. Use with `tokio::spawn` to turn
-    // this stream handler into an *actor*.
-    async fn handle_requests(mut self, mut conn: mpsc::Receiver<Request>, timeout: Duration) {
-        // The actor’s task is fail safe. It does not exit – and therefore does
-        // not unexpectedly drop the `mpsc::Receiver` (or similarly the
-        // `oneshot::Sender`) – until the `Connection` is dropped.
+impl<S> Stream for S where S: AsyncRead + AsyncWrite + Unpin + Send {}
 
-        while let Some(req) = conn.recv().await {
-            match req {
-                Request::ReadMsg { response } => {
-                    let f = message::read(&mut self.stream);
-
-                    let result = match time::timeout(timeout, f).await {
-                        Ok(r) => r,
-                        Err(e) => Err(e.into()),
-                    };
-
-                    let _ = response.send(result);
-                }
-                Request::WriteMsg { msg, response } => {
-                    let f = message::write(&mut self.stream, msg);
-
-                    let result = match time::timeout(timeout, f).await {
-                        Ok(r) => r,
-                        Err(e) => Err(e.into()),
-                    };
-
-                    let _ = response.send(result);
-                }
-            }
-        }
-
-        // When this actor exits it also shuts down and drops the wrapped
-        // stream. An error result is no longer of interest.
-
-        let _ = self.stream.shutdown().await;
-    }
-}
-
-// A connection can be cloned. Cloned connections all carry a handle to the
-// message-processing task (actor) holding the actual connection stream. Once
-// the last `Connection` is dropped, so is the `mpsc::Sender` handle and the
-// task then exits.
+// A connection can be cloned. Cloned connections all share the connection
+// stream. Once the last `Connection` is dropped, so is the stream.
 //
 // Note that in a milter session, a connection is only ever read from or written
 // to serially. However, during the eom stage, a clone of the connection is used
-// to write replies from the eom callback.
+// to write replies from the eom callback. The lock is therefore never contended.
 #[derive(Clone)]
 pub struct Connection {
-    conn: mpsc::Sender<Request>,
+    stream: Arc<Mutex<BufStream<Box<dyn Stream>>>>,
+    timeout: Duration,
 }
 
 impl Connection {
@@ -108,37 +53,44 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (messages_tx, messages_rx) = mpsc::channel(1);
+        let stream: Box<dyn Stream> = Box::new(stream);
 
-        // Creating a `Connection` spawns a task that processes requests for as
-        // long as the connection (or a clone) exists. When the last
-        // `mpsc::Sender` held by a connection is dropped, the task exits.
+        // Smaller buffers than tokio's 8 KiB each: a reply is a few hundred
+        // bytes at most, and reads larger than the buffer bypass it.
+        let stream = BufStream::with_capacity(READ_BUFFER_LEN, WRITE_BUFFER_LEN, stream);
 
-        // The stream handler takes exclusive ownership of the stream, and is
-        // handed off directly to `tokio::spawn`, becoming an *actor* solely
-        // responsible for reading and writing messages to the stream.
-
-        let handler = StreamHandler::new(stream);
-
-        tokio::spawn(handler.handle_requests(messages_rx, timeout));
-
-        Self { conn: messages_tx }
+        Self {
+            stream: Arc::new(Mutex::new(stream)),
+            timeout,
+        }
     }
 
-    pub async fn read_message(&self) -> io::Result<Message> {
-        let (response_tx, response) = oneshot::channel();
+    // Reads the next message; of a body chunk, only the first piece. Returns
+    // the message and the number of body bytes left for `read_body_piece`.
+    pub async fn read_message(&self) -> io::Result<(Message, usize)> {
+        let mut stream = self.stream.lock().await;
 
-        let request = Request::ReadMsg {
-            response: response_tx,
+        let result = match time::timeout(self.timeout, message::read_in_pieces(&mut *stream)).await
+        {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
         };
 
-        let result = self.do_request(request, response).await;
-
-        if let Ok(msg) = &result {
-            trace!(?msg, "message read");
+        if let Ok((msg, rest)) = &result {
+            trace!(?msg, rest, "message read");
         }
 
         result
+    }
+
+    // Reads the next piece of the body chunk being read.
+    pub async fn read_body_piece(&self, rest: &mut usize) -> io::Result<Bytes> {
+        let mut stream = self.stream.lock().await;
+
+        match time::timeout(self.timeout, message::read_piece(&mut *stream, rest)).await {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn write_reply(&self, reply: Reply) -> io::Result<()> {
@@ -148,25 +100,22 @@ impl Connection {
     }
 
     pub async fn write_message(&self, msg: Message) -> io::Result<()> {
-        let (response_tx, response) = oneshot::channel();
-
         trace!(?msg, "writing message");
 
-        let request = Request::WriteMsg {
-            msg,
-            response: response_tx,
-        };
+        let mut stream = self.stream.lock().await;
 
-        self.do_request(request, response).await
+        match time::timeout(self.timeout, message::write(&mut *stream, msg)).await {
+            Ok(r) => r,
+            Err(e) => Err(e.into()),
+        }
     }
 
-    async fn do_request<T>(&self, request: Request, response: oneshot::Receiver<T>) -> T {
-        self.conn
-            .send(request)
-            .await
-            .unwrap_or_else(|_| panic!("connection stream closed"));
+    // Shuts down the stream (flushing what is buffered), as the actor did
+    // before it exited. An error is no longer of interest.
+    pub async fn shutdown(&self) {
+        let mut stream = self.stream.lock().await;
 
-        response.await.expect("connection stream exited")
+        let _ = time::timeout(self.timeout, stream.shutdown()).await;
     }
 }
 
@@ -187,8 +136,9 @@ mod tests {
 
         client.write_all(b"\0\0\0\x03xyz").await.unwrap();
 
-        let msg = conn1.read_message().await.unwrap();
+        let (msg, rest) = conn1.read_message().await.unwrap();
         assert_eq!(msg, Message::new(b'x', "yz"));
+        assert_eq!(rest, 0);
         conn1.write_message(msg).await.unwrap();
 
         let mut buffer = vec![0; 7];
@@ -229,7 +179,7 @@ mod tests {
         time::pause();
 
         let (stream_result, client_result) = join!(
-            async move { conn.read_message().await },
+            async move { conn.read_message().await.map(|(msg, _)| msg) },
             async move {
                 client.write_all(b"\0\0\0\x05").await.unwrap();
                 time::sleep(timeout + Duration::from_secs(5)).await;
@@ -244,5 +194,41 @@ mod tests {
 
         let e = client_result.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::BrokenPipe);
+    }
+
+    // relayguard patch: a body chunk is read in pieces, anything else whole.
+    #[tokio::test]
+    async fn body_chunk_read_in_pieces() {
+        use crate::message::BODY_PIECE_LEN;
+
+        let (mut client, stream) = tokio::io::duplex(1 << 20);
+        let conn = Connection::new(stream, Duration::from_secs(30));
+
+        let body: Vec<u8> = (0..2 * BODY_PIECE_LEN + 7).map(|i| i as u8).collect();
+        for (kind, payload) in [(b'B', &body[..]), (b'L', &body[..]), (b'B', &body[..5])] {
+            let len = u32::try_from(payload.len() + 1).unwrap();
+            client.write_all(&len.to_be_bytes()).await.unwrap();
+            client.write_all(&[kind]).await.unwrap();
+            client.write_all(payload).await.unwrap();
+        }
+
+        // The body chunk: three pieces, in order.
+        let (msg, mut rest) = conn.read_message().await.unwrap();
+        assert_eq!((msg.kind, msg.buffer.len(), rest), (b'B', BODY_PIECE_LEN, body.len() - BODY_PIECE_LEN));
+        let mut got = msg.buffer.to_vec();
+        while rest > 0 {
+            let piece = conn.read_body_piece(&mut rest).await.unwrap();
+            assert!(!piece.is_empty() && piece.len() <= BODY_PIECE_LEN);
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, body);
+
+        // A header of the same size: whole.
+        let (msg, rest) = conn.read_message().await.unwrap();
+        assert_eq!((msg.kind, &msg.buffer[..], rest), (b'L', &body[..], 0));
+
+        // A small body chunk: whole.
+        let (msg, rest) = conn.read_message().await.unwrap();
+        assert_eq!((msg.kind, &msg.buffer[..], rest), (b'B', &body[..5], 0));
     }
 }

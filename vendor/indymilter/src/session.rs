@@ -314,6 +314,10 @@ impl<T: Send> Session<T> {
             }
         }
 
+        // relayguard patch: there is no actor left to shut the stream down
+        // once the last connection handle is gone; do it here.
+        self.conn.shutdown().await;
+
         result
     }
 
@@ -330,7 +334,9 @@ impl<T: Send> Session<T> {
             // the shutdown flag was touched, and restart loop to reread its
             // value, else proceed with handling the command.
 
-            let msg = select! {
+            // relayguard patch: of a body chunk only the first piece is read
+            // here; `body_rest` bytes of it follow (see `handle_command`).
+            let (msg, mut body_rest) = select! {
                 msg = self.conn.read_message() => msg?,
                 _ = self.shutdown.changed() => continue,
             };
@@ -372,6 +378,9 @@ impl<T: Send> Session<T> {
                             break;
                         } else {
                             trace!("ignoring unexpected command");
+                            while body_rest > 0 {
+                                self.conn.read_body_piece(&mut body_rest).await?;
+                            }
                             continue;
                         }
                     }
@@ -389,13 +398,13 @@ impl<T: Send> Session<T> {
                 self.state = next_state;
             }
 
-            self.handle_command(msg).await?;
+            self.handle_command(msg, body_rest).await?;
         }
 
         Ok(())
     }
 
-    async fn handle_command(&mut self, msg: CommandMessage) -> SessionResult {
+    async fn handle_command(&mut self, msg: CommandMessage, mut body_rest: usize) -> SessionResult {
         // Handling a command depends on the command kind. The command buffer is
         // only parsed (and parsing can only fail) when a callback is available.
         // The exceptions are `OptNeg` and `DefMacros`, where the buffer is
@@ -478,11 +487,27 @@ impl<T: Send> Session<T> {
                 }
             }
             CommandKind::BodyChunk => {
-                if let Some(body) = &self.callbacks.body {
-                    body(&mut self.context, msg.buffer).await
-                } else {
-                    Status::Continue
+                // relayguard patch: a body chunk reaches the callback a piece
+                // at a time as it is read, while the callback continues; one
+                // reply answers the whole chunk.
+                let mut status = Status::Continue;
+                let mut piece = msg.buffer;
+
+                loop {
+                    if let Some(body) = &self.callbacks.body {
+                        if matches!(status, Status::Continue | Status::Noreply) {
+                            status = body(&mut self.context, piece).await;
+                        }
+                    }
+
+                    if body_rest == 0 {
+                        break;
+                    }
+
+                    piece = self.conn.read_body_piece(&mut body_rest).await?;
                 }
+
+                status
             }
             CommandKind::BodyEnd => {
                 let mut status = Status::Continue;
@@ -774,5 +799,68 @@ mod tests {
         assert!(Conn.can_reach(Mail, opts));
         assert!(Conn.can_reach(Rcpt, opts));
         assert!(!Conn.can_reach(Data, opts));
+    }
+
+    // relayguard patch: a body chunk larger than a piece reaches the body
+    // callback whole, a piece at a time, under one reply; one that arrives
+    // where no body is expected is read off and ignored.
+    #[tokio::test]
+    async fn body_chunk_in_pieces_and_ignored_body_chunk() {
+        use crate::message::BODY_PIECE_LEN;
+        use std::sync::Mutex;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let seen = Arc::new(Mutex::new(Vec::<usize>::new()));
+        let body_seen = seen.clone();
+        let callbacks = Callbacks::<()>::new()
+            .on_mail(|_, _| Box::pin(async { Status::Continue }))
+            .on_rcpt(|_, _| Box::pin(async { Status::Continue }))
+            .on_body(move |_, chunk| {
+                body_seen.lock().unwrap().push(chunk.len());
+                Box::pin(async { Status::Continue })
+            })
+            .on_eom(|_| Box::pin(async { Status::Accept }));
+
+        let (mut client, stream) = tokio::io::duplex(1 << 20);
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let session = Session::new(stream, shutdown, Arc::new(callbacks), &Config::default());
+        let session = tokio::spawn(session.process_commands());
+
+        async fn send(client: &mut tokio::io::DuplexStream, kind: u8, payload: &[u8]) {
+            let len = u32::try_from(payload.len() + 1).unwrap();
+            client.write_all(&len.to_be_bytes()).await.unwrap();
+            client.write_all(&[kind]).await.unwrap();
+            client.write_all(payload).await.unwrap();
+        }
+        async fn reply(client: &mut tokio::io::DuplexStream) -> u8 {
+            let len = client.read_u32().await.unwrap();
+            let kind = client.read_u8().await.unwrap();
+            let mut rest = vec![0; len as usize - 1];
+            client.read_exact(&mut rest).await.unwrap();
+            kind
+        }
+
+        let body = vec![b'x'; 2 * BODY_PIECE_LEN + 100];
+        let mut opt_neg = 6u32.to_be_bytes().to_vec();
+        opt_neg.extend_from_slice(&0x1ffu32.to_be_bytes());
+        opt_neg.extend_from_slice(&0x1f_ffffu32.to_be_bytes());
+        send(&mut client, b'O', &opt_neg).await;
+        assert_eq!(reply(&mut client).await, b'O');
+        send(&mut client, b'M', b"<a@example.org>\0").await;
+        assert_eq!(reply(&mut client).await, b'c');
+        send(&mut client, b'R', b"<b@example.org>\0").await;
+        assert_eq!(reply(&mut client).await, b'c');
+        send(&mut client, b'B', &body).await;
+        assert_eq!(reply(&mut client).await, b'c');
+        send(&mut client, b'E', b"").await;
+        assert_eq!(reply(&mut client).await, b'a');
+
+        // Out of place after the end of the message: read off, ignored.
+        send(&mut client, b'B', &body).await;
+        send(&mut client, b'Q', b"").await;
+        session.await.unwrap().unwrap();
+
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [BODY_PIECE_LEN, BODY_PIECE_LEN, 100]);
     }
 }

@@ -163,6 +163,56 @@ where
     Ok(Message::new(kind, buffer))
 }
 
+/// The most of a body chunk (`SMFIC_BODY`) that [`read_in_pieces`] reads at
+/// once: a connection in the body stage holds 16 KiB, not the 64 KiB chunk
+/// that Postfix and Sendmail send. (relayguard patch; see PATCHES.md.)
+pub const BODY_PIECE_LEN: usize = 16 * 1024;
+
+/// Reads a milter protocol message from a stream, a body chunk only up to
+/// [`BODY_PIECE_LEN`] of it. Returns the message and the number of body bytes
+/// still to read with [`read_piece`]. (relayguard patch; see PATCHES.md.)
+pub async fn read_in_pieces<S>(stream: &mut S) -> io::Result<(Message, usize)>
+where
+    S: AsyncRead + Unpin,
+{
+    let len = stream.read_u32().await?;
+    let kind = stream.read_u8().await?;
+
+    let len = usize::try_from(len)
+        .expect("unsupported pointer size")
+        .saturating_sub(1);
+
+    if len > Message::MAX_BUFFER_LEN {
+        return Err(ErrorKind::InvalidData.into());
+    }
+
+    let now = if kind == b'B' {
+        len.min(BODY_PIECE_LEN)
+    } else {
+        len
+    };
+
+    let mut buffer = vec![0; now];
+    stream.read_exact(&mut buffer).await?;
+
+    Ok((Message::new(kind, buffer), len - now))
+}
+
+/// Reads the next piece, of at most [`BODY_PIECE_LEN`], of a body chunk that
+/// [`read_in_pieces`] began, and counts it off `rest`.
+pub async fn read_piece<S>(stream: &mut S, rest: &mut usize) -> io::Result<Bytes>
+where
+    S: AsyncRead + Unpin,
+{
+    let now = (*rest).min(BODY_PIECE_LEN);
+
+    let mut buffer = vec![0; now];
+    stream.read_exact(&mut buffer).await?;
+    *rest -= now;
+
+    Ok(buffer.into())
+}
+
 /// Writes a milter protocol message to a stream.
 pub async fn write<S>(stream: &mut S, msg: Message) -> io::Result<()>
 where
