@@ -133,8 +133,10 @@ impl Macros {
         )
     }
 
-    pub(crate) fn clone_internal(&self) -> Self {
-        Self(self.0.clone())
+    // relayguard patch: moves the macros out, leaving none defined (instead of
+    // `clone_internal`, which copied them).
+    pub(crate) fn take_internal(&mut self) -> Self {
+        Self(std::mem::take(&mut self.0))
     }
 
     /// Returns the value associated with the given macro name, if any.

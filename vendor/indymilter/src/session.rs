@@ -527,10 +527,13 @@ impl<T: Send> Session<T> {
 
                 if status == Status::Continue {
                     if let Some(eom) = &self.callbacks.eom {
+                        // relayguard patch: the macros are lent to the eom
+                        // context and given back, not copied (some thirty
+                        // allocations a message).
                         let mut cx = EomContext::new(
                             self.conn.clone(),
                             self.context.data.take(),
-                            self.context.macros.clone_internal(),
+                            self.context.macros.take_internal(),
                             self.context.reply.clone_internal(),
                             self.actions,
                         );
@@ -538,6 +541,7 @@ impl<T: Send> Session<T> {
                         status = eom(&mut cx).await;
 
                         self.context.restore(cx.data, cx.reply);
+                        self.context.macros = cx.macros;
                     }
                 }
 
@@ -801,9 +805,10 @@ mod tests {
         assert!(!Conn.can_reach(Data, opts));
     }
 
-    // relayguard patch: a body chunk larger than a piece reaches the body
+    // relayguard patches: a body chunk larger than a piece reaches the body
     // callback whole, a piece at a time, under one reply; one that arrives
-    // where no body is expected is read off and ignored.
+    // where no body is expected is read off and ignored; the eom callback sees
+    // the macros, and they are there after it.
     #[tokio::test]
     async fn body_chunk_in_pieces_and_ignored_body_chunk() {
         use crate::message::BODY_PIECE_LEN;
@@ -813,13 +818,20 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::<usize>::new()));
         let body_seen = seen.clone();
         let callbacks = Callbacks::<()>::new()
-            .on_mail(|_, _| Box::pin(async { Status::Continue }))
+            .on_mail(|cx, _| {
+                // Defined at connect, there at MAIL of each message.
+                assert!(cx.macros.get(c"{client_addr}").is_some());
+                Box::pin(async { Status::Continue })
+            })
             .on_rcpt(|_, _| Box::pin(async { Status::Continue }))
             .on_body(move |_, chunk| {
                 body_seen.lock().unwrap().push(chunk.len());
                 Box::pin(async { Status::Continue })
             })
-            .on_eom(|_| Box::pin(async { Status::Accept }));
+            .on_eom(|cx| {
+                assert!(cx.macros.get(c"{client_addr}").is_some());
+                Box::pin(async { Status::Accept })
+            });
 
         let (mut client, stream) = tokio::io::duplex(1 << 20);
         let (_shutdown_tx, shutdown) = watch::channel(false);
@@ -846,6 +858,7 @@ mod tests {
         opt_neg.extend_from_slice(&0x1f_ffffu32.to_be_bytes());
         send(&mut client, b'O', &opt_neg).await;
         assert_eq!(reply(&mut client).await, b'O');
+        send(&mut client, b'D', b"C{client_addr}\0192.0.2.1\0").await;
         send(&mut client, b'M', b"<a@example.org>\0").await;
         assert_eq!(reply(&mut client).await, b'c');
         send(&mut client, b'R', b"<b@example.org>\0").await;
@@ -855,7 +868,11 @@ mod tests {
         send(&mut client, b'E', b"").await;
         assert_eq!(reply(&mut client).await, b'a');
 
-        // Out of place after the end of the message: read off, ignored.
+        // The next message: the macros lent to eom are back.
+        send(&mut client, b'M', b"<a@example.org>\0").await;
+        assert_eq!(reply(&mut client).await, b'c');
+
+        // Out of place after MAIL: read off, ignored.
         send(&mut client, b'B', &body).await;
         send(&mut client, b'Q', b"").await;
         session.await.unwrap().unwrap();
