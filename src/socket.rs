@@ -65,8 +65,16 @@ impl ReadWatched {
         loop {
             let mut guard = ready!(fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
+            let wanted = unfilled.len();
             match guard.try_io(|fd| read(fd.get_ref(), unfilled)) {
                 Ok(Ok(n)) => {
+                    // Less than asked for: the socket is empty now (epoll reports the
+                    // next bytes as a new edge), so the next read waits for them instead
+                    // of learning it from a read that would block. tokio's own streams
+                    // do the same on epoll.
+                    if 0 < n && n < wanted {
+                        guard.clear_ready();
+                    }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -171,5 +179,46 @@ fn write(socket: &Stream, bytes: &[u8]) -> io::Result<usize> {
     match socket {
         Stream::Tcp(s) => (&*s).write(bytes),
         Stream::Unix(s) => (&*s).write(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    async fn read_some(socket: &mut ReadWatched) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        let mut read = ReadBuf::new(&mut buf);
+        std::future::poll_fn(|cx| socket.poll_read_from(cx, &mut read))
+            .await
+            .unwrap();
+        read.filled().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_read_that_empties_the_socket_waits_for_the_next_bytes_and_gets_them() {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let mut socket = ReadWatched::register(Stream::Unix(ours)).unwrap();
+        let mut peer = tokio::net::UnixStream::from_std(peer).unwrap();
+        for round in 0..3 {
+            let sent = format!("packet {round}");
+            peer.write_all(sent.as_bytes()).await.unwrap();
+            // Less than the buffer holds: the socket is empty after it.
+            assert_eq!(read_some(&mut socket).await, sent.as_bytes());
+            // Nothing more yet: the next read waits ...
+            let waiting = tokio::time::timeout(Duration::from_millis(20), read_some(&mut socket));
+            assert!(waiting.await.is_err(), "a read returned with nothing sent");
+            // ... and the bytes sent next wake it.
+            let late = format!("late {round}");
+            peer.write_all(late.as_bytes()).await.unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), read_some(&mut socket))
+                .await
+                .expect("the next bytes woke the reader");
+            assert_eq!(got, late.as_bytes());
+        }
     }
 }
