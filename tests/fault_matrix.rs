@@ -452,6 +452,41 @@ async fn idle_connections_give_their_slots_back_after_the_idle_timeout() {
     milter.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_outlives_many_idle_timeouts_and_an_idle_one_does_not() {
+    // The idle deadline moves with every command; the slot's timer is not re-armed per
+    // packet but looks again when it rings. A connection that works on past several idle
+    // timeouts stays open, and is closed about one idle timeout after its last command.
+    let milter = Milter::with_config(|_| {
+        config_text("inet:0@127.0.0.1").replace(
+            "shutdown_timeout_secs = 10\n",
+            "shutdown_timeout_secs = 10\nidle_timeout_secs = 1\n",
+        )
+    })
+    .await;
+    let txn = Txn::authenticated("alice", "<alice@tugraz.at>", "alice@tugraz.at");
+    let mut conn = milter.connect().await;
+    assert_eq!(send(&mut conn, &txn).await.status, Status::Accept);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3_500) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let outcome = try_send_message(&mut conn, &txn).await;
+        assert!(
+            matches!(&outcome, Ok(o) if o.status == Status::Accept),
+            "closed while busy, after {:?}: {outcome:?}",
+            started.elapsed()
+        );
+    }
+    let idle_from = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(
+        try_send_message(&mut conn, &txn).await.is_err(),
+        "still open after {:?} idle",
+        idle_from.elapsed()
+    );
+    milter.stop().await.unwrap();
+}
+
 /// One macro packet (SMFIC_MACRO for the connect stage), as an MTA sends ahead of a command.
 async fn trickle(stream: &mut tokio::net::TcpStream) -> std::io::Result<()> {
     let data = b"Cj\0relay.tugraz.at\0";

@@ -272,6 +272,7 @@ pub struct Connection {
     state: Arc<State>,
     framing: Framing,
     timer: Pin<Box<Sleep>>,
+    /// The deadline the timer is armed for: at or before the connection's deadline.
     timer_at: Option<u64>,
     reported: bool,
     /// The serving thread's count of connections, when it keeps one.
@@ -330,14 +331,25 @@ impl AsyncRead for Connection {
         if let Some(why) = Closed::from_code(self.state.closing.load(Ordering::SeqCst)) {
             return self.closed(why);
         }
-        let deadline = self.deadline();
-        if self.timer_at != Some(deadline) {
-            let wait = deadline.saturating_sub(self.slots.now());
-            let at = tokio::time::Instant::now() + Duration::from_millis(wait);
-            self.timer.as_mut().reset(at);
-            self.timer_at = Some(deadline);
-        }
-        if self.timer.as_mut().poll(cx).is_ready() {
+        // The timer may ring early, never late: a deadline that moved on (each command
+        // moves the idle deadline) is looked at when the timer rings, not re-armed per
+        // packet; one that moved closer is armed at once.
+        loop {
+            let deadline = self.deadline();
+            if self.timer_at.is_none_or(|at| deadline < at) {
+                let wait = deadline.saturating_sub(self.slots.now());
+                let at = tokio::time::Instant::now() + Duration::from_millis(wait);
+                self.timer.as_mut().reset(at);
+                self.timer_at = Some(deadline);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            if self.slots.now() < deadline {
+                // Rang for a deadline that has moved on since: arm it for the one now.
+                self.timer_at = None;
+                continue;
+            }
             let why = if self.state.in_message.load(Ordering::SeqCst) {
                 Closed::MessageDeadline
             } else {
