@@ -291,34 +291,44 @@ async fn odd_bodies_verify_with_dkimpy() {
         b"bare\rCR inside a line\r\n",
         b"\r\nstarts with an empty line\r\n",
     ];
+    let bodies: Vec<(String, Vec<u8>)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| (format!("odd body {i}"), body.to_vec()))
+        .collect();
+    let results = dkimpy_on_signed_bodies(&bodies).await;
+    let failures: Vec<&String> = results.iter().filter(|l| !l.contains(" ok ")).collect();
+    assert!(failures.is_empty(), "dkimpy rejected: {failures:#?}");
+}
+
+/// Signs each body (under a From/To/Subject block naming it) as alice, all on one
+/// connection, and has dkimpy verify each signed message: its lines, one per body.
+async fn dkimpy_on_signed_bodies(bodies: &[(String, Vec<u8>)]) -> Vec<String> {
     let milter = Milter::with_config(signing_config).await;
     let out = tempfile::tempdir().unwrap();
-    let records = records();
     let mut conn = milter.connect().await;
     let mut files = Vec::new();
-    for (i, body) in bodies.iter().enumerate() {
-        let mut raw = format!(
-            "From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: odd body {i}\r\n\r\n"
-        )
-        .into_bytes();
+    for (i, (name, body)) in bodies.iter().enumerate() {
+        let mut raw =
+            format!("From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: {name}\r\n\r\n")
+                .into_bytes();
         raw.extend_from_slice(body);
         let (status, signatures) = if i == 0 {
             sign(&mut conn, "alice", "<alice@tugraz.at>", &raw).await
         } else {
             dkim::sign_on(&mut conn, "alice", "<alice@tugraz.at>", &raw).await
         };
-        assert_eq!(status, Status::Accept, "body {i}");
-        assert_eq!(signatures.len(), 2, "body {i}");
+        assert_eq!(status, Status::Accept, "{name}");
+        assert_eq!(signatures.len(), 2, "{name}");
         let path = out.path().join(format!("b{i:02}.eml"));
         std::fs::write(&path, signed_message(&signatures, &raw)).unwrap();
         files.push(path);
     }
     conn.close().await.unwrap();
-    let results = verify_dkimpy(&files, &records, out.path(), At::Now);
+    let results = verify_dkimpy(&files, &records(), out.path(), At::Now);
     assert_eq!(results.len(), files.len());
-    let failures: Vec<&String> = results.iter().filter(|l| !l.contains(" ok ")).collect();
-    assert!(failures.is_empty(), "dkimpy rejected: {failures:#?}");
     milter.stop().await.unwrap();
+    results
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,35 +368,13 @@ async fn bodies_in_full_size_chunks_verify_wherever_the_milter_cuts_them() {
                 .chain([start + 65_535])
         })
         .collect();
-    let sizes = [PIECE - 1, PIECE, PIECE + 1, 65_535, 65_536, 200_000];
-    let milter = Milter::with_config(signing_config).await;
-    let out = tempfile::tempdir().unwrap();
-    let records = records();
-    let mut conn = milter.connect().await;
-    let mut files = Vec::new();
-    for (i, size) in sizes.into_iter().enumerate() {
-        let mut raw = format!(
-            "From: alice@tugraz.at\r\nTo: friend@example.org\r\nSubject: {size} bytes\r\n\r\n"
-        )
-        .into_bytes();
-        raw.extend_from_slice(&body_cut_at(&cuts, size));
-        let (status, signatures) = if i == 0 {
-            sign(&mut conn, "alice", "<alice@tugraz.at>", &raw).await
-        } else {
-            dkim::sign_on(&mut conn, "alice", "<alice@tugraz.at>", &raw).await
-        };
-        assert_eq!(status, Status::Accept, "{size} bytes");
-        assert_eq!(signatures.len(), 2, "{size} bytes");
-        let path = out.path().join(format!("s{size}.eml"));
-        std::fs::write(&path, signed_message(&signatures, &raw)).unwrap();
-        files.push(path);
-    }
-    conn.close().await.unwrap();
-    let results = verify_dkimpy(&files, &records, out.path(), At::Now);
-    assert_eq!(results.len(), files.len());
+    let bodies: Vec<(String, Vec<u8>)> = [PIECE - 1, PIECE, PIECE + 1, 65_535, 65_536, 200_000]
+        .into_iter()
+        .map(|size| (format!("{size} bytes"), body_cut_at(&cuts, size)))
+        .collect();
+    let results = dkimpy_on_signed_bodies(&bodies).await;
     let failures: Vec<&String> = results.iter().filter(|l| !l.ends_with(" ok 2")).collect();
     assert!(failures.is_empty(), "dkimpy rejected: {failures:#?}");
-    milter.stop().await.unwrap();
 }
 
 #[tokio::test]
