@@ -214,7 +214,10 @@ mod tests {
 
         // The body chunk: three pieces, in order.
         let (msg, mut rest) = conn.read_message().await.unwrap();
-        assert_eq!((msg.kind, msg.buffer.len(), rest), (b'B', BODY_PIECE_LEN, body.len() - BODY_PIECE_LEN));
+        assert_eq!(
+            (msg.kind, msg.buffer.len(), rest),
+            (b'B', BODY_PIECE_LEN, body.len() - BODY_PIECE_LEN)
+        );
         let mut got = msg.buffer.to_vec();
         while rest > 0 {
             let piece = conn.read_body_piece(&mut rest).await.unwrap();
