@@ -84,34 +84,55 @@ pub type CallbackFuture<'a> = Pin<Box<dyn Future<Output = Status> + Send + 'a>>;
 pub struct Callbacks<T: Send> {
     // Note: Deriving `Default` for `Callbacks` enables struct update syntax
     // (`..Default::default()`) when type parameter `T` is also `Default`.
-
     /// The callback for the `negotiate` stage.
-    pub negotiate:
-        Option<Box<dyn for<'cx> Fn(&'cx mut NegotiateContext<T>, Actions, ProtoOpts) -> CallbackFuture<'cx> + Send + Sync>>,
+    pub negotiate: Option<
+        Box<
+            dyn for<'cx> Fn(&'cx mut NegotiateContext<T>, Actions, ProtoOpts) -> CallbackFuture<'cx>
+                + Send
+                + Sync,
+        >,
+    >,
     /// The callback for the `connect` stage.
-    pub connect:
-        Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>, CString, SocketInfo) -> CallbackFuture<'cx> + Send + Sync>>,
+    pub connect: Option<
+        Box<
+            dyn for<'cx> Fn(&'cx mut Context<T>, CString, SocketInfo) -> CallbackFuture<'cx>
+                + Send
+                + Sync,
+        >,
+    >,
     /// The callback for the `helo` stage.
-    pub helo:
-        Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>, CString) -> CallbackFuture<'cx> + Send + Sync>>,
+    pub helo: Option<
+        Box<dyn for<'cx> Fn(&'cx mut Context<T>, CString) -> CallbackFuture<'cx> + Send + Sync>,
+    >,
     /// The callback for the `mail` stage.
-    pub mail:
-        Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>, Vec<CString>) -> CallbackFuture<'cx> + Send + Sync>>,
+    pub mail: Option<
+        Box<
+            dyn for<'cx> Fn(&'cx mut Context<T>, Vec<CString>) -> CallbackFuture<'cx> + Send + Sync,
+        >,
+    >,
     /// The callback for the `rcpt` stage.
-    pub rcpt:
-        Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>, Vec<CString>) -> CallbackFuture<'cx> + Send + Sync>>,
+    pub rcpt: Option<
+        Box<
+            dyn for<'cx> Fn(&'cx mut Context<T>, Vec<CString>) -> CallbackFuture<'cx> + Send + Sync,
+        >,
+    >,
     /// The callback for the `data` stage.
     pub data:
         Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>) -> CallbackFuture<'cx> + Send + Sync>>,
     /// The callback for the `header` stage.
-    pub header:
-        Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>, CString, CString) -> CallbackFuture<'cx> + Send + Sync>>,
+    pub header: Option<
+        Box<
+            dyn for<'cx> Fn(&'cx mut Context<T>, CString, CString) -> CallbackFuture<'cx>
+                + Send
+                + Sync,
+        >,
+    >,
     /// The callback for the `eoh` stage.
-    pub eoh:
-        Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>) -> CallbackFuture<'cx> + Send + Sync>>,
+    pub eoh: Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>) -> CallbackFuture<'cx> + Send + Sync>>,
     /// The callback for the `body` stage.
-    pub body:
-        Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>, Bytes) -> CallbackFuture<'cx> + Send + Sync>>,
+    pub body: Option<
+        Box<dyn for<'cx> Fn(&'cx mut Context<T>, Bytes) -> CallbackFuture<'cx> + Send + Sync>,
+    >,
     /// The callback for the `eom` stage.
     pub eom:
         Option<Box<dyn for<'cx> Fn(&'cx mut EomContext<T>) -> CallbackFuture<'cx> + Send + Sync>>,
@@ -122,8 +143,9 @@ pub struct Callbacks<T: Send> {
     pub close:
         Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>) -> CallbackFuture<'cx> + Send + Sync>>,
     /// The callback for the `unknown` stage.
-    pub unknown:
-        Option<Box<dyn for<'cx> Fn(&'cx mut Context<T>, CString) -> CallbackFuture<'cx> + Send + Sync>>,
+    pub unknown: Option<
+        Box<dyn for<'cx> Fn(&'cx mut Context<T>, CString) -> CallbackFuture<'cx> + Send + Sync>,
+    >,
 }
 
 impl<T: Send> Callbacks<T> {
@@ -149,7 +171,10 @@ impl<T: Send> Callbacks<T> {
     /// Configures the callback for the `negotiate` stage.
     pub fn on_negotiate(
         mut self,
-        callback: impl Fn(&mut NegotiateContext<T>, Actions, ProtoOpts) -> CallbackFuture<'_> + Send + Sync + 'static,
+        callback: impl Fn(&mut NegotiateContext<T>, Actions, ProtoOpts) -> CallbackFuture<'_>
+            + Send
+            + Sync
+            + 'static,
     ) -> Self {
         self.negotiate = Some(Box::new(callback));
         self
@@ -158,7 +183,10 @@ impl<T: Send> Callbacks<T> {
     /// Configures the callback for the `connect` stage.
     pub fn on_connect(
         mut self,
-        callback: impl Fn(&mut Context<T>, CString, SocketInfo) -> CallbackFuture<'_> + Send + Sync + 'static,
+        callback: impl Fn(&mut Context<T>, CString, SocketInfo) -> CallbackFuture<'_>
+            + Send
+            + Sync
+            + 'static,
     ) -> Self {
         self.connect = Some(Box::new(callback));
         self
@@ -203,7 +231,10 @@ impl<T: Send> Callbacks<T> {
     /// Configures the callback for the `header` stage.
     pub fn on_header(
         mut self,
-        callback: impl Fn(&mut Context<T>, CString, CString) -> CallbackFuture<'_> + Send + Sync + 'static,
+        callback: impl Fn(&mut Context<T>, CString, CString) -> CallbackFuture<'_>
+            + Send
+            + Sync
+            + 'static,
     ) -> Self {
         self.header = Some(Box::new(callback));
         self

@@ -516,7 +516,9 @@ impl ContextActions for EomActions {
 
         let value = value.into_c_string();
 
-        self.conn.write_reply(Reply::AddHeader { name, value }).await?;
+        self.conn
+            .write_reply(Reply::AddHeader { name, value })
+            .await?;
 
         Ok(())
     }
@@ -541,7 +543,9 @@ impl ContextActions for EomActions {
 
         let value = value.into_c_string();
 
-        self.conn.write_reply(Reply::InsertHeader { index, name, value }).await?;
+        self.conn
+            .write_reply(Reply::InsertHeader { index, name, value })
+            .await?;
 
         Ok(())
     }
@@ -566,7 +570,9 @@ impl ContextActions for EomActions {
 
         let value = value.map_or_else(Default::default, |v| v.into_c_string());
 
-        self.conn.write_reply(Reply::ChangeHeader { name, index, value }).await?;
+        self.conn
+            .write_reply(Reply::ChangeHeader { name, index, value })
+            .await?;
 
         Ok(())
     }
@@ -587,7 +593,9 @@ impl ContextActions for EomActions {
 
         let args = args.map(|a| a.into_c_string());
 
-        self.conn.write_reply(Reply::ChangeSender { mail, args }).await?;
+        self.conn
+            .write_reply(Reply::ChangeSender { mail, args })
+            .await?;
 
         Ok(())
     }
@@ -626,7 +634,9 @@ impl ContextActions for EomActions {
 
         let args = args.map(|a| a.into_c_string());
 
-        self.conn.write_reply(Reply::AddRcptExt { rcpt, args }).await?;
+        self.conn
+            .write_reply(Reply::AddRcptExt { rcpt, args })
+            .await?;
 
         Ok(())
     }
@@ -820,7 +830,10 @@ mod tests {
             xcode: Some("5.0.0".parse().unwrap()),
             message: vec![c_str!("failure").into()],
         };
-        assert_eq!(reply.make_error_reply().as_ref(), c_str!("550 5.0.0 failure"));
+        assert_eq!(
+            reply.make_error_reply().as_ref(),
+            c_str!("550 5.0.0 failure")
+        );
     }
 
     #[test]

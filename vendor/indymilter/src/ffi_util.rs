@@ -69,6 +69,9 @@ mod tests {
     fn into_c_string_ok() {
         assert_eq!("bonjour".into_c_string().as_ref(), c_str!("bonjour"));
         assert_eq!("al\0ias\0".into_c_string().as_ref(), c_str!("al�ias�"));
-        assert_eq!(c_str!(b"ab\xefe").into_c_string().as_ref(), c_str!(b"ab\xefe"));
+        assert_eq!(
+            c_str!(b"ab\xefe").into_c_string().as_ref(),
+            c_str!(b"ab\xefe")
+        );
     }
 }

@@ -116,7 +116,10 @@ impl State {
             Opts | QuitNc => matches!(next, Conn | Unknown),
             Conn | Helo => matches!(next, Helo | Mail | Unknown),
             Mail => matches!(next, Rcpt | Abort | Unknown),
-            Rcpt => matches!(next, Header | Eoh | Data | Body | Eom | Rcpt | Abort | Unknown),
+            Rcpt => matches!(
+                next,
+                Header | Eoh | Data | Body | Eom | Rcpt | Abort | Unknown
+            ),
             Data | Header => matches!(next, Eoh | Header | Abort),
             Eoh | Body => matches!(next, Body | Eom | Abort),
             Eom => matches!(next, Quit | Mail | Unknown | QuitNc),
@@ -172,7 +175,10 @@ impl Display for SessionError {
             Self::BufferEmpty => write!(f, "command with empty payload buffer"),
             Self::ParseCommand(error) => write!(f, "command could not be parsed: {error}"),
             Self::ProtocolVersionNotSupported(version) => {
-                write!(f, "requested milter protocol version {version} not supported")
+                write!(
+                    f,
+                    "requested milter protocol version {version} not supported"
+                )
             }
             Self::InvalidNegotiateStatus(status) => {
                 write!(f, "invalid status in negotiation: {status:?}")
@@ -181,7 +187,10 @@ impl Display for SessionError {
                 write!(f, "requested actions not supported: {actions:?}")
             }
             Self::ProtoOptsNotSupported(opts) => {
-                write!(f, "requested milter protocol options not supported: {opts:?}")
+                write!(
+                    f,
+                    "requested milter protocol options not supported: {opts:?}"
+                )
             }
         }
     }
@@ -742,16 +751,14 @@ impl<T: Send> Session<T> {
         let reply = match status {
             Status::Accept => Reply::Accept,
             Status::Continue => Reply::Continue,
-            Status::Reject => {
-                self.context
-                    .take_reply_if(|r| matches!(r, ReplyCode::Permanent(_)))
-                    .unwrap_or(Reply::Reject)
-            }
-            Status::Tempfail => {
-                self.context
-                    .take_reply_if(|r| matches!(r, ReplyCode::Transient(_)))
-                    .unwrap_or(Reply::Tempfail)
-            }
+            Status::Reject => self
+                .context
+                .take_reply_if(|r| matches!(r, ReplyCode::Permanent(_)))
+                .unwrap_or(Reply::Reject),
+            Status::Tempfail => self
+                .context
+                .take_reply_if(|r| matches!(r, ReplyCode::Transient(_)))
+                .unwrap_or(Reply::Tempfail),
             Status::Discard => Reply::Discard,
             Status::Skip => Reply::Skip,
             Status::Noreply => {

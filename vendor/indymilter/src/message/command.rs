@@ -253,7 +253,10 @@ impl Command {
         match self {
             Self::Abort => Message::new(CommandKind::Abort, Bytes::new()),
             Self::BodyChunk(chunk) => Message::new(CommandKind::BodyChunk, chunk),
-            Self::ConnInfo(ConnInfoPayload { hostname, socket_info }) => {
+            Self::ConnInfo(ConnInfoPayload {
+                hostname,
+                socket_info,
+            }) => {
                 let mut buf = BytesMut::with_capacity(64);
 
                 buf.put(hostname.to_bytes_with_nul());
@@ -318,7 +321,11 @@ impl Command {
                 Message::new(CommandKind::Mail, buf)
             }
             Self::Eoh => Message::new(CommandKind::Eoh, Bytes::new()),
-            Self::OptNeg(OptNegPayload { version, actions, opts }) => {
+            Self::OptNeg(OptNegPayload {
+                version,
+                actions,
+                opts,
+            }) => {
                 let mut buf = BytesMut::with_capacity(12);
 
                 buf.put_u32(version);
@@ -381,8 +388,8 @@ impl ConnInfoPayload {
         let hostname = get_c_string(&mut buf)?;
 
         let family = get_u8(&mut buf)?;
-        let family = Family::try_from(family)
-            .map_err(|e| ParseCommandError::UnknownFamily(e.byte()))?;
+        let family =
+            Family::try_from(family).map_err(|e| ParseCommandError::UnknownFamily(e.byte()))?;
 
         let socket_info = match family {
             Family::Unknown => SocketInfo::Unknown,
@@ -436,15 +443,15 @@ where
 #[derive(Clone, Debug, Eq, Hash, PartialEq)]
 pub struct MacroPayload {
     pub stage: MacroStage,
-    pub macros: Vec<CString>,  // key/value pairs, non-empty
+    pub macros: Vec<CString>, // key/value pairs, non-empty
 }
 
 impl MacroPayload {
     /// Parses a payload from the given buffer.
     pub fn parse_buffer(mut buf: Bytes) -> Result<Self, ParseCommandError> {
         let stage = get_u8(&mut buf)?;
-        let stage = MacroStage::try_from(stage)
-            .map_err(|e| ParseCommandError::UnknownStage(e.byte()))?;
+        let stage =
+            MacroStage::try_from(stage).map_err(|e| ParseCommandError::UnknownStage(e.byte()))?;
 
         let mut macros = vec![get_c_string(&mut buf)?];
         while let Ok(s) = get_c_string(&mut buf) {
@@ -475,7 +482,7 @@ impl HeloPayload {
 /// A [`Header`][Command::Header] command payload.
 #[derive(Clone, Debug, Eq, Hash, PartialEq)]
 pub struct HeaderPayload {
-    pub name: CString,  // non-empty
+    pub name: CString, // non-empty
     pub value: CString,
 }
 
@@ -498,7 +505,7 @@ impl HeaderPayload {
 /// An envelope address payload.
 #[derive(Clone, Debug, Eq, Hash, PartialEq)]
 pub struct EnvAddrPayload {
-    pub args: Vec<CString>,  // non-empty
+    pub args: Vec<CString>, // non-empty
 }
 
 impl EnvAddrPayload {

@@ -153,18 +153,17 @@ pub enum Reply {
     // Note: The trailing comments describe restrictions on data as produced by
     // `ContextActions` implementations. However, unlike in `Command` these
     // restrictions are not checked when parsing into this data model.
-
     /// The `+` reply.
     AddRcpt {
-        rcpt: CString,  // non-empty
+        rcpt: CString, // non-empty
     },
     /// The `-` reply.
     DeleteRcpt {
-        rcpt: CString,  // non-empty
+        rcpt: CString, // non-empty
     },
     /// The `2` reply.
     AddRcptExt {
-        rcpt: CString,  // non-empty
+        rcpt: CString, // non-empty
         args: Option<CString>,
     },
     /// The `O` reply.
@@ -184,31 +183,31 @@ pub enum Reply {
     Discard,
     /// The `e` reply.
     ChangeSender {
-        mail: CString,  // non-empty
+        mail: CString, // non-empty
         args: Option<CString>,
     },
     /// The `h` reply.
     AddHeader {
-        name: CString,  // non-empty
+        name: CString, // non-empty
         value: CString,
     },
     /// The `i` reply.
     InsertHeader {
-        index: i32,  // non-negative
-        name: CString,  // non-empty
+        index: i32,    // non-negative
+        name: CString, // non-empty
         value: CString,
     },
     /// The `m` reply.
     ChangeHeader {
-        name: CString,  // non-empty
-        index: i32,  // non-negative
+        name: CString, // non-empty
+        index: i32,    // non-negative
         value: CString,
     },
     /// The `p` reply.
     Progress,
     /// The `q` reply.
     Quarantine {
-        reason: CString,  // non-empty
+        reason: CString, // non-empty
     },
     /// The `r` reply.
     Reject,
@@ -218,15 +217,15 @@ pub enum Reply {
     Tempfail,
     /// The `y` reply.
     ReplyCode {
-        reply: CString,  // conforms to reply as produced in Context, eg "550 ..."
+        reply: CString, // conforms to reply as produced in Context, eg "550 ..."
     },
 }
 
 impl Reply {
     /// Parses a reply from a milter protocol message.
     pub fn parse_reply(msg: Message) -> Result<Self, ParseReplyError> {
-        let kind = ReplyKind::try_from(msg.kind)
-            .map_err(|e| ParseReplyError::UnknownReply(e.byte()))?;
+        let kind =
+            ReplyKind::try_from(msg.kind).map_err(|e| ParseReplyError::UnknownReply(e.byte()))?;
 
         let mut buf = msg.buffer;
 
@@ -355,7 +354,12 @@ impl Reply {
 
                 Message::new(ReplyKind::AddRcptExt, buf)
             }
-            Self::OptNeg { version, actions, opts, macros } => {
+            Self::OptNeg {
+                version,
+                actions,
+                opts,
+                macros,
+            } => {
                 let mut buf = BytesMut::with_capacity(12);
 
                 buf.put_u32(version);
