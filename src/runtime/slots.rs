@@ -395,8 +395,8 @@ impl AsyncWrite for Connection {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // Taken whole; written at the flush that follows each reply (indymilter flushes
-        // after every one), or held there if it is a change.
+        // Taken as given (a packet may come in pieces); written at the flush that follows
+        // each reply (indymilter flushes after every one), or held there if it is a change.
         self.socket.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

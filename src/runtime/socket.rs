@@ -53,7 +53,8 @@ impl MtaSocket {
         self.socket.poll_read_from(cx, buf)
     }
 
-    /// Queues reply bytes (whole packets, as the milter library writes them).
+    /// Queues reply bytes, a packet whole or in pieces (the milter library writes a
+    /// packet's length, command and data in turn, and flushes after each packet).
     pub fn push(&mut self, bytes: &[u8]) {
         let replies = &mut self.replies;
         let mut due = false;

@@ -18,7 +18,7 @@ use crate::message::{self, reply::Reply, Message};
 use bytes::Bytes;
 use std::{io, sync::Arc, time::Duration};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufStream},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
     sync::Mutex,
     time,
 };
@@ -30,7 +30,6 @@ use tracing::trace;
 // task hand-off, channel or oneshot allocation.
 
 const READ_BUFFER_LEN: usize = 4096;
-const WRITE_BUFFER_LEN: usize = 1024;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 
@@ -44,7 +43,7 @@ impl<S> Stream for S where S: AsyncRead + AsyncWrite + Unpin + Send {}
 // to write replies from the eom callback. The lock is therefore never contended.
 #[derive(Clone)]
 pub struct Connection {
-    stream: Arc<Mutex<BufStream<Box<dyn Stream>>>>,
+    stream: Arc<Mutex<BufReader<Box<dyn Stream>>>>,
     timeout: Duration,
 }
 
@@ -55,9 +54,12 @@ impl Connection {
     {
         let stream: Box<dyn Stream> = Box::new(stream);
 
-        // Smaller buffers than tokio's 8 KiB each: a reply is a few hundred
-        // bytes at most, and reads larger than the buffer bypass it.
-        let stream = BufStream::with_capacity(READ_BUFFER_LEN, WRITE_BUFFER_LEN, stream);
+        // Reads are buffered (4 KiB: a read larger than that bypasses the
+        // buffer); writes go straight to the stream, which is expected to
+        // buffer them itself until the flush that follows every message, as
+        // relayguard's does. (Upstream: a buffer of 8 KiB each way, so every
+        // reply was copied twice before it was sent.)
+        let stream = BufReader::with_capacity(READ_BUFFER_LEN, stream);
 
         Self {
             stream: Arc::new(Mutex::new(stream)),
@@ -110,7 +112,7 @@ impl Connection {
         }
     }
 
-    // Shuts down the stream (flushing what is buffered), as the actor did
+    // Shuts down the stream (the stream flushing what it buffered), as the actor did
     // before it exited. An error is no longer of interest.
     pub async fn shutdown(&self) {
         let mut stream = self.stream.lock().await;

@@ -146,16 +146,7 @@ pub async fn read<S>(stream: &mut S) -> io::Result<Message>
 where
     S: AsyncRead + Unpin,
 {
-    let len = stream.read_u32().await?;
-    let kind = stream.read_u8().await?;
-
-    let len = usize::try_from(len)
-        .expect("unsupported pointer size")
-        .saturating_sub(1);
-
-    if len > Message::MAX_BUFFER_LEN {
-        return Err(ErrorKind::InvalidData.into());
-    }
+    let (kind, len) = read_head(stream).await?;
 
     let mut buffer = vec![0; len];
     stream.read_exact(&mut buffer).await?;
@@ -175,16 +166,7 @@ pub async fn read_in_pieces<S>(stream: &mut S) -> io::Result<(Message, usize)>
 where
     S: AsyncRead + Unpin,
 {
-    let len = stream.read_u32().await?;
-    let kind = stream.read_u8().await?;
-
-    let len = usize::try_from(len)
-        .expect("unsupported pointer size")
-        .saturating_sub(1);
-
-    if len > Message::MAX_BUFFER_LEN {
-        return Err(ErrorKind::InvalidData.into());
-    }
+    let (kind, len) = read_head(stream).await?;
 
     let now = if kind == b'B' {
         len.min(BODY_PIECE_LEN)
@@ -211,6 +193,26 @@ where
     *rest -= now;
 
     Ok(buffer.into())
+}
+
+// Reads a message's kind and payload length (relayguard patch: shared by
+// `read` and `read_in_pieces`).
+async fn read_head<S>(stream: &mut S) -> io::Result<(u8, usize)>
+where
+    S: AsyncRead + Unpin,
+{
+    let len = stream.read_u32().await?;
+    let kind = stream.read_u8().await?;
+
+    let len = usize::try_from(len)
+        .expect("unsupported pointer size")
+        .saturating_sub(1);
+
+    if len > Message::MAX_BUFFER_LEN {
+        return Err(ErrorKind::InvalidData.into());
+    }
+
+    Ok((kind, len))
 }
 
 /// Writes a milter protocol message to a stream.
