@@ -400,15 +400,20 @@ async fn silent_connection(addr: std::net::SocketAddr) -> tokio::net::TcpStream 
     stream
 }
 
+/// The test relay on TCP with `settings` (lines such as `idle_timeout_secs = 2\n`) added
+/// to its `[milter]` table.
+fn milter_settings(settings: &str) -> String {
+    config_text("inet:0@127.0.0.1").replace(
+        "shutdown_timeout_secs = 10\n",
+        &format!("shutdown_timeout_secs = 10\n{settings}"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_give_their_slots_back_after_the_idle_timeout() {
-    let milter = Milter::with_config(|_| {
-        config_text("inet:0@127.0.0.1").replace(
-            "shutdown_timeout_secs = 10\n",
-            "shutdown_timeout_secs = 10\nidle_timeout_secs = 2\nmax_connections = 256\n",
-        )
-    })
-    .await;
+    let milter =
+        Milter::with_config(|_| milter_settings("idle_timeout_secs = 2\nmax_connections = 256\n"))
+            .await;
     let addr = milter.tcp.unwrap();
     // A slowloris takes every slot and more: connect, negotiate, then nothing.
     let mut idle = Vec::new();
@@ -457,13 +462,7 @@ async fn a_busy_connection_outlives_many_idle_timeouts_and_an_idle_one_does_not(
     // The idle deadline moves with every command; the slot's timer is not re-armed per
     // packet but looks again when it rings. A connection that works on past two idle
     // timeouts stays open, and is closed about one idle timeout after its last command.
-    let milter = Milter::with_config(|_| {
-        config_text("inet:0@127.0.0.1").replace(
-            "shutdown_timeout_secs = 10\n",
-            "shutdown_timeout_secs = 10\nidle_timeout_secs = 2\n",
-        )
-    })
-    .await;
+    let milter = Milter::with_config(|_| milter_settings("idle_timeout_secs = 2\n")).await;
     let txn = Txn::authenticated("alice", "<alice@tugraz.at>", "alice@tugraz.at");
     let mut conn = milter.connect().await;
     assert_eq!(send(&mut conn, &txn).await.status, Status::Accept);
@@ -500,13 +499,7 @@ async fn trickle(stream: &mut tokio::net::TcpStream) -> std::io::Result<()> {
 async fn trickling_connections_on_every_slot_never_keep_a_real_message_waiting() {
     // Default timeouts; 64 slots, all taken by connections that negotiate and then send one
     // macro packet every 3 s and never a command.
-    let milter = Milter::with_config(|_| {
-        config_text("inet:0@127.0.0.1").replace(
-            "shutdown_timeout_secs = 10\n",
-            "shutdown_timeout_secs = 10\nmax_connections = 64\n",
-        )
-    })
-    .await;
+    let milter = Milter::with_config(|_| milter_settings("max_connections = 64\n")).await;
     let addr = milter.tcp.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tricklers = Vec::new();
@@ -575,13 +568,7 @@ async fn trickling_connections_on_every_slot_never_keep_a_real_message_waiting()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn macros_alone_never_keep_a_connection_past_the_idle_timeout() {
-    let milter = Milter::with_config(|_| {
-        config_text("inet:0@127.0.0.1").replace(
-            "shutdown_timeout_secs = 10\n",
-            "shutdown_timeout_secs = 10\nidle_timeout_secs = 5\n",
-        )
-    })
-    .await;
+    let milter = Milter::with_config(|_| milter_settings("idle_timeout_secs = 5\n")).await;
     let mut stream = silent_connection(milter.tcp.unwrap()).await;
     let started = Instant::now();
     let mut buf = [0u8; 256];
