@@ -41,8 +41,12 @@ pub struct ReadWatched {
 }
 
 impl ReadWatched {
-    /// Registers a non-blocking socket, for reading, on the current runtime.
+    /// Registers a socket, for reading, on the current runtime (non-blocking from now on).
     pub fn register(socket: Stream) -> io::Result<Self> {
+        match &socket {
+            Stream::Tcp(s) => s.set_nonblocking(true)?,
+            Stream::Unix(s) => s.set_nonblocking(true)?,
+        }
         Ok(ReadWatched {
             fd: Some(watched(socket, Interest::READABLE)?),
             writable_watched: false,

@@ -164,10 +164,6 @@ pub async fn run(load: &Load) -> io::Result<Results> {
                     crate::socket::Stream::Tcp(stream)
                 }
             };
-            match &stream {
-                crate::socket::Stream::Unix(s) => s.set_nonblocking(true)?,
-                crate::socket::Stream::Tcp(s) => s.set_nonblocking(true)?,
-            }
             let stream = crate::socket::ReadWatched::register(stream)?;
             run_connection(stream, &load, c, &body).await
         }));
