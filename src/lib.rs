@@ -16,7 +16,6 @@
 pub mod abuse;
 pub mod audit;
 pub mod bench;
-pub mod breaker;
 pub mod clock;
 pub mod commands;
 pub mod config;

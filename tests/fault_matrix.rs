@@ -956,7 +956,7 @@ async fn a_redis_outage_is_skipped_not_waited_for_and_logged_once() {
     let text = common::http_get(metrics_addr, "/metrics").await;
     // Three failures open the breaker; after that one probe per period at most.
     let errors = metric(&text, "relayguard_redis_errors_total");
-    let periods = elapsed / relayguard::breaker::OPEN_FOR.as_secs_f64();
+    let periods = elapsed / relayguard::limits::breaker::OPEN_FOR.as_secs_f64();
     assert!(
         errors <= 3.0 + periods.ceil() + 1.0,
         "{errors} Redis calls failed in {elapsed:.1} s for 100 messages"

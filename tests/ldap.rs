@@ -453,61 +453,6 @@ async fn a_frozen_directory_costs_a_message_one_timeout_not_one_per_lookup() {
 }
 
 #[tokio::test]
-async fn a_frozen_directory_is_probed_by_one_message_at_a_time() {
-    // A queue flushing into a frozen directory: once a lookup has gone unanswered, one
-    // message at a time asks the directory again (bounded by the timeout) while the
-    // messages beside it wait a moment for its answer and tempfail, instead of each
-    // holding its SMTP session for the timeout. (slapd_killed_under_load… checks that a
-    // directory that is back loses no message to the probe.)
-    let slapd = Slapd::start();
-    let relay = relay(&slapd);
-    assert_eq!(
-        outcome(&relay, &msg("alice", "alice.liddell@tugraz.at")).await,
-        signed()
-    );
-    slapd.freeze();
-    let (_, reply) = outcome(&relay, &msg("bob", "robert.builder@tugraz.at")).await;
-    assert!(reply.starts_with("451 4.3.0"), "{reply}");
-    // Past the pause after that timeout, four messages at once.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let timed = |login: &'static str| {
-        let relay = &relay;
-        async move {
-            let address: &'static str = Box::leak(format!("{login}@tugraz.at").into_boxed_str());
-            let started = std::time::Instant::now();
-            let (stage, reply) = outcome(relay, &msg(login, address)).await;
-            (login, started.elapsed(), stage, reply)
-        }
-    };
-    let (a, b, c, d) = tokio::join!(timed("carol"), timed("dave"), timed("erin"), timed("frank"));
-    let heard = [a, b, c, d];
-    for (login, _, stage, reply) in &heard {
-        assert_eq!(stage, "mail", "{login}");
-        assert!(reply.starts_with("451 4.3.0"), "{login}: {reply}");
-    }
-    let waited: Vec<_> = heard.iter().map(|(login, w, ..)| (*login, *w)).collect();
-    let probes = waited
-        .iter()
-        .filter(|(_, w)| *w >= Duration::from_millis(500))
-        .count();
-    let quick = waited
-        .iter()
-        .filter(|(_, w)| *w < Duration::from_millis(300))
-        .count();
-    assert_eq!(
-        (probes, quick),
-        (1, 3),
-        "one message probes the frozen directory, the others tempfail within a moment: {waited:?}"
-    );
-    slapd.thaw();
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(
-        outcome(&relay, &msg("bob", "robert.builder@tugraz.at")).await,
-        signed()
-    );
-}
-
-#[tokio::test]
 async fn sighup_forgets_the_cached_answers() {
     let slapd = Slapd::start();
     let table = slapd.postfix_table();

@@ -4,7 +4,6 @@
 
 use super::cache::Owner;
 use super::table::{Scope, Server, Settings};
-use crate::breaker::{Allow, Breaker, ProbeGuard, Transition};
 use ldap3::{
     DerefAliases, Ldap, LdapConnAsync, LdapConnSettings, SearchEntry, SearchOptions, StdStream,
 };
@@ -14,10 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-/// How long a lookup waits for the answer of a probe in flight before it tempfails: a
-/// directory that is back answers the probe within this, and the lookups beside it then
-/// go on; a frozen one holds them no longer than this.
-const PROBE_WAIT: Duration = Duration::from_millis(100);
+/// After every server refused a connection, lookups fail at once for this long (the
+/// directory is not hammered and cached answers serve meanwhile).
+const RETRY_AFTER: Duration = Duration::from_millis(250);
 
 /// noSuchObject: a search base (or a group member's DN) that does not exist.
 const NO_SUCH_OBJECT: u32 = 32;
@@ -27,23 +25,12 @@ pub struct Pool {
     settings: Arc<Settings>,
     slots: Vec<tokio::sync::Mutex<Option<Ldap>>>,
     next: AtomicUsize,
-    /// Opens on the first failure to reach the directory: while it is open lookups fail at
-    /// once, and one lookup at a time probes it.
-    breaker: Mutex<Breaker>,
-    /// Told when a probe has its answer.
-    probed: tokio::sync::Notify,
+    down_until: Mutex<Option<Instant>>,
 }
 
 /// Why the directory gave no answer.
 #[derive(Debug, Clone)]
 pub struct Failure(pub String);
-
-/// What one lookup learnt: the directory's answer (an error it returned counts: it is
-/// there), or that it could not be reached, and for how long not to ask it again.
-enum Asked {
-    Answered(Result<Vec<Owner>, Failure>),
-    Unreachable(Failure, Duration),
-}
 
 impl Pool {
     /// A pool for `settings`; nothing connects until the first lookup.
@@ -55,102 +42,37 @@ impl Pool {
             settings,
             slots,
             next: AtomicUsize::new(0),
-            breaker: Mutex::new(Breaker::opening_after(1)),
-            probed: tokio::sync::Notify::new(),
+            down_until: Mutex::new(None),
         }
     }
 
     /// Runs the search `filter` under the search base and expands the entries found into
     /// the logins they name. One retry on a fresh connection when a kept one fails.
-    ///
-    /// While the directory cannot be reached (every server refused, or no answer within the
-    /// timeout) lookups fail at once: for 250 ms after a refused connect, for the timeout
-    /// after no answer; then one lookup probes it, and the lookups beside it wait for its
-    /// answer up to [`PROBE_WAIT`] and go on if it came, else fail: a frozen directory
-    /// holds one message at a time for the timeout, not every message that needs it, and
-    /// one that is back loses no message to the probe.
     pub async fn lookup(&self, filter: &str) -> Result<Vec<Owner>, Failure> {
-        let probed = self.probed.notified();
-        tokio::pin!(probed);
-        probed.as_mut().enable();
-        if self.breaker().is_probing() {
-            let _ = tokio::time::timeout(PROBE_WAIT, probed).await;
-        }
-        let allow = self.breaker().allow(Instant::now());
-        if allow == Allow::Skip {
-            return Err(Failure("directory unreachable (retrying shortly)".into()));
-        }
-        let probe = ProbeGuard::new(&self.breaker, allow);
-        let outcome = self.ask(filter).await;
-        let now = Instant::now();
-        let transition = match &outcome {
-            Asked::Answered(_) => self.breaker().succeeded(now),
-            Asked::Unreachable(_, open_for) => self.breaker().failed_for(now, *open_for),
-        };
-        if let Some(probe) = probe {
-            probe.answered();
-            self.probed.notify_waiters();
-        }
-        match (transition, &outcome) {
-            (Some(Transition::Opened), Asked::Unreachable(failure, _)) => warn!(
-                error = %failure.0,
-                "cannot reach the directory; cached answers serve, others tempfail"
-            ),
-            (Some(Transition::StillDown { down_for, skipped }), Asked::Unreachable(failure, _)) => {
-                warn!(
-                    error = %failure.0,
-                    down_s = down_for.as_secs(),
-                    skipped,
-                    "directory still unreachable; cached answers serve, others tempfail"
-                )
-            }
-            (Some(Transition::Closed { down_for, skipped }), _) => info!(
-                down_ms = down_for.as_millis() as u64,
-                skipped, "directory reachable again"
-            ),
-            _ => {}
-        }
-        match outcome {
-            Asked::Answered(result) => result,
-            Asked::Unreachable(failure, _) => Err(failure),
-        }
-    }
-
-    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker.lock().expect("breaker lock")
-    }
-
-    /// One lookup on the next slot's connection.
-    async fn ask(&self, filter: &str) -> Asked {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let deadline = self.settings.timeout;
         for attempt in 0..2 {
-            let (mut ldap, fresh) = match self.connection(slot).await {
-                Ok(connection) => connection,
-                Err(failure) => return Asked::Unreachable(failure, crate::breaker::OPEN_FOR),
-            };
+            let (mut ldap, fresh) = self.connection(slot).await?;
             match tokio::time::timeout(deadline, self.search_and_expand(&mut ldap, filter)).await {
-                Ok(Ok(owners)) => return Asked::Answered(Ok(owners)),
+                Ok(Ok(owners)) => return Ok(owners),
                 Ok(Err(Failure(why))) if !fresh && attempt == 0 => {
                     debug!(%why, "kept directory connection failed; reconnecting");
                     self.drop_connection(slot).await;
                 }
                 Ok(Err(failure)) => {
                     self.drop_connection(slot).await;
-                    return Asked::Answered(Err(failure));
+                    return Err(failure);
                 }
                 Err(_) => {
                     self.drop_connection(slot).await;
                     // A directory that does not answer (frozen, overloaded) is not asked
-                    // again for as long: the message's other lookups fail fast instead of
+                    // again at once: the message's other lookups fail fast instead of
                     // each waiting out the timeout.
-                    return Asked::Unreachable(
-                        Failure(format!(
-                            "directory did not answer within {} ms",
-                            deadline.as_millis()
-                        )),
-                        deadline.max(crate::breaker::OPEN_FOR),
-                    );
+                    self.mark_down(deadline.max(RETRY_AFTER), "no answer");
+                    return Err(Failure(format!(
+                        "directory did not answer within {} ms",
+                        deadline.as_millis()
+                    )));
                 }
             }
         }
@@ -189,8 +111,25 @@ impl Pool {
         }
     }
 
+    /// Lookups fail at once for `for_how_long` (logged once per outage).
+    fn mark_down(&self, for_how_long: Duration, why: &str) {
+        let mut down = self.down_until.lock().expect("down lock");
+        if down.is_none() {
+            warn!(
+                error = why,
+                "cannot reach the directory; cached answers serve, others tempfail"
+            );
+        }
+        *down = Some(Instant::now() + for_how_long);
+    }
+
     /// The slot's connection, connecting if it has none; `true` when just made.
     async fn connection(&self, slot: usize) -> Result<(Ldap, bool), Failure> {
+        if let Some(until) = *self.down_until.lock().expect("down lock")
+            && Instant::now() < until
+        {
+            return Err(Failure("directory unreachable (retrying shortly)".into()));
+        }
         let mut held = self.slots[slot].lock().await;
         if let Some(ldap) = held.as_mut()
             && !ldap.is_closed()
@@ -200,10 +139,14 @@ impl Pool {
         match self.connect().await {
             Ok(ldap) => {
                 *held = Some(ldap.clone());
+                if self.down_until.lock().expect("down lock").take().is_some() {
+                    info!("directory reachable again");
+                }
                 Ok((ldap, true))
             }
             Err(failure) => {
                 *held = None;
+                self.mark_down(RETRY_AFTER, &failure.0);
                 Err(failure)
             }
         }

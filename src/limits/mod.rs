@@ -1,6 +1,7 @@
 //! Sending limits: client classes, per-class and per-login limits, abuse locks, and the
 //! counter stores (in memory for one host, Redis for a cluster).
 
+pub mod breaker;
 pub mod locks;
 pub mod peers;
 pub mod rate;

@@ -5,10 +5,10 @@
 //! is a multiplexed, self-reconnecting manager shared by all sessions, found through Redis
 //! Sentinel when configured.
 
+use super::breaker::{Allow, Breaker, Transition};
 use super::locks::{FileLocks, LockStore, RedisLocks};
 use super::rate::{Gcra, Rate, gcra};
 use crate::BoxFuture;
-use crate::breaker::{Allow, Breaker, ProbeGuard, Transition};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -284,7 +284,12 @@ impl RedisStore {
         if allow == Allow::Skip {
             return Err("Redis unavailable (not tried: it failed moments ago)".into());
         }
-        let probe = ProbeGuard::new(&self.breaker, allow);
+        // A probe given up half way (its message's future dropped) counts as failed, so
+        // the breaker never waits for its answer for ever.
+        let mut probe = (allow == Allow::Probe).then(|| Probe {
+            breaker: &self.breaker,
+            answered: false,
+        });
         let result = match self.connection().await {
             Ok(conn) => match tokio::time::timeout(self.config.timeout, f(conn)).await {
                 Ok(Ok(v)) => Ok(v),
@@ -296,8 +301,8 @@ impl RedisStore {
             },
             Err(e) => Err(e),
         };
-        if let Some(probe) = probe {
-            probe.answered();
+        if let Some(probe) = probe.as_mut() {
+            probe.answered = true;
         }
         let now = Instant::now();
         let transition = match &result {
@@ -316,7 +321,7 @@ impl RedisStore {
                 self.metrics.unavailable.set(1);
                 tracing::warn!(
                     %error,
-                    retry_ms = crate::breaker::OPEN_FOR.as_millis() as u64,
+                    retry_ms = super::breaker::OPEN_FOR.as_millis() as u64,
                     "Redis unavailable: {policy}; one call probes it every retry_ms"
                 );
             }
@@ -544,5 +549,21 @@ impl CounterStore for Counters {
                 None => Ok(self.memory.get(key, now_ms)),
             }
         })
+    }
+}
+
+/// A probe in flight: if it is dropped before its answer, the breaker counts it as failed.
+struct Probe<'a> {
+    breaker: &'a Mutex<Breaker>,
+    answered: bool,
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if !self.answered
+            && let Ok(mut breaker) = self.breaker.lock()
+        {
+            breaker.failed(Instant::now());
+        }
     }
 }
