@@ -96,7 +96,6 @@ for r in $(seq "$RUNS"); do
     echo "sig ed 0 $(sig_ms tugraz.at.ed.pem) 0" >> "$runs"
 done
 
-
 # Through a real Postfix: no milter, before and after, RSA and Ed25519, in turn.
 source bench/postfix.sh
 pf() {  # pf BUILD KIND -> "msgs/s busy-% milter-ms"

@@ -204,7 +204,6 @@ mod tests {
     #[tokio::test]
     async fn a_read_that_empties_the_socket_waits_for_the_next_bytes_and_gets_them() {
         let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
         peer.set_nonblocking(true).unwrap();
         let mut socket = ReadWatched::register(Stream::Unix(ours)).unwrap();
         let mut peer = tokio::net::UnixStream::from_std(peer).unwrap();

@@ -428,7 +428,6 @@ mod tests {
     async fn changes_wait_for_the_reply_that_ends_the_stage_and_go_out_with_it() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (ours, mta) = std::os::unix::net::UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
         mta.set_nonblocking(true).unwrap();
         let mut mta = UnixStream::from_std(mta).unwrap();
         let socket = MtaSocket::register(Accepted::Unix(ours)).unwrap();

@@ -101,7 +101,6 @@ mod tests {
 
     fn pair() -> (MtaSocket, tokio::net::UnixStream) {
         let (ours, mta) = std::os::unix::net::UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
         mta.set_nonblocking(true).unwrap();
         (
             MtaSocket::register(Accepted::Unix(ours)).unwrap(),
